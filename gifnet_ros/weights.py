@@ -1,0 +1,436 @@
+"""Find, verify and download the GIFNet checkpoint published by the GIFNet authors.
+
+The checkpoint (``Final.model``) belongs to the GIFNet authors and this project may not
+redistribute it, so every user fetches it from the authors' public GitHub repository
+(AWCXV/GIFNet, ``model/Final.model``) with the ``gifnet-weights`` command. The file is pinned
+by SHA-256: a truncated or altered file can still unpickle into plausible tensors (a flipped
+byte inside the tensor data loads without complaint), and only the hash catches that.
+
+Where the weights are looked up, first match wins:
+
+1. a path given explicitly (function argument, ``--weights``, a node parameter);
+2. the environment variable ``GIFNET_WEIGHTS``;
+3. the per-user cache file, see :func:`cache_path`.
+
+This module imports torch but nothing from ROS, so the offline tools and tests can use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import http.client
+import io
+import os
+import re
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+from tqdm import tqdm
+
+KNOWN_SHA256 = "bfc1dfef0d5b386b0c04f172daf8f6af52ba395f26dc3dd5757425fd32eb1038"
+DEFAULT_URL = "https://raw.githubusercontent.com/AWCXV/GIFNet/main/model/Final.model"
+FILE_NAME = "Final.model"
+
+ENV_WEIGHTS = "GIFNET_WEIGHTS"
+ENV_URL = "GIFNET_WEIGHTS_URL"
+ENV_CACHE_DIR = "GIFNET_CACHE_DIR"
+
+SOURCE_ARGUMENT = "argument"
+SOURCE_ENV = ENV_WEIGHTS
+SOURCE_CACHE = "cache"
+
+_CHUNK = 1 << 16
+_HASH_PREFIX = 12
+_GET_IT = "run `gifnet-weights` to download the authors' checkpoint into the cache"
+
+
+class WeightsError(Exception):
+    """A checkpoint that is missing, unreadable, not a state dict or not the expected file.
+
+    The message is always one line naming the file (or URL) and the problem, so a node can log
+    it and a command-line tool can print it as its only error line.
+    """
+
+
+def _env(name: str) -> str | None:
+    """Environment variable, with an empty value treated as unset (``VAR= cmd`` clears it)."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _short(digest: str) -> str:
+    """Hash prefix long enough to tell files apart, short enough for a one-line message."""
+    return digest[:_HASH_PREFIX] + "..."
+
+
+def default_url() -> str:
+    """Download URL: ``$GIFNET_WEIGHTS_URL`` (a mirror, e.g. behind a firewall) or the authors'."""
+    return _env(ENV_URL) or DEFAULT_URL
+
+
+def cache_path() -> Path:
+    """Per-user cache file for the checkpoint.
+
+    ``$GIFNET_CACHE_DIR`` wins (shared installs, containers), then ``$XDG_CACHE_HOME/gifnet_ros``
+    and finally ``~/.cache/gifnet_ros``. A relative ``XDG_CACHE_HOME`` is ignored, as the XDG
+    base directory specification requires.
+    """
+    override = _env(ENV_CACHE_DIR)
+    if override:
+        return Path(override).expanduser() / FILE_NAME
+    xdg = _env("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "gifnet_ros" / FILE_NAME
+
+
+def locate_weights(path: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
+    """The checkpoint path that the precedence rules choose and which source chose it.
+
+    The path is not checked for existence: ``gifnet-weights --check`` reports a missing file
+    together with its source. The source is ``"argument"``, ``"GIFNET_WEIGHTS"`` or ``"cache"``.
+    """
+    if path is not None and str(path).strip():
+        return Path(path).expanduser(), SOURCE_ARGUMENT
+    env = _env(ENV_WEIGHTS)
+    if env:
+        return Path(env).expanduser(), SOURCE_ENV
+    return cache_path(), SOURCE_CACHE
+
+
+def _describe(path: Path, source: str) -> str:
+    if source == SOURCE_ARGUMENT:
+        return f"weights file {path} (given explicitly)"
+    if source == SOURCE_ENV:
+        return f"weights file {path} (from ${ENV_WEIGHTS})"
+    return f"cached weights file {path}"
+
+
+def resolve_weights(path: str | os.PathLike[str] | None = None) -> Path:
+    """The existing checkpoint file: explicit ``path`` > ``$GIFNET_WEIGHTS`` > cache file.
+
+    A chosen path that does not exist is an error rather than a reason to try the next source:
+    silently using a different file than the one the user named would hide a typo.
+    """
+    chosen, source = locate_weights(path)
+    if chosen.is_file():
+        return chosen
+    problem = "is not a regular file" if chosen.exists() else "does not exist"
+    if source == SOURCE_ARGUMENT:
+        hint = f"pass the path of the authors' {FILE_NAME}, or omit it and {_GET_IT}"
+    elif source == SOURCE_ENV:
+        hint = f"point ${ENV_WEIGHTS} at the authors' {FILE_NAME}, or unset it and {_GET_IT}"
+    else:
+        hint = f"{_GET_IT}, or set ${ENV_WEIGHTS} to a copy you already have"
+    raise WeightsError(f"{_describe(chosen, source)} {problem}; {hint}")
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in chunks so large fine-tuned checkpoints need little memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _torch_failure(exc: BaseException) -> tuple[bool, str]:
+    """(refused a pickled Python object?, one-line reason) from a ``torch.load`` exception.
+
+    torch's messages span many lines of advice about ``weights_only=False`` that we must not
+    follow for a downloaded file; keep only the part that names what went wrong.
+    """
+    text = str(exc)
+    refused = re.search(r"GLOBAL\s+([\w.]+)", text)
+    if refused:
+        return True, f"it pickles the Python object {refused.group(1)}"
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if detail:
+        return False, f"unpickling failed: {detail.group(1).strip()}"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not first:
+        return False, f"{type(exc).__name__} (empty or truncated file?)"
+    return False, first[:160]
+
+
+def load_state_dict(
+    path: str | os.PathLike[str] | None = None, verify_hash: bool = True
+) -> dict[str, torch.Tensor]:
+    """Resolve, verify and safely load the checkpoint as a CPU state dict.
+
+    ``verify_hash=False`` is for the user's own fine-tuned checkpoints: a different hash then
+    only warns. Loading always uses ``weights_only=True``, which refuses arbitrary pickled code,
+    so a whole pickled ``nn.Module`` is rejected as "not a state dict". Whether the tensors fit
+    the network is checked by the network when it loads them.
+    """
+    resolved = resolve_weights(path)
+    # Hash and unpickle the same bytes, so the file cannot change between the two steps.
+    try:
+        data = resolved.read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {resolved}: {exc.strerror or exc}") from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != KNOWN_SHA256:
+        message = (
+            f"weights file {resolved} has SHA-256 {_short(actual)}, expected "
+            f"{_short(KNOWN_SHA256)} (the authors' {FILE_NAME})"
+        )
+        if verify_hash:
+            raise WeightsError(
+                f"{message}; re-download it with `gifnet-weights --force` "
+                "or disable hash verification for your own checkpoint"
+            )
+        warnings.warn(f"{message}; loading it anyway (hash verification disabled)", stacklevel=2)
+
+    try:
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        refused, reason = _torch_failure(exc)
+        if refused:
+            raise WeightsError(
+                f"weights file {resolved} is not a state dict: {reason}, which safe loading "
+                "refuses; save model.state_dict() instead of the model"
+            ) from exc
+        raise WeightsError(
+            f"weights file {resolved} is not a loadable PyTorch checkpoint: {reason}"
+        ) from exc
+
+    if not isinstance(loaded, Mapping):
+        raise WeightsError(
+            f"weights file {resolved} is not a state dict: it holds a {type(loaded).__name__}, "
+            "not a mapping of parameter names to tensors"
+        )
+    bad = next(
+        (
+            (key, value)
+            for key, value in loaded.items()
+            if not isinstance(key, str) or not isinstance(value, torch.Tensor)
+        ),
+        None,
+    )
+    if bad is not None:
+        raise WeightsError(
+            f"weights file {resolved} is not a state dict: entry {bad[0]!r} is a "
+            f"{type(bad[1]).__name__}, not a tensor"
+        )
+    if not loaded:
+        raise WeightsError(f"weights file {resolved} is not a state dict: it is empty")
+    return dict(loaded)
+
+
+def _receive(response: http.client.HTTPResponse, handle: BinaryIO, url: str, progress: bool) -> str:
+    """Stream the response body into ``handle``; return its SHA-256, hashed on the way in."""
+    digest = hashlib.sha256()
+    length_header = response.headers.get("Content-Length")
+    expected = int(length_header) if length_header and length_header.isdigit() else None
+    received = 0
+    with tqdm(
+        total=expected,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=FILE_NAME,
+        disable=None if progress else True,  # None: tqdm turns itself off when not a TTY
+    ) as bar:
+        for chunk in iter(lambda: response.read(_CHUNK), b""):
+            handle.write(chunk)
+            digest.update(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+    # http.client returns b"" instead of raising when the server closes the connection
+    # before Content-Length bytes arrived, so count them ourselves.
+    if expected is not None and received != expected:
+        raise WeightsError(
+            f"download from {url} ended after {received} of {expected} bytes (connection dropped)"
+        )
+    return digest.hexdigest()
+
+
+def _destination(dest: str | os.PathLike[str] | None) -> Path:
+    """Download target: ``dest`` (a directory gets ``Final.model`` inside) or the cache file."""
+    if dest is None or not str(dest).strip():
+        return cache_path()
+    target = Path(dest).expanduser()
+    # "dir/" names a directory even before it exists; Path() would drop the slash.
+    named_dir = str(dest).endswith(("/", os.sep))
+    return target / FILE_NAME if named_dir or target.is_dir() else target
+
+
+def download(
+    url: str | None = None,
+    dest: str | os.PathLike[str] | None = None,
+    expected_sha256: str = KNOWN_SHA256,
+    progress: bool = True,
+    timeout: float = 60,
+) -> Path:
+    """Download the checkpoint to ``dest`` (default: the cache file) and return that path.
+
+    ``url`` defaults to :func:`default_url` (``$GIFNET_WEIGHTS_URL`` or the authors' GitHub
+    file). The body is streamed into a temporary file next to ``dest`` and moved into place with
+    an atomic ``os.replace`` only after its SHA-256 matched, so an interrupted or corrupted
+    download never leaves a partial file at ``dest`` and never damages a good one already there.
+    The temporary file is removed on every failure, Ctrl-C included.
+    """
+    url = url or default_url()
+    target = _destination(dest)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".part", dir=target.parent
+        )
+    except OSError as exc:
+        raise WeightsError(f"cannot write into {target.parent}: {exc.strerror or exc}") from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    actual = _receive(response, handle, url, progress)
+            except urllib.error.HTTPError as exc:
+                raise WeightsError(
+                    f"download failed: HTTP {exc.code} {exc.reason} for {url}"
+                ) from exc
+            except urllib.error.URLError as exc:
+                raise WeightsError(f"download failed: cannot reach {url}: {exc.reason}") from exc
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                # Timeouts, resets and IncompleteRead mid-body; ValueError for a malformed URL.
+                reason = str(exc) or type(exc).__name__
+                raise WeightsError(f"download failed from {url}: {reason}") from exc
+            handle.flush()
+            os.fsync(handle.fileno())
+        if actual != expected_sha256.lower():
+            raise WeightsError(
+                f"download from {url} has SHA-256 {_short(actual)}, expected "
+                f"{_short(expected_sha256)}; not saved to {target}"
+            )
+        # mkstemp creates 0600; the weights are not secret and a --dest in a shared directory
+        # must be readable by the other users of the robot.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return target
+
+
+def _check(weights: str | None) -> int:
+    """``--check``: report where the weights are found and whether they are the known file."""
+    chosen, source = locate_weights(weights)
+    resolved = resolve_weights(weights)
+    size = resolved.stat().st_size
+    actual = sha256_file(resolved)
+    print(f"weights: {resolved}")
+    print(f"source:  {source}")
+    print(f"size:    {size} bytes ({size / 2**20:.1f} MiB)")
+    if actual == KNOWN_SHA256:
+        print(f"sha256:  {actual} (matches the authors' {FILE_NAME})")
+        return 0
+    print(f"sha256:  {actual} (MISMATCH, expected {KNOWN_SHA256})")
+    print(
+        f"error: {_describe(chosen, source)} is not the authors' {FILE_NAME} "
+        f"(SHA-256 {_short(actual)}); re-download it with `gifnet-weights --force`",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _fetch(url: str | None, dest: str | None, force: bool) -> int:
+    """Default action: make sure a verified checkpoint is at ``dest`` (or in the cache)."""
+    target = _destination(dest)
+    if target.is_file() and not force:
+        if sha256_file(target) == KNOWN_SHA256:
+            print(f"{target} is already present and verified; nothing to do (--force re-downloads)")
+            return 0
+        print(
+            f"error: {target} exists but is not the authors' {FILE_NAME} (SHA-256 mismatch); "
+            "use --force to replace it",
+            file=sys.stderr,
+        )
+        return 1
+    source_url = url or default_url()
+    print(f"downloading {source_url}")
+    saved = download(source_url, target)
+    print(f"saved {saved} ({saved.stat().st_size} bytes, SHA-256 verified)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gifnet-weights",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Download or check the GIFNet checkpoint (Final.model).\n\n"
+            "The checkpoint is the work of the GIFNet authors and is not shipped with\n"
+            "gifnet_ros; this command downloads it from the authors' public GitHub repository\n"
+            f"(AWCXV/GIFNet, model/Final.model):\n  {DEFAULT_URL}\n"
+            f"and accepts it only if its SHA-256 is {KNOWN_SHA256}.\n\n"
+            "Where gifnet_ros looks for the weights (first match wins):\n"
+            "  1. a path given explicitly (--weights here, weights parameter of the tools/node)\n"
+            f"  2. the environment variable {ENV_WEIGHTS}\n"
+            f"  3. the cache file, now {cache_path()}\n"
+            f"     (${ENV_CACHE_DIR}, else $XDG_CACHE_HOME/gifnet_ros, else ~/.cache/gifnet_ros)"
+        ),
+        epilog=(
+            "examples:\n"
+            "  gifnet-weights                  download into the cache (skipped if verified)\n"
+            "  gifnet-weights --check          show which file would be used and verify it\n"
+            "  gifnet-weights --dest ./w.model --url http://mirror.local/Final.model"
+        ),
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="do not download; report where the weights are found, their size and whether "
+        "the SHA-256 matches (exit 0 if good, 1 otherwise)",
+    )
+    parser.add_argument(
+        "--weights", metavar="PATH", help="with --check: check this file instead of the lookup"
+    )
+    parser.add_argument(
+        "--url",
+        help=f"download from this URL instead (default: ${ENV_URL} or the authors' URL); "
+        "the file must still have the known SHA-256",
+    )
+    parser.add_argument(
+        "--dest", metavar="PATH", help="save here instead of the cache file (file or directory)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="download even if the destination already exists"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``gifnet-weights``; returns the process exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.check and (args.url or args.dest or args.force):
+        parser.error("--check does not download: it cannot be combined with --url/--dest/--force")
+    if args.weights and not args.check:
+        parser.error("--weights only applies to --check (use --dest to choose where to download)")
+    try:
+        if args.check:
+            return _check(args.weights)
+        return _fetch(args.url, args.dest, args.force)
+    except WeightsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. an unreadable file found by --check
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was saved", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
