@@ -1,0 +1,124 @@
+"""What the two offline bag tools share: output staging, the writer, stamps, errors.
+
+Both ``gifnet-make-bag`` and ``gifnet-fuse-bag`` write rosbag2 with the ``rosbags`` library, so
+they run without a ROS install. The bags they write use metadata version 8: ROS 2 Humble's
+rosbag2 reads it (version 9 changed the QoS serialization to a form Humble's parser rejects),
+and every later distribution reads it too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import struct
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from types import FrameType
+
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys.store import Typestore
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+BAG_VERSION = 8
+
+_STAMP = {True: struct.Struct("<iI"), False: struct.Struct(">iI")}
+
+
+class ToolError(Exception):
+    """A problem the user can act on; printed as one line without a traceback."""
+
+
+@cache
+def typestore() -> Typestore:
+    """The message definitions used to (de)serialize images.
+
+    Humble's store: ``sensor_msgs/Image``, ``CompressedImage`` and ``std_msgs/Header`` are the
+    same in every ROS 2 distribution since, so the bags suit Humble and newer alike.
+    """
+    return get_typestore(Stores.ROS2_HUMBLE)
+
+
+def header_stamp_ns(raw: bytes | memoryview) -> int:
+    """``header.stamp`` of a serialized message that starts with a ``std_msgs/Header``.
+
+    Image and CompressedImage both do, and in CDR the stamp is the 8 bytes after the 4-byte
+    encapsulation header, so reading it costs nothing next to deserializing megabytes of
+    pixels. Raises ValueError for data too short or not plain CDR.
+    """
+    if len(raw) < 12:
+        raise ValueError(f"{len(raw)} bytes is too short for a message with a header")
+    if raw[0] != 0 or raw[1] not in (0, 1):
+        raise ValueError(f"unsupported CDR encapsulation 0x{raw[0]:02x}{raw[1]:02x}")
+    sec, nanosec = _STAMP[raw[1] == 1].unpack_from(raw, 4)
+    return sec * 1_000_000_000 + nanosec
+
+
+def stamp_to_ns(stamp: object) -> int:
+    """A ``builtin_interfaces/Time`` as integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)  # type: ignore[attr-defined]
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse an OUTPUT we must not replace, before any work is done.
+
+    Even with ``overwrite``, only a rosbag2 directory (it has ``metadata.yaml``) or an empty
+    directory is replaced: a mistyped ``-o ~`` must not delete a home directory.
+    """
+    if not output.parent.is_dir():
+        raise ToolError(f"{output.parent}: output directory does not exist")
+    if not (output.exists() or output.is_symlink()):
+        return
+    if not overwrite:
+        raise ToolError(f"{output} exists; pass --overwrite to replace it")
+    if output.is_symlink() or not output.is_dir():
+        raise ToolError(f"{output} is not a bag directory; not replacing it")
+    if not (output / "metadata.yaml").is_file() and any(output.iterdir()):
+        raise ToolError(
+            f"{output} is a non-empty directory without metadata.yaml; not replacing it"
+        )
+
+
+@contextmanager
+def staged_output(output: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a path to write the bag to; move it to ``output`` only if the block completes.
+
+    The bag is written into a hidden temporary directory beside ``output`` (same file
+    system, so the final move is a rename). If the block raises, Ctrl-C included, the
+    temporary directory is deleted and ``output`` is untouched, so a reader never finds a
+    half-written bag where the finished one belongs. A replaced bag is deleted only after the
+    new one is in place.
+    """
+    check_output(output, overwrite)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
+    )
+    try:
+        bag = staging / output.name
+        yield bag
+        if output.exists():
+            os.rename(output, staging / f"{output.name}.replaced")
+        os.rename(bag, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def open_writer(path: Path, storage: str) -> Writer:
+    """A rosbags Writer for a new bag at ``path`` in ``storage`` ('mcap' or 'sqlite3')."""
+    return Writer(path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so ``staged_output`` cleans up on ``kill`` too."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
