@@ -1,0 +1,705 @@
+"""``gifnet-fuse-bag`` (``ros2 run gifnet_ros fuse_bag``): fuse every thermal/RGB pair of a bag.
+
+Robotics teams record first and fuse later; this tool does the later part without a ROS
+install, using the node's conversion (``conversion``), alignment (``align``), thermal
+normalisation (``thermal``) and engine (``engine``) in the node's order, so a bag fused
+offline matches what the live node would have published for the same pairs.
+
+What it guarantees
+------------------
+* Pairing by ``header.stamp`` (never by recording time) with ``pairing.pair_by_stamp``:
+  globally nearest first within ``--slop``, each message used at most once, deterministic.
+* One fused ``sensor_msgs/Image`` per pair, with the RGB message's header (stamp, frame_id),
+  recorded at the RGB message's recording time; copied topics are byte-for-byte the input
+  messages at their original recording times.
+* Nothing half-written: the bag is written in a hidden directory beside OUTPUT and renamed to
+  OUTPUT when complete. An existing OUTPUT is replaced only with ``--overwrite``. Ctrl-C or
+  SIGTERM removes the partial bag, says how many pairs were fused, and still writes the
+  ``--report``; so does any error (one line naming the file or topic).
+
+How it reads the bag (memory stays bounded by the pairing's reach, not the bag's length)
+---------------------------------------------------------------------------------------
+Pass 1 reads only the 8 stamp bytes after each image message's CDR header, so pairing a
+100 000-frame bag needs its stamps, not its pixels. Pass 2 reads the bag once more in
+recording order and keeps a message only until its partner arrives: an RGB message whose
+thermal partner comes later waits, and a thermal message waits for its RGB partner. With
+recording times close to stamps this is a handful of messages; the peak is in the report.
+Pass 2 checks that it sees the same messages as pass 1, so a bag changed in between is an
+error instead of wrong pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rosbags.interfaces import Connection, ConnectionExtRosbag2, MessageDefinitionFormat
+from rosbags.rosbag2 import Reader, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from tqdm import tqdm
+
+from gifnet_ros.align import METHODS as ALIGN_METHODS
+from gifnet_ros.align import Alignment
+from gifnet_ros.conversion import array_to_image_fields, compressed_to_array, image_to_array
+from gifnet_ros.engine import PRECISIONS, FusionEngine
+from gifnet_ros.pairing import PairingResult, pair_by_stamp
+from gifnet_ros.rosbag_io import (
+    COMPRESSED_IMAGE,
+    IMAGE,
+    IMAGE_TYPES,
+    STORAGES,
+    ToolError,
+    check_output,
+    header_stamp_ns,
+    interrupt_on_sigterm,
+    open_writer,
+    staged_output,
+    typestore,
+)
+from gifnet_ros.thermal import RULES as THERMAL_RULES
+from gifnet_ros.thermal import normalize_thermal
+from gifnet_ros.weights import WeightsError
+
+PROG = "gifnet-fuse-bag"
+FUSED_TOPIC = "/fused/image"
+FUSED_ENCODINGS = ("rgb8", "bgr8", "mono8")
+DEFAULT_SLOP = 0.05  # the node's sync.slop default
+BAG_SUFFIXES = (".mcap", ".db3")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _stamp_text(stamp_ns: int) -> str:
+    return f"{stamp_ns // 1_000_000_000}.{stamp_ns % 1_000_000_000:09d}"
+
+
+def _topic_name(name: str) -> str:
+    """Bags store fully qualified names; accept ``fused/image`` for ``/fused/image``."""
+    return name if name.startswith("/") else "/" + name
+
+
+@dataclass
+class _Stream:
+    """One input image topic: its connections and, after pass 1, stamps and recording times."""
+
+    role: str
+    topic: str
+    connections: list[Connection]
+    stamps: list[int] = field(default_factory=list)
+    recorded: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    """A message read in pass 2 whose partner has not been read yet."""
+
+    connection: Connection
+    index: int
+    raw: bytes
+    recorded: int
+
+
+class BagFusion:
+    """One run of the tool; ``report`` is filled as the run goes, so it is current on error."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.started = time.monotonic()
+        self.report: dict[str, Any] = {
+            "input": str(args.input),
+            "output": str(args.output),
+            "status": "running",
+            "error": None,
+            "output_written": False,
+            "settings": {
+                "thermal_topic": args.thermal_topic,
+                "rgb_topic": args.rgb_topic,
+                "fused_topic": args.fused_topic,
+                "fused_encoding": args.fused_encoding,
+                "slop_s": args.slop,
+                "storage": args.storage,
+                "copy_topics": args.copy_topics,
+                "mode": args.mode,
+                "device": args.device,
+                "precision": args.precision,
+                "align": args.align,
+                "thermal_norm": args.thermal_norm,
+            },
+            "topics": {},
+            "pairs": {"planned": 0, "fused": 0, "skipped": 0},
+            "unpaired_rgb": {"count": 0, "stamps_ns": []},
+            "unpaired_thermal": {"count": 0, "stamps_ns": []},
+            "stamp_difference_ms": None,
+            "skipped": [],
+            "last_fused_rgb_stamp_ns": None,
+            "peak_buffered_messages": 0,
+            "output_topics": {},
+            "timing": {},
+        }
+        self.alignment = Alignment()
+        self.engine: FusionEngine | None = None
+        self.writer: Writer | None = None
+        self.fused_connection: Connection | None = None
+        self.progress: Any = None
+        self.model_seconds = 0.0
+        self.fusion_started: float | None = None
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        args = self.args
+        self._check_settings()  # fail before any expensive work
+        check_output(args.output, args.overwrite)
+        path = self._input_path(args.input)
+        if path.resolve() == args.output.resolve():
+            raise ToolError(f"{path}: input and output are the same")
+        reader = self._guard(path, "cannot open bag", lambda: Reader(path))
+        self._guard(path, "cannot open bag", reader.open)
+        try:
+            self._run(path, reader)
+        finally:
+            reader.close()
+
+    def _run(self, path: Path, reader: Reader) -> None:
+        args = self.args
+        topics = reader.topics
+        self.report["topics"] = {
+            name: {"type": info.msgtype, "messages": info.msgcount}
+            for name, info in sorted(topics.items())
+        }
+        thermal = self._stream(path, reader, args.thermal_topic, "thermal")
+        rgb = self._stream(path, reader, args.rgb_topic, "rgb")
+        if thermal.topic == rgb.topic:
+            raise ToolError(f"thermal and RGB topic are both {thermal.topic!r}")
+        fused_topic = _topic_name(args.fused_topic)
+        copies = self._copy_connections(path, reader, fused_topic)
+
+        scan_started = time.monotonic()
+        self._scan(path, reader, thermal, rgb)
+        pairing = pair_by_stamp(rgb.stamps, thermal.stamps, round(args.slop * 1e9))
+        self._report_pairing(pairing, thermal, rgb)
+        self.report["timing"]["scan_s"] = round(time.monotonic() - scan_started, 3)
+
+        self.engine = self._load_engine()
+        with staged_output(args.output, args.overwrite) as staging:
+            writer = open_writer(staging, args.storage)
+            with writer:
+                writer.set_custom_data("gifnet_ros.source", str(path))
+                writer.set_custom_data(
+                    "gifnet_ros.settings", json.dumps(self.report["settings"], sort_keys=True)
+                )
+                self._fuse_all(path, reader, writer, thermal, rgb, pairing, copies, fused_topic)
+            self.report["output_topics"] = {
+                conn.topic: writer.counts[conn.id] for conn in writer.connections
+            }
+        self.report["output_written"] = True
+
+    # -- input -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _input_path(path: Path) -> Path:
+        """The bag to open: a rosbag2 directory, a single .mcap/.db3 file, or a directory
+        that lost its metadata.yaml but holds exactly one storage file."""
+        if not path.exists():
+            raise ToolError(f"{path}: no such file or directory")
+        if path.is_dir() and not (path / "metadata.yaml").is_file():
+            files = [p for p in sorted(path.iterdir()) if p.suffix in BAG_SUFFIXES]
+            if len(files) != 1:
+                raise ToolError(
+                    f"{path}: not a rosbag2 directory (no metadata.yaml and "
+                    f"{len(files)} .mcap/.db3 files)"
+                )
+            print(f"{PROG}: {path} has no metadata.yaml; reading {files[0].name}",
+                  file=sys.stderr)
+            return files[0]
+        return path
+
+    @staticmethod
+    def _guard(path: Path, what: str, action: Callable[[], Any]) -> Any:
+        """Run a reader call; any library failure becomes one line naming the file."""
+        try:
+            return action()
+        except ToolError:
+            raise
+        except Exception as exc:  # rosbags, apsw and OS errors alike name the problem
+            raise ToolError(f"{path}: {what}: {_one_line(exc)}") from None
+
+    def _stream(self, path: Path, reader: Reader, name: str, role: str) -> _Stream:
+        topic = _topic_name(name)
+        connections = [c for c in reader.connections if c.topic in (name, topic)]
+        if not connections:
+            available = ", ".join(
+                f"{c.topic} ({c.msgtype})" for c in sorted(reader.connections,
+                                                          key=lambda c: c.topic)
+            ) or "none"
+            raise ToolError(f"{path}: no {role} topic {name!r}; topics in the bag: {available}")
+        for conn in connections:
+            if conn.msgtype not in IMAGE_TYPES:
+                raise ToolError(
+                    f"{path}: {role} topic {conn.topic} has type {conn.msgtype}, "
+                    f"expected {IMAGE} or {COMPRESSED_IMAGE}"
+                )
+        return _Stream(role, connections[0].topic, connections)
+
+    def _copy_connections(self, path: Path, reader: Reader, fused_topic: str) -> list[Connection]:
+        spec = self.args.copy_topics.strip()
+        if spec == "none":
+            selected: list[Connection] = []
+        elif spec == "all":
+            selected = list(reader.connections)
+        else:
+            names = [_topic_name(n.strip()) for n in spec.split(",") if n.strip()]
+            known = {c.topic for c in reader.connections}
+            missing = [n for n in names if n not in known]
+            if missing:
+                raise ToolError(
+                    f"{path}: --copy-topics names topic(s) not in the bag: {', '.join(missing)}; "
+                    f"topics in the bag: {', '.join(sorted(known)) or 'none'}"
+                )
+            selected = [c for c in reader.connections if c.topic in names]
+        if any(c.topic == fused_topic for c in selected):
+            raise ToolError(
+                f"{path}: the fused topic {fused_topic} is also a copied input topic; "
+                "choose another --fused-topic or leave it out of --copy-topics"
+            )
+        return selected
+
+    def _read(
+        self, path: Path, reader: Reader, connections: list[Connection]
+    ) -> Iterator[tuple[Connection, int, bytes]]:
+        """Iterate the bag; a storage failure mid-way becomes one line naming the file."""
+        iterator = iter(reader.messages(connections=connections))
+        count = 0
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            except Exception as exc:  # truncated or corrupt storage, whichever library notices
+                raise ToolError(
+                    f"{path}: reading failed after {count} messages: {_one_line(exc)}"
+                ) from None
+            count += 1
+            yield item
+
+    def _scan(self, path: Path, reader: Reader, thermal: _Stream, rgb: _Stream) -> None:
+        """Pass 1: stamps and recording times of the image messages, no pixels kept."""
+        streams = {c.id: s for s in (thermal, rgb) for c in s.connections}
+        connections = thermal.connections + rgb.connections
+        for conn, recorded, raw in self._read(path, reader, connections):
+            stream = streams[conn.id]
+            stream.stamps.append(self._stamp(path, stream, len(stream.stamps), recorded, raw))
+            stream.recorded.append(recorded)
+
+    @staticmethod
+    def _stamp(path: Path, stream: _Stream, index: int, recorded: int, raw: bytes) -> int:
+        try:
+            return header_stamp_ns(raw)
+        except ValueError as exc:
+            raise ToolError(
+                f"{path}: {stream.topic} message {index} recorded at {_stamp_text(recorded)} "
+                f"is corrupt: {exc}"
+            ) from None
+
+    def _report_pairing(self, pairing: PairingResult, thermal: _Stream, rgb: _Stream) -> None:
+        report = self.report
+        report["pairs"]["planned"] = len(pairing.pairs)
+        for key, stream, unpaired in (
+            ("unpaired_rgb", rgb, pairing.unpaired_rgb),
+            ("unpaired_thermal", thermal, pairing.unpaired_thermal),
+        ):
+            report[key] = {
+                "count": len(unpaired),
+                "stamps_ns": [stream.stamps[i] for i in unpaired],
+            }
+        diffs = pairing.differences_ns
+        if diffs:
+            report["stamp_difference_ms"] = {
+                "median": statistics.median(diffs) / 1e6,
+                "median_abs": statistics.median(abs(d) for d in diffs) / 1e6,
+                "max_abs": max(abs(d) for d in diffs) / 1e6,
+            }
+
+    # -- model -----------------------------------------------------------------------------
+
+    def _check_settings(self) -> None:
+        """Turn bad alignment or thermal settings into an error before reading anything."""
+        args = self.args
+        try:
+            self.alignment = Alignment.create(args.align, args.homography)
+            normalize_thermal(
+                np.zeros((2, 2), np.uint16), args.thermal_norm,
+                tuple(args.thermal_percentiles), tuple(args.thermal_range),
+            )
+        except ValueError as exc:
+            raise ToolError(_one_line(exc)) from None
+        if not args.slop >= 0:
+            raise ToolError(f"--slop must be >= 0 seconds, got {args.slop}")
+
+    def _load_engine(self) -> FusionEngine:
+        args = self.args
+        loading = time.monotonic()
+        try:
+            engine = FusionEngine(
+                weights=args.weights, device=args.device, precision=args.precision, mode=args.mode
+            )
+        except (ValueError, WeightsError, OSError, RuntimeError) as exc:
+            raise ToolError(f"cannot load the model: {_one_line(exc)}") from None
+        self.report["timing"]["model_load_s"] = round(time.monotonic() - loading, 3)
+        return engine
+
+    # -- pass 2 ----------------------------------------------------------------------------
+
+    def _fuse_all(
+        self,
+        path: Path,
+        reader: Reader,
+        writer: Writer,
+        thermal: _Stream,
+        rgb: _Stream,
+        pairing: PairingResult,
+        copies: list[Connection],
+        fused_topic: str,
+    ) -> None:
+        """Pass 2: copy topics, and fuse each pair as soon as both of its messages were read."""
+        outputs: dict[tuple[str, str, str], Connection] = {}
+        copy_to: dict[int, Connection] = {}
+        for conn in copies:
+            key = (conn.topic, conn.msgtype, repr(conn.ext))
+            if key not in outputs:
+                msgdef, digest = self._definition(path, conn)
+                outputs[key] = writer.add_connection(
+                    conn.topic, conn.msgtype, msgdef=msgdef, rihs01=digest,
+                    offered_qos_profiles=self._qos(conn),
+                )
+            copy_to[conn.id] = outputs[key]
+        self.fused_connection = writer.add_connection(
+            fused_topic, IMAGE, typestore=typestore(),
+            offered_qos_profiles=self._qos(rgb.connections[0]),
+        )
+        self.writer = writer
+
+        streams = {c.id: s for s in (thermal, rgb) for c in s.connections}
+        connections = list({c.id: c for c in [*thermal.connections, *rgb.connections, *copies]}
+                           .values())
+        thermal_of = dict(pairing.pairs)
+        rgb_of = {t: r for r, t in pairing.pairs}
+        waiting_rgb: dict[int, _Pending] = {}  # keyed by the thermal index they wait for
+        waiting_thermal: dict[int, _Pending] = {}
+        seen = {"thermal": 0, "rgb": 0}
+        self.fusion_started = time.monotonic()
+        with tqdm(
+            total=len(pairing.pairs), unit="pair", desc="fusing", file=sys.stderr,
+            disable=self.args.no_progress, dynamic_ncols=True,
+            # Always pairs/s (tqdm would switch to s/pair below 1/s, the usual CPU case).
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
+            "{rate_noinv_fmt}]",
+        ) as progress:
+            self.progress = progress
+            for conn, recorded, raw in self._read(path, reader, connections):
+                if conn.id in copy_to:
+                    writer.write(copy_to[conn.id], recorded, raw)
+                stream = streams.get(conn.id)
+                if stream is None:
+                    continue
+                index = seen[stream.role]
+                seen[stream.role] += 1
+                self._check_unchanged(path, stream, index, recorded, raw)
+                item = _Pending(conn, index, raw, recorded)
+                if stream is rgb:
+                    partner = thermal_of.get(index)
+                    if partner is None:
+                        continue
+                    if partner in waiting_thermal:
+                        self._fuse(path, thermal, rgb, waiting_thermal.pop(partner), item)
+                    else:
+                        waiting_rgb[partner] = item
+                elif index in rgb_of:
+                    if index in waiting_rgb:
+                        self._fuse(path, thermal, rgb, item, waiting_rgb.pop(index))
+                    else:
+                        waiting_thermal[index] = item
+                self.report["peak_buffered_messages"] = max(
+                    self.report["peak_buffered_messages"], len(waiting_rgb) + len(waiting_thermal)
+                )
+        for stream in (thermal, rgb):
+            if seen[stream.role] != len(stream.stamps):
+                raise ToolError(
+                    f"{path}: {stream.topic} had {len(stream.stamps)} messages in the first "
+                    f"pass and {seen[stream.role]} in the second; was the bag modified?"
+                )
+
+    def _check_unchanged(
+        self, path: Path, stream: _Stream, index: int, recorded: int, raw: bytes
+    ) -> None:
+        if (
+            index >= len(stream.stamps)
+            or stream.recorded[index] != recorded
+            or stream.stamps[index] != self._stamp(path, stream, index, recorded, raw)
+        ):
+            raise ToolError(
+                f"{path}: {stream.topic} message {index} differs between the first and the "
+                "second pass; was the bag modified?"
+            )
+
+    @staticmethod
+    def _qos(conn: Connection) -> list[Any]:
+        ext = conn.ext
+        return list(ext.offered_qos_profiles) if isinstance(ext, ConnectionExtRosbag2) else []
+
+    @staticmethod
+    def _definition(path: Path, conn: Connection) -> tuple[str, str]:
+        """Message definition and RIHS01 hash for a copied topic, as the input has them.
+
+        MCAP files carry the definition but no hash, so the hash is computed from the
+        definition; bags without definitions fall back to the standard ROS 2 types.
+        """
+        msgdef = conn.msgdef.data if conn.msgdef.format != MessageDefinitionFormat.NONE else ""
+        if msgdef and conn.digest:
+            return msgdef, conn.digest
+        if msgdef and conn.msgdef.format == MessageDefinitionFormat.MSG:
+            try:
+                store = get_typestore(Stores.EMPTY)
+                store.register(get_types_from_msg(msgdef, conn.msgtype))
+                return msgdef, store.hash_rihs01(conn.msgtype)
+            except Exception as exc:  # rosbags' parser errors have no common base
+                raise ToolError(
+                    f"{path}: cannot parse the definition of {conn.msgtype} on {conn.topic}: "
+                    f"{_one_line(exc)}"
+                ) from None
+        store = typestore()
+        if conn.msgtype in store.fielddefs:
+            return store.generate_msgdef(conn.msgtype, ros_version=2)[0], store.hash_rihs01(
+                conn.msgtype
+            )
+        raise ToolError(
+            f"{path}: topic {conn.topic} has type {conn.msgtype} without a definition in the "
+            "bag, so it cannot be copied; leave it out of --copy-topics"
+        )
+
+    def _decode(self, path: Path, stream: _Stream, item: _Pending) -> tuple[Any, np.ndarray]:
+        where = (
+            f"{path}: {stream.topic} message {item.index} "
+            f"(stamp {_stamp_text(stream.stamps[item.index])})"
+        )
+        try:
+            msg = typestore().deserialize_cdr(item.raw, item.connection.msgtype)
+        except Exception as exc:  # a truncated buffer fails in struct, numpy or rosbags
+            raise ToolError(f"{where} is corrupt: {_one_line(exc)}") from None
+        try:
+            if item.connection.msgtype == COMPRESSED_IMAGE:
+                return msg, compressed_to_array(msg)
+            return msg, image_to_array(msg)
+        except ValueError as exc:
+            raise ToolError(f"{where}: {_one_line(exc)}") from None
+
+    def _fuse(
+        self, path: Path, thermal: _Stream, rgb: _Stream, thermal_item: _Pending,
+        rgb_item: _Pending,
+    ) -> None:
+        """Fuse one pair the way the node does and write it at the RGB recording time."""
+        args = self.args
+        engine, writer, connection = self.engine, self.writer, self.fused_connection
+        assert engine is not None and writer is not None and connection is not None
+        try:
+            _, thermal_pixels = self._decode(path, thermal, thermal_item)
+            rgb_msg, rgb_pixels = self._decode(path, rgb, rgb_item)
+            if thermal_pixels.ndim == 2 and thermal_pixels.dtype != np.uint8:
+                # Before alignment, as in the node: a warp's zero border must not shift the
+                # percentiles.
+                thermal_pixels = normalize_thermal(
+                    thermal_pixels, args.thermal_norm, tuple(args.thermal_percentiles),
+                    tuple(args.thermal_range),
+                )
+            try:
+                thermal_pixels = self.alignment.apply(thermal_pixels, rgb_pixels.shape)
+                luminance, colour = engine.fuse_luminance(thermal_pixels, rgb_pixels)
+            except (ValueError, RuntimeError) as exc:  # sizes; a device out of memory
+                raise ToolError(
+                    f"{path}: {thermal.topic} message {thermal_item.index} with {rgb.topic} "
+                    f"message {rgb_item.index}: {_one_line(exc)}"
+                ) from None
+        except ToolError as exc:
+            if not args.skip_bad:
+                raise
+            self.report["pairs"]["skipped"] += 1
+            self.report["skipped"].append({
+                "rgb_stamp_ns": rgb.stamps[rgb_item.index],
+                "thermal_stamp_ns": thermal.stamps[thermal_item.index],
+                "reason": str(exc),
+            })
+            self.progress.update(1)
+            return
+        self.model_seconds += engine.last_model_seconds
+        if args.fused_encoding == "mono8":
+            fused = luminance
+        elif colour is not None:
+            fused = colour
+        else:  # a grey result still goes out with 3 channels when rgb8/bgr8 was asked for
+            fused = np.repeat(luminance[:, :, None], 3, axis=2)
+        fields = array_to_image_fields(fused, args.fused_encoding)
+        fields["data"] = np.frombuffer(fields["data"], np.uint8)
+        store = typestore()
+        message = store.types[IMAGE](header=rgb_msg.header, **fields)
+        writer.write(connection, rgb_item.recorded, store.serialize_cdr(message, IMAGE))
+        self.report["pairs"]["fused"] += 1
+        self.report["last_fused_rgb_stamp_ns"] = rgb.stamps[rgb_item.index]
+        self.progress.update(1)
+
+    # -- report ----------------------------------------------------------------------------
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        """Close the report: status, error, timing and throughput."""
+        report = self.report
+        report["status"] = status
+        report["error"] = error
+        timing = report["timing"]
+        timing["total_s"] = round(time.monotonic() - self.started, 3)
+        if self.fusion_started is not None:
+            fusion_s = time.monotonic() - self.fusion_started
+            fused = report["pairs"]["fused"]
+            timing["fusion_s"] = round(fusion_s, 3)
+            timing["model_s"] = round(self.model_seconds, 3)
+            timing["pairs_per_s"] = round(fused / fusion_s, 3) if fusion_s > 0 else None
+            timing["model_share"] = round(self.model_seconds / fusion_s, 3) if fusion_s else None
+
+    def summary(self) -> str:
+        """A few human-readable lines for the end of the run."""
+        report = self.report
+        pairs = report["pairs"]
+        lines = [
+            f"{PROG}: {report['status']}: fused {pairs['fused']} of {pairs['planned']} pairs"
+            + (f", skipped {pairs['skipped']}" if pairs["skipped"] else "")
+            + (f" -> {report['output']}" if report["output_written"] else
+               f"; nothing written to {report['output']}"),
+        ]
+        if report["last_fused_rgb_stamp_ns"] is not None and not report["output_written"]:
+            lines.append(
+                f"  got as far as RGB stamp {_stamp_text(report['last_fused_rgb_stamp_ns'])}"
+            )
+        counts = report["topics"]
+        for key, name in (("unpaired_rgb", "rgb_topic"), ("unpaired_thermal", "thermal_topic")):
+            topic = _topic_name(report["settings"][name])
+            if topic in counts:
+                lines.append(
+                    f"  {topic}: {counts[topic]['messages']} messages, "
+                    f"{report[key]['count']} unpaired"
+                )
+        diff = report["stamp_difference_ms"]
+        if diff:
+            lines.append(
+                f"  stamp difference thermal - RGB: median {diff['median']:.3f} ms, "
+                f"max |difference| {diff['max_abs']:.3f} ms"
+            )
+        timing = report["timing"]
+        if timing.get("pairs_per_s"):
+            lines.append(
+                f"  throughput {timing['pairs_per_s']:.2f} pairs/s; the model took "
+                f"{100 * (timing['model_share'] or 0):.0f}% of the fusion time"
+            )
+        return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fuse every thermal/RGB pair of a rosbag2 (directory, .mcap or .db3) with "
+        "GIFNet and write a new bag with the fused images (sensor_msgs/Image) and the copied "
+        "input topics. Pairs by header.stamp: nearest first within --slop, each message at "
+        "most once.",
+    )
+    p.add_argument("input", type=Path, help="rosbag2 directory or a single .mcap / .db3 file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="bag directory to create")
+    p.add_argument("--thermal-topic", required=True, help="Image or CompressedImage topic")
+    p.add_argument("--rgb-topic", required=True, help="Image or CompressedImage topic")
+    p.add_argument("--fused-topic", default=FUSED_TOPIC, help="default %(default)s")
+    p.add_argument("--fused-encoding", choices=FUSED_ENCODINGS, default="rgb8",
+                   help="mono8 writes the fused luminance (default %(default)s)")
+    p.add_argument("--slop", type=float, default=DEFAULT_SLOP,
+                   help="largest stamp difference in seconds of a pair (default %(default)s)")
+    p.add_argument("--storage", choices=tuple(STORAGES), default="mcap",
+                   help="storage of the output bag (default %(default)s)")
+    p.add_argument("--copy-topics", default="all", metavar="all|none|LIST",
+                   help="input topics copied unchanged: all (default), none, or a "
+                   "comma-separated list")
+    p.add_argument("--mode", choices=FusionEngine.MODES, default="thermal_rgb")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--weights", help="checkpoint path (default: $GIFNET_WEIGHTS, then the "
+                   "gifnet-weights cache)")
+    p.add_argument("--align", choices=ALIGN_METHODS, default="resize",
+                   help="put the thermal image on the RGB grid as the node does "
+                   "(default %(default)s)")
+    p.add_argument("--homography", type=float, nargs=9, metavar="H",
+                   default=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+                   help="3x3 row-major thermal->RGB pixel mapping for --align homography")
+    p.add_argument("--thermal-norm", choices=THERMAL_RULES, default="percentile",
+                   help="16-bit/float thermal to 8 bits (default %(default)s)")
+    p.add_argument("--thermal-percentiles", type=float, nargs=2, default=(1.0, 99.0),
+                   metavar=("LOW", "HIGH"))
+    p.add_argument("--thermal-range", type=float, nargs=2, default=(0.0, 65535.0),
+                   metavar=("MIN", "MAX"))
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip (and report) pairs with an undecodable image instead of stopping")
+    p.add_argument("--report", type=Path, help="also write the report as JSON to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT bag")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; exit status 0 on success, 1 on an error, 130 when interrupted."""
+    args = parser().parse_args(argv)
+    interrupt_on_sigterm()
+    fusion = BagFusion(args)
+    code = 0
+    try:
+        fusion.run()
+        fusion.finish("complete")
+    except ToolError as exc:
+        fusion.finish("error", str(exc))
+        progress = ""
+        if fusion.fusion_started is not None:
+            pairs = fusion.report["pairs"]
+            progress = (
+                f" (after fusing {pairs['fused']} of {pairs['planned']} pairs; "
+                f"nothing written to {args.output})"
+            )
+        print(f"{PROG}: error: {exc}{progress}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        fusion.finish("interrupted", "interrupted by the user")
+        print(fusion.summary(), file=sys.stderr)
+        code = 130
+    else:
+        print(fusion.summary())
+    if args.report is not None:
+        try:
+            _write_report(args.report, fusion.report)
+        except OSError as exc:
+            print(f"{PROG}: error: cannot write the report {args.report}: {exc.strerror}",
+                  file=sys.stderr)
+            code = code or 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

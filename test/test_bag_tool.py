@@ -1,0 +1,439 @@
+"""gifnet-fuse-bag on real bags built from the shared M3SVD clip, read back with rosbags.
+
+The network costs about two seconds per pair on CPU whatever the image size, so every bag here
+has two to six small (64x48) frames, and error paths stop before the model runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from gifnet_ros import bag_tool, make_bag
+from gifnet_ros.engine import FusionEngine
+
+STORE = get_typestore(Stores.ROS2_HUMBLE)
+CLIP = "0111_1716"
+SIZE = (64, 48)
+THERMAL, RGB, FUSED = "/thermal/image", "/rgb/image", "/fused/image"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip(data_dir: Path) -> tuple[Path, Path]:
+    return (data_dir / "m3svd" / "infrared" / f"{CLIP}.mp4",
+            data_dir / "m3svd" / "visible" / f"{CLIP}.mp4")
+
+
+@pytest.fixture(scope="module")
+def engine(weights_path: Path) -> FusionEngine:
+    return FusionEngine(weights=weights_path, device="cpu")
+
+
+def video_frames(path: Path, count: int) -> list[np.ndarray]:
+    """The first frames decoded by OpenCV directly (BGR), resized as the bags are."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    for _ in range(count):
+        ok, frame = capture.read()
+        assert ok
+        frames.append(cv2.resize(frame, SIZE, interpolation=cv2.INTER_AREA))
+    capture.release()
+    return frames
+
+
+def build(clip: tuple[Path, Path], out: Path, frames: int, *extra: str) -> Path:
+    assert make_bag.main([
+        str(out), "--thermal", str(clip[0]), "--rgb", str(clip[1]), "--max-frames", str(frames),
+        "--resize", f"{SIZE[0]}x{SIZE[1]}", *extra,
+    ]) == 0
+    return out
+
+
+def rewrite(
+    src: Path, dst: Path, edit: Callable[[str, int, int, bytes], Iterable[tuple[int, bytes]]]
+) -> Path:
+    """Copy a bag through edit(topic, index in topic, recorded, raw) -> [(recorded, raw)]."""
+    with Reader(src) as reader, Writer(dst, version=8, storage_plugin=StoragePlugin.MCAP) as out:
+        conns = {c.id: out.add_connection(c.topic, c.msgtype, typestore=STORE)
+                 for c in reader.connections}
+        seen: dict[str, int] = {}
+        for conn, recorded, raw in reader.messages():
+            index = seen.get(conn.topic, 0)
+            seen[conn.topic] = index + 1
+            for new_recorded, new_raw in edit(conn.topic, index, recorded, raw):
+                out.write(conns[conn.id], new_recorded, new_raw)
+    return dst
+
+
+def raw_messages(path: Path) -> dict[str, list[tuple[int, bytes]]]:
+    topics: dict[str, list[tuple[int, bytes]]] = {}
+    with Reader(path) as reader:
+        for conn, recorded, raw in reader.messages():
+            topics.setdefault(conn.topic, []).append((recorded, bytes(raw)))
+    return topics
+
+
+def decoded(path: Path, topic: str) -> list[tuple[int, object]]:
+    with Reader(path) as reader:
+        conns = [c for c in reader.connections if c.topic == topic]
+        return [(t, STORE.deserialize_cdr(raw, c.msgtype))
+                for c, t, raw in reader.messages(connections=conns)]
+
+
+def stamp(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def pixels(msg) -> np.ndarray:
+    channels = 1 if msg.encoding == "mono8" else 3
+    image = np.frombuffer(msg.data.tobytes(), np.uint8).reshape(msg.height, msg.width, channels)
+    return image[..., 0] if channels == 1 else image
+
+
+def metadata(path: Path) -> dict:
+    return yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+
+
+def fuse(bag: Path, out: Path, weights: Path, *extra: str, report: Path | None = None) -> int:
+    args = [str(bag), "-o", str(out), "--thermal-topic", THERMAL, "--rgb-topic", RGB,
+            "--weights", str(weights), "--device", "cpu", "--no-progress", *extra]
+    if report is not None:
+        args += ["--report", str(report)]
+    return bag_tool.main(args)
+
+
+def leftovers(out: Path) -> list[Path]:
+    return list(out.parent.glob(f".{out.name}.*"))
+
+
+# -- round trips -----------------------------------------------------------------------------
+
+
+def test_round_trip_mcap_directory(clip, tmp_path, weights_path, engine):
+    n = 3
+    bag = build(clip, tmp_path / "in", n, "--thermal-encoding", "mono16", "--jitter-ms", "3",
+                "--thermal-offset-ms", "7")
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
+    assert fuse(bag, out, weights_path, report=report_path) == 0
+    assert not leftovers(out)
+
+    info = metadata(out)
+    assert info["version"] == 8 and info["storage_identifier"] == "mcap"
+    assert {t["topic_metadata"]["name"]: (t["topic_metadata"]["type"], t["message_count"])
+            for t in info["topics_with_message_count"]} == {
+        THERMAL: ("sensor_msgs/msg/Image", n),
+        RGB: ("sensor_msgs/msg/Image", n),
+        FUSED: ("sensor_msgs/msg/Image", n),
+    }
+    # Copied topics are the input messages byte for byte, at their recording times.
+    before, after = raw_messages(bag), raw_messages(out)
+    assert after[THERMAL] == before[THERMAL] and after[RGB] == before[RGB]
+
+    rgb_in = decoded(bag, RGB)
+    fused = decoded(out, FUSED)
+    for (rgb_recorded, rgb_msg), (fused_recorded, fused_msg) in zip(rgb_in, fused, strict=True):
+        assert fused_recorded == rgb_recorded
+        assert stamp(fused_msg) == stamp(rgb_msg)
+        assert fused_msg.header.frame_id == "rgb_camera"
+        assert (fused_msg.encoding, fused_msg.width, fused_msg.height) == ("rgb8", 64, 48)
+
+    # A sampled pair equals the engine's fusion of the frames decoded from the videos.
+    k = 1
+    thermal_frame = video_frames(clip[0], n)[k]
+    rgb_frame = video_frames(clip[1], n)[k]
+    thermal16 = cv2.cvtColor(thermal_frame, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257
+    expected = engine.fuse(thermal16, cv2.cvtColor(rgb_frame, cv2.COLOR_BGR2RGB))
+    np.testing.assert_array_equal(pixels(fused[k][1]), expected)
+
+    report = json.loads(report_path.read_text())
+    assert report["status"] == "complete" and report["output_written"]
+    assert report["pairs"] == {"planned": n, "fused": n, "skipped": 0}
+    assert report["unpaired_rgb"] == {"count": 0, "stamps_ns": []}
+    assert report["unpaired_thermal"] == {"count": 0, "stamps_ns": []}
+    assert report["topics"] == {THERMAL: {"type": "sensor_msgs/msg/Image", "messages": n},
+                                RGB: {"type": "sensor_msgs/msg/Image", "messages": n}}
+    assert report["output_topics"] == {THERMAL: n, RGB: n, FUSED: n}
+    thermal_in = decoded(bag, THERMAL)
+    diffs = sorted((stamp(t) - stamp(r)) / 1e6
+                   for (_, t), (_, r) in zip(thermal_in, rgb_in, strict=True))
+    assert report["stamp_difference_ms"]["median"] == pytest.approx(diffs[1])
+    assert report["stamp_difference_ms"]["max_abs"] == pytest.approx(max(map(abs, diffs)))
+    assert report["peak_buffered_messages"] <= 2  # one partner waits, never the whole bag
+    assert report["timing"]["pairs_per_s"] > 0
+    assert 0 < report["timing"]["model_share"] <= 1
+
+
+def test_round_trip_sqlite3_single_file_bgr8(clip, tmp_path, weights_path, engine):
+    n = 2
+    bag = build(clip, tmp_path / "in", n, "--storage", "sqlite3", "--rgb-encoding", "bgr8")
+    out = tmp_path / "out"
+    assert fuse(bag / "in.db3", out, weights_path, "--storage", "sqlite3", "--copy-topics",
+                "none", "--fused-encoding", "bgr8") == 0
+    info = metadata(out)
+    assert info["storage_identifier"] == "sqlite3"
+    assert [t["topic_metadata"]["name"] for t in info["topics_with_message_count"]] == [FUSED]
+    fused = decoded(out, FUSED)
+    assert [stamp(m) for _, m in fused] == [stamp(m) for _, m in decoded(bag, RGB)]
+    k = 1
+    grey = cv2.cvtColor(video_frames(clip[0], n)[k], cv2.COLOR_BGR2GRAY)
+    rgb = cv2.cvtColor(video_frames(clip[1], n)[k], cv2.COLOR_BGR2RGB)
+    assert fused[k][1].encoding == "bgr8"
+    np.testing.assert_array_equal(pixels(fused[k][1])[..., ::-1], engine.fuse(grey, rgb))
+
+
+def test_compressed_inputs_mono8_output(clip, tmp_path, weights_path, engine):
+    n = 2
+    bag = build(clip, tmp_path / "in", n, "--compressed", "jpeg")
+    out = tmp_path / "out"
+    args = ["--copy-topics", f"{RGB}/compressed", "--fused-encoding", "mono8"]
+    assert bag_tool.main([str(bag), "-o", str(out), "--thermal-topic", f"{THERMAL}/compressed",
+                          "--rgb-topic", f"{RGB}/compressed", "--weights", str(weights_path),
+                          "--device", "cpu", "--no-progress", *args]) == 0
+    assert sorted(raw_messages(out)) == [FUSED, f"{RGB}/compressed"]
+    k = 0
+    _, thermal_msg = decoded(bag, f"{THERMAL}/compressed")[k]
+    _, rgb_msg = decoded(bag, f"{RGB}/compressed")[k]
+    thermal = cv2.imdecode(thermal_msg.data, cv2.IMREAD_GRAYSCALE)
+    rgb = cv2.cvtColor(cv2.imdecode(rgb_msg.data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    luminance, _ = engine.fuse_luminance(thermal, rgb)
+    fused_msg = decoded(out, FUSED)[k][1]
+    assert fused_msg.encoding == "mono8"
+    np.testing.assert_array_equal(pixels(fused_msg), luminance)
+
+
+def test_pairs_by_stamp_with_dropped_duplicated_and_late_frames(
+    clip, tmp_path, weights_path, engine
+):
+    """Thermal frame 1 and RGB frame 3 dropped, thermal frame 4 sent twice, and every thermal
+    message recorded 300 ms late (after later RGB frames): pairing must follow the stamps."""
+    n = 6
+    source = build(clip, tmp_path / "src", n, "--jitter-ms", "2", "--thermal-offset-ms", "5")
+
+    def edit(topic: str, index: int, recorded: int, raw: bytes):
+        if topic == THERMAL:
+            if index == 1:
+                return []
+            late = recorded + 300_000_000
+            return [(late, raw), (late + 1_000_000, raw)] if index == 4 else [(late, raw)]
+        return [] if index == 3 else [(recorded, raw)]
+
+    bag = rewrite(source / "src.mcap", tmp_path / "in", edit)
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
+    assert fuse(bag, out, weights_path, "--slop", "0.015", "--copy-topics", "none",
+                report=report_path) == 0
+
+    rgb_src = decoded(source, RGB)
+    thermal_src = decoded(source, THERMAL)
+    paired_frames = [0, 2, 4, 5]
+    fused = decoded(out, FUSED)
+    assert [stamp(m) for _, m in fused] == [stamp(rgb_src[k][1]) for k in paired_frames]
+    assert [t for t, _ in fused] == [rgb_src[k][0] for k in paired_frames]
+    report = json.loads(report_path.read_text())
+    assert report["pairs"]["fused"] == 4
+    assert report["unpaired_rgb"]["stamps_ns"] == [stamp(rgb_src[1][1])]
+    assert report["unpaired_thermal"]["stamps_ns"] == [
+        stamp(thermal_src[3][1]), stamp(thermal_src[4][1])
+    ]
+    assert report["topics"][THERMAL]["messages"] == 6 and report["topics"][RGB]["messages"] == 5
+    # The last pair went through drops and a duplicate: still frame 5 with frame 5.
+    grey = cv2.cvtColor(video_frames(clip[0], n)[5], cv2.COLOR_BGR2GRAY)
+    rgb = cv2.cvtColor(video_frames(clip[1], n)[5], cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(pixels(fused[3][1]), engine.fuse(grey, rgb))
+
+
+# -- failures --------------------------------------------------------------------------------
+
+
+def test_corrupt_message_stops_or_is_skipped(clip, tmp_path, weights_path, capsys):
+    source = build(clip, tmp_path / "src", 2)
+
+    def edit(topic: str, index: int, recorded: int, raw: bytes):
+        return [(recorded, raw[:80] if topic == RGB and index == 1 else raw)]
+
+    bag = rewrite(source / "src.mcap", tmp_path / "in", edit)
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
+    assert fuse(bag, out, weights_path, report=report_path) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{RGB} message 1" in err and "corrupt" in err and "after fusing 1 of 2" in err
+    assert not out.exists() and not leftovers(out)
+    report = json.loads(report_path.read_text())
+    assert report["status"] == "error" and f"{RGB} message 1" in report["error"]
+    assert report["pairs"]["fused"] == 1 and not report["output_written"]
+
+    assert fuse(bag, out, weights_path, "--skip-bad", report=report_path) == 0
+    report = json.loads(report_path.read_text())
+    assert report["pairs"] == {"planned": 2, "fused": 1, "skipped": 1}
+    assert "corrupt" in report["skipped"][0]["reason"]
+    assert len(decoded(out, FUSED)) == 1
+
+
+def truncated(path: Path, dst: Path) -> Path:
+    data = path.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+@pytest.mark.parametrize("kind", ["mcap", "db3", "garbage", "directory"])
+def test_corrupt_or_truncated_bag_is_a_one_line_error(clip, tmp_path, capsys, kind):
+    storage = "sqlite3" if kind == "db3" else "mcap"
+    source = build(clip, tmp_path / "src", 2, "--storage", storage)
+    if kind == "mcap":
+        bag = truncated(source / "src.mcap", tmp_path / "cut.mcap")
+    elif kind == "db3":
+        bag = truncated(source / "src.db3", tmp_path / "cut.db3")
+    elif kind == "garbage":
+        bag = tmp_path / "noise.mcap"
+        bag.write_bytes(np.random.default_rng(0).bytes(4096))
+    else:
+        truncated(source / "src.mcap", source / "src.mcap.cut")
+        os.replace(source / "src.mcap.cut", source / "src.mcap")
+        bag = source
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
+    code = fuse(bag, out, Path("unused-because-it-fails-first"), report=report_path)
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert len(err.splitlines()) == 1 and str(bag) in err, err
+    assert not out.exists() and not leftovers(out)
+    assert json.loads(report_path.read_text())["status"] == "error"
+
+
+def test_missing_topic_lists_the_topics(clip, tmp_path, capsys):
+    bag = build(clip, tmp_path / "in", 1)
+    code = bag_tool.main([str(bag), "-o", str(tmp_path / "out"), "--thermal-topic", "/ir",
+                          "--rgb-topic", RGB])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "'/ir'" in err and f"{RGB} (sensor_msgs/msg/Image)" in err and THERMAL in err
+
+
+def test_wrong_message_type(clip, tmp_path, capsys):
+    source = build(clip, tmp_path / "src", 1)
+    bag = tmp_path / "in"
+    with Reader(source) as reader, Writer(bag, version=8) as writer:
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=STORE)
+                 for c in reader.connections}
+        for conn, recorded, raw in reader.messages():
+            writer.write(conns[conn.id], recorded, raw)
+        text = writer.add_connection("/label", "std_msgs/msg/String", typestore=STORE)
+        msg = STORE.types["std_msgs/msg/String"](data="hello")
+        writer.write(text, 1, STORE.serialize_cdr(msg, "std_msgs/msg/String"))
+    code = bag_tool.main([str(bag), "-o", str(tmp_path / "out"), "--thermal-topic", THERMAL,
+                          "--rgb-topic", "/label"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "/label has type std_msgs/msg/String" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--copy-topics", "/nope,/rgb/image"], "not in the bag: /nope"),
+        (["--fused-topic", RGB], "also a copied input topic"),
+        (["--slop", "-1"], "--slop must be >= 0"),
+        (["--thermal-percentiles", "50", "10"], "percentiles"),
+    ],
+)
+def test_bad_settings(clip, tmp_path, capsys, extra, message):
+    bag = build(clip, tmp_path / "in", 1)
+    out = tmp_path / "out"
+    assert fuse(bag, out, Path("unused"), *extra) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists() and not leftovers(out)
+
+
+def test_overwrite_refused_then_allowed(clip, tmp_path, weights_path, capsys):
+    # A thermal offset beyond the slop: no pairs, so this exercises the bag handling only.
+    bag = build(clip, tmp_path / "in", 2, "--thermal-offset-ms", "20")
+    out = build(clip, tmp_path / "out", 1)
+    before = (out / "metadata.yaml").read_text()
+    assert fuse(bag, out, weights_path, "--slop", "0.01") == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "metadata.yaml").read_text() == before
+    assert fuse(bag, bag, weights_path, "--overwrite") == 1
+    assert "same" in capsys.readouterr().err
+
+    report_path = tmp_path / "report.json"
+    assert fuse(bag, out, weights_path, "--slop", "0.01", "--overwrite", report=report_path) == 0
+    counts = {t["topic_metadata"]["name"]: t["message_count"]
+              for t in metadata(out)["topics_with_message_count"]}
+    assert counts == {THERMAL: 2, RGB: 2, FUSED: 0}
+    report = json.loads(report_path.read_text())
+    assert report["pairs"]["planned"] == 0
+    assert report["unpaired_rgb"]["count"] == report["unpaired_thermal"]["count"] == 2
+    assert not leftovers(out)
+
+
+def test_directory_without_metadata_reads_its_one_file(clip, tmp_path, weights_path, capsys):
+    bag = build(clip, tmp_path / "in", 1, "--thermal-offset-ms", "20")
+    (bag / "metadata.yaml").unlink()
+    out = tmp_path / "out"
+    assert fuse(bag, out, weights_path, "--slop", "0.01") == 0
+    assert "no metadata.yaml; reading in.mcap" in capsys.readouterr().err
+    assert sorted(raw_messages(out)[RGB]) == sorted(raw_messages(bag / "in.mcap")[RGB])
+
+
+# -- interruption ----------------------------------------------------------------------------
+
+
+def wait_for(process: subprocess.Popen, text: bytes, timeout: float) -> bytes:
+    """Read the child's stderr until ``text`` shows up (tqdm writes a line per pair)."""
+    seen = b""
+    selector = selectors.DefaultSelector()
+    selector.register(process.stderr, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {text!r} within {timeout} s: {seen[-500:]!r}"
+        if selector.select(remaining):
+            chunk = os.read(process.stderr.fileno(), 4096)
+            assert chunk, f"the tool ended early: {seen[-500:]!r}"
+            seen += chunk
+    return seen
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_leaves_nothing_at_output(clip, tmp_path, weights_path, signum):
+    n = 12
+    bag = build(clip, tmp_path / "in", n)
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
+    script = Path(sys.executable).with_name("gifnet-fuse-bag")
+    process = subprocess.Popen(
+        [str(script), str(bag), "-o", str(out), "--thermal-topic", THERMAL, "--rgb-topic", RGB,
+         "--weights", str(weights_path), "--device", "cpu", "--report", str(report_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(process, f" 1/{n} ".encode(), timeout=120)
+        assert leftovers(out), "the bag should be in progress beside OUTPUT"
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    assert not out.exists() and not leftovers(out)
+    assert b"nothing written to" in err
+    report = json.loads(report_path.read_text())
+    assert report["status"] == "interrupted" and not report["output_written"]
+    assert 1 <= report["pairs"]["fused"] < n
+    assert report["last_fused_rgb_stamp_ns"] is not None
