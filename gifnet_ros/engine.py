@@ -1,0 +1,257 @@
+"""The fusion engine: device, precision and colour around the GIFNet network.
+
+The network fuses luminance only. The engine turns the camera images into
+the two network inputs (ARCHITECTURE.md section 5: Y of YCbCr, truncated to
+uint8, or a normalised thermal frame), runs the network, and puts colour back
+from whichever input the mode names as the chroma source.
+
+Everything from the uploaded uint8 images to the uint8 result happens on the
+engine's device, so on CUDA the only transfers are one upload per input and
+one download of the result: no host synchronisation inside a fusion.
+
+Chroma source per mode:
+
+- ``thermal_rgb``, ``nir_rgb``: the second (RGB) image; a colour first image
+  contributes only its luminance.
+- ``medical``: the first image (e.g. PET); the second (MRI) is grey.
+- ``multi_focus``, ``multi_exposure``: both, mixed per pixel and channel by
+  the chroma rule (below).
+- ``grey``: none; the result is always the grey fused luminance.
+
+When the chroma source is grey the result is grey (H×W).
+
+Chroma rule for two colour inputs (``chroma_rule``): ``neutral`` (default)
+weights each input's chroma c by |c|, its distance from neutral grey in the
+offset-free YCbCr used here, so the more saturated input wins; ``authors``
+weights by |c - 128|, which reproduces the authors' published images
+(their script omits the +128 chroma offset but weights as if it were there).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gifnet_ros.network import GIFNet, load_model
+from gifnet_ros.thermal import normalize_thermal
+
+MODES = ("thermal_rgb", "nir_rgb", "multi_focus", "multi_exposure", "medical", "grey")
+PRECISIONS = ("fp32", "bf16", "fp16")
+CHROMA_RULES = ("neutral", "authors")
+_CHROMA_SOURCES = {
+    "thermal_rgb": (False, True),
+    "nir_rgb": (False, True),
+    "medical": (True, False),
+    "multi_focus": (True, True),
+    "multi_exposure": (True, True),
+    "grey": (False, False),
+}
+
+# ARCHITECTURE.md section 5: forward (offset-free) and inverse YCbCr.
+_RGB_TO_YCBCR = torch.tensor(
+    [[0.299, 0.587, 0.114], [-0.169, -0.331, 0.5], [0.5, -0.419, -0.081]], dtype=torch.float32
+)
+_CBCR_TO_RGB = torch.tensor(
+    [[0.0, 1.402], [-0.344136, -0.714136], [1.772, 0.0]], dtype=torch.float32
+)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Turn ``auto|cpu|cuda|cuda:N`` into a device, or raise ValueError saying why not."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        index = spec[5:]
+        if index and not index.isdigit():
+            raise ValueError(f"device {spec!r}: expected cuda:N with N a device number")
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {spec!r} requested but PyTorch sees no CUDA device "
+                f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); use 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:
+            raise ValueError(f"device {spec!r} requested but only {count} CUDA device(s) exist")
+        return torch.device(spec)
+    raise ValueError(f"unknown device {spec!r} (expected auto, cpu, cuda or cuda:N)")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision on a device (None for fp32), or ValueError."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (expected one of {PRECISIONS})")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision 'fp16' needs a CUDA device; on CPU use 'bf16' or 'fp32'")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _size(image: np.ndarray) -> str:
+    return f"{image.shape[1]}x{image.shape[0]}"
+
+
+class FusionEngine:
+    """Fuse a pair of camera images with GIFNet; see the module docstring for colour."""
+
+    MODES = MODES
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        device: str = "auto",
+        precision: str = "fp32",
+        mode: str = "thermal_rgb",
+        thermal_norm: str = "percentile",
+        thermal_range: tuple[float, float] = (0.0, 65535.0),
+        thermal_percentiles: tuple[float, float] = (1.0, 99.0),
+        chroma_rule: str = "neutral",
+        verify_hash: bool = True,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = precision
+        self._autocast = autocast_dtype(precision, self.device)
+        self.mode = mode
+        self.chroma_rule = chroma_rule
+        self.thermal_norm = thermal_norm
+        self.thermal_range = thermal_range
+        self.thermal_percentiles = thermal_percentiles
+        self.model: GIFNet = load_model(weights, self.device, verify_hash=verify_hash)
+        self._rgb_to_ycbcr = _RGB_TO_YCBCR.to(self.device)
+        self._cbcr_to_rgb = _CBCR_TO_RGB.to(self.device)
+        self.last_model_seconds = 0.0
+        self._timing: tuple[torch.cuda.Event, torch.cuda.Event] | None = None
+
+    # -- public API -------------------------------------------------------------------------
+
+    def fuse(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """Fuse two images: uint8 H×W×3 RGB when the mode's chroma source is colour, else H×W.
+
+        `first` is the thermal/NIR/PET/near-focus image (uint8, or grey uint16 /
+        float thermal, normalised by the engine's thermal rule), `second` the
+        visible image; colour arrays are H×W×3 in RGB order. Different sizes
+        are a ValueError naming both.
+        """
+        luminance, colour = self.fuse_luminance(first, second)
+        return luminance if colour is None else colour
+
+    def fuse_luminance(
+        self, first: np.ndarray, second: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Like fuse(), but return (fused luminance H×W uint8, colour result or None)."""
+        if self.mode not in MODES:
+            raise ValueError(f"unknown fusion mode {self.mode!r} (expected one of {MODES})")
+        if self.chroma_rule not in CHROMA_RULES:
+            raise ValueError(f"unknown chroma rule {self.chroma_rule!r} (expected {CHROMA_RULES})")
+        use1, use2 = _CHROMA_SOURCES[self.mode]
+        first = self._prepare(first, "first", use1)
+        second = self._prepare(second, "second", use2)
+        if first.shape[:2] != second.shape[:2]:
+            raise ValueError(
+                f"image sizes differ: first is {_size(first)}, second is {_size(second)} "
+                "(align the thermal image to the RGB image first)"
+            )
+        if min(first.shape[:2]) < 8:
+            raise ValueError(f"images of {_size(first)} are too small: GIFNet needs at least 8x8")
+        with torch.inference_mode():
+            y1, c1 = self._luma_chroma(self._upload(first))
+            y2, c2 = self._luma_chroma(self._upload(second))
+            fused = self._run_model(y1, y2)
+            chroma = self._mix_chroma(c1 if use1 else None, c2 if use2 else None)
+            luminance_dev = torch.round(fused).to(torch.uint8)
+            colour_dev = None if chroma is None else self._to_rgb(fused, chroma)
+            # The only device→host copies of a fusion; they synchronise once.
+            luminance = luminance_dev.cpu().numpy()
+            colour = None if colour_dev is None else colour_dev.cpu().numpy()
+        if self._timing is not None:
+            start, end = self._timing
+            self.last_model_seconds = start.elapsed_time(end) / 1000.0
+        return luminance, colour
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _prepare(self, image: np.ndarray, which: str, chroma_source: bool) -> np.ndarray:
+        """Check shape and dtype; bring grey 16-bit/float images to uint8 by the thermal rule.
+
+        A grey picture stored as colour (R = G = B, as many thermal cameras and
+        the RoadScene infrared JPEGs deliver it) whose chroma is not used is
+        taken as grey: truncating its float Y would lower 13 of the 256 grey
+        levels by one.
+        """
+        if not isinstance(image, np.ndarray):
+            raise TypeError(f"{which} image must be a numpy array, got {type(image).__name__}")
+        if image.ndim == 3 and (
+            image.shape[2] == 1
+            or (
+                not chroma_source
+                and image.shape[2] == 3
+                and image.dtype == np.uint8
+                and np.array_equal(image[:, :, 0], image[:, :, 1])
+                and np.array_equal(image[:, :, 0], image[:, :, 2])
+            )
+        ):
+            image = image[:, :, 0]
+        if image.ndim == 2:
+            return normalize_thermal(
+                image, self.thermal_norm, self.thermal_percentiles, self.thermal_range
+            )
+        if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+            return image
+        raise ValueError(
+            f"{which} image has shape {image.shape} and dtype {image.dtype}: expected grey H×W "
+            "(uint8, uint16 or float) or colour H×W×3 uint8"
+        )
+
+    def _upload(self, image: np.ndarray) -> Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(image))
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def _luma_chroma(self, image: Tensor) -> tuple[Tensor, Tensor | None]:
+        """uint8 H×W or H×W×3 → network input Y (1×1×H×W in [0, 1]) and chroma (2×H×W) or None."""
+        if image.dim() == 2:
+            return (image.float() / 255.0)[None, None], None
+        ycbcr = torch.einsum("hwc,kc->khw", image.float(), self._rgb_to_ycbcr)
+        # The authors truncate Y to uint8 before it becomes a network input.
+        y = torch.floor(ycbcr[0].clamp(0.0, 255.0)) / 255.0
+        return y[None, None], ycbcr[1:]
+
+    def _run_model(self, first: Tensor, second: Tensor) -> Tensor:
+        """The network forward, timed; returns the fused luminance on 0-255 (float32, H×W)."""
+        on_cuda = self.device.type == "cuda"
+        if on_cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        else:
+            began = time.perf_counter()
+        with torch.autocast(
+            self.device.type,
+            dtype=self._autocast or torch.float32,
+            enabled=self._autocast is not None,
+        ):
+            out = self.model(first, second)
+        if on_cuda:
+            end.record()
+            self._timing = (start, end)  # read after the download has synchronised
+        else:
+            self._timing = None
+            self.last_model_seconds = time.perf_counter() - began
+        return out[0, 0].float() * 255.0
+
+    def _mix_chroma(self, first: Tensor | None, second: Tensor | None) -> Tensor | None:
+        if first is None or second is None:
+            return first if second is None else second
+        centre = 128.0 if self.chroma_rule == "authors" else 0.0
+        w1, w2 = (first - centre).abs(), (second - centre).abs()
+        total = w1 + w2
+        mixed = (first * w1 + second * w2) / total.clamp_min(1e-12)
+        return torch.where(total > 0, mixed, torch.full_like(mixed, centre))
+
+    def _to_rgb(self, luminance: Tensor, chroma: Tensor) -> Tensor:
+        rgb = luminance[None] + torch.einsum("kc,chw->khw", self._cbcr_to_rgb, chroma)
+        return torch.round(rgb.clamp(0.0, 255.0)).to(torch.uint8).permute(1, 2, 0).contiguous()
