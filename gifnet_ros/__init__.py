@@ -1,0 +1,28 @@
+"""gifnet_ros: GIFNet thermal/visible image fusion for ROS 2.
+
+`load_model` and `FusionEngine` are imported lazily, so that modules with no
+need for PyTorch (image conversion, stamp pairing) load fast and a node
+process pays for torch only once it builds its engine.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gifnet_ros.engine import FusionEngine
+    from gifnet_ros.network import load_model
+
+__all__ = ["FusionEngine", "load_model"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FusionEngine":
+        from gifnet_ros.engine import FusionEngine
+
+        return FusionEngine
+    if name == "load_model":
+        from gifnet_ros.network import load_model
+
+        return load_model
+    raise AttributeError(f"module 'gifnet_ros' has no attribute {name!r}")

@@ -1,0 +1,84 @@
+"""Image files on disk: read in the engine's channel order, pair folders by name, write safely.
+
+Shared by the command-line tools (gifnet-fuse, gifnet-make-bag) so that they
+agree on which files are images, how folder pairs are matched and how colour
+channels are ordered. No ROS here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm"})
+
+
+class ImageFileError(Exception):
+    """A file that cannot be read or written as an image; the message is one line."""
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read grey (8- or 16-bit) as H×W and colour as H×W×3 in RGB order (alpha dropped)."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageFileError(f"{path}: cannot read as an image")
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    if image.ndim == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Write grey or RGB `image` to `path` atomically: a reader never sees half a file.
+
+    The file is encoded beside its destination under a temporary name and
+    renamed into place, so an existing good file survives a failed write.
+    """
+    path = Path(path)
+    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, encoded = cv2.imencode(path.suffix or ".png", pixels)
+    if not ok:
+        raise ImageFileError(f"{path}: cannot encode a {image.dtype} image as {path.suffix!r}")
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(encoded.tobytes())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class FolderPairs:
+    """Files of two folders matched by name (stem; the extensions may differ)."""
+
+    pairs: list[tuple[Path, Path]] = field(default_factory=list)
+    only_first: list[Path] = field(default_factory=list)
+    only_second: list[Path] = field(default_factory=list)
+
+
+def pair_folders(first: Path, second: Path) -> FolderPairs:
+    """Match the image files of two folders by file name, in sorted name order."""
+
+    def images(folder: Path) -> dict[str, Path]:
+        if not folder.is_dir():
+            raise ImageFileError(f"{folder}: not a directory")
+        return {
+            p.stem: p
+            for p in sorted(folder.iterdir())
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        }
+
+    a, b = images(Path(first)), images(Path(second))
+    return FolderPairs(
+        pairs=[(a[name], b[name]) for name in sorted(a.keys() & b.keys())],
+        only_first=[a[name] for name in sorted(a.keys() - b.keys())],
+        only_second=[b[name] for name in sorted(b.keys() - a.keys())],
+    )

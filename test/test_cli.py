@@ -1,0 +1,165 @@
+"""gifnet-fuse on real RoadScene crops: file and folder forms, errors, the console script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from gifnet_ros.cli import main
+from gifnet_ros.engine import FusionEngine
+from gifnet_ros.image_files import read_image, write_image
+
+NAMES = ("FLIR_00006", "FLIR_00018", "FLIR_00060")
+
+
+@pytest.fixture(scope="module")
+def engine(weights_path):
+    return FusionEngine(weights_path, device="cpu")
+
+
+@pytest.fixture
+def crops(tmp_path, data_dir) -> tuple[Path, Path]:
+    """Small crops of three RoadScene pairs in two folders (files made for the test only)."""
+    ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vis"
+    ir_dir.mkdir()
+    vis_dir.mkdir()
+    for name in NAMES:
+        ir = cv2.imread(str(data_dir / f"roadscene/ir/{name}.jpg"), cv2.IMREAD_GRAYSCALE)
+        vis = cv2.imread(str(data_dir / f"roadscene/vis/{name}.jpg"), cv2.IMREAD_COLOR)
+        cv2.imwrite(str(ir_dir / f"{name}.png"), ir[100:164, 200:280])
+        cv2.imwrite(str(vis_dir / f"{name}.png"), vis[100:164, 200:280])
+    return ir_dir, vis_dir
+
+
+def _expected(engine: FusionEngine, ir: Path, vis: Path) -> np.ndarray:
+    grey = cv2.imread(str(ir), cv2.IMREAD_GRAYSCALE)
+    rgb = cv2.cvtColor(cv2.imread(str(vis), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return engine.fuse(grey, rgb)
+
+
+def test_one_pair(crops, engine, weights_path, tmp_path):
+    ir_dir, vis_dir = crops
+    out = tmp_path / "fused.png"
+    args = [str(ir_dir / "FLIR_00006.png"), str(vis_dir / "FLIR_00006.png"), "-o", str(out)]
+    assert main([*args, "--device", "cpu", "--weights", str(weights_path)]) == 0
+    fused = cv2.cvtColor(cv2.imread(str(out), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(
+        fused, _expected(engine, ir_dir / "FLIR_00006.png", vis_dir / "FLIR_00006.png")
+    )
+
+
+def test_folders_report_unmatched_and_bad_files(crops, engine, weights_path, tmp_path, capsys):
+    ir_dir, vis_dir = crops
+    (ir_dir / "only_ir.png").write_bytes((ir_dir / "FLIR_00006.png").read_bytes())
+    (vis_dir / "only_vis.jpg").write_bytes((vis_dir / "FLIR_00006.png").read_bytes())
+    (ir_dir / "broken.png").write_bytes(b"not an image at all")
+    (vis_dir / "broken.png").write_bytes((vis_dir / "FLIR_00006.png").read_bytes())
+    out = tmp_path / "out"
+    code = main(
+        [
+            str(ir_dir),
+            str(vis_dir),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--weights",
+            str(weights_path),
+            "--quiet",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "fused 3 of 4 pairs" in err
+    assert "only_ir.png: no partner" in err and "only_vis.jpg: no partner" in err
+    assert "broken.png: cannot read as an image" in err
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.png" for n in NAMES)
+    for name in NAMES:
+        fused = read_image(out / f"{name}.png")
+        assert np.array_equal(
+            fused, _expected(engine, ir_dir / f"{name}.png", vis_dir / f"{name}.png")
+        )
+
+
+def test_size_mismatch_is_named_and_resize_fixes_it(crops, weights_path, tmp_path, capsys):
+    ir_dir, vis_dir = crops
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), cv2.imread(str(ir_dir / "FLIR_00006.png"))[:32, :40])
+    out = tmp_path / "fused.png"
+    base = [
+        str(small),
+        str(vis_dir / "FLIR_00006.png"),
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+        "--weights",
+        str(weights_path),
+    ]
+    assert main(base) == 1
+    err = capsys.readouterr().err.strip()
+    assert "first is 40x32, second is 80x64" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    assert main([*base, "--resize"]) == 0
+    assert read_image(out).shape == (64, 80, 3)
+
+
+def test_missing_weights_is_one_line(crops, tmp_path, capsys, monkeypatch):
+    ir_dir, vis_dir = crops
+    monkeypatch.setenv("GIFNET_WEIGHTS", str(tmp_path / "nowhere.model"))
+    code = main(
+        [
+            str(ir_dir / "FLIR_00006.png"),
+            str(vis_dir / "FLIR_00006.png"),
+            "-o",
+            str(tmp_path / "x.png"),
+            "--device",
+            "cpu",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "nowhere.model" in err and "GIFNET_WEIGHTS" in err
+
+
+def test_write_image_is_atomic(tmp_path):
+    target = tmp_path / "keep.png"
+    good = np.full((8, 8), 7, np.uint8)
+    write_image(target, good)
+    with pytest.raises(Exception):  # noqa: B017 (OpenCV raises its own error type)
+        write_image(target, np.zeros((8, 8, 5), np.uint8))
+    assert np.array_equal(read_image(target), good)
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
+
+
+def test_console_script(crops, weights_path, tmp_path):
+    ir_dir, vis_dir = crops
+    out = tmp_path / "script.png"
+    env = dict(os.environ, GIFNET_WEIGHTS=str(weights_path))
+    script = Path(sys.executable).parent / "gifnet-fuse"
+    result = subprocess.run(
+        [
+            str(script),
+            str(ir_dir / "FLIR_00018.png"),
+            str(vis_dir / "FLIR_00018.png"),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert read_image(out).shape == (64, 80, 3)
