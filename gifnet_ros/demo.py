@@ -39,6 +39,8 @@ import cv2
 import numpy as np
 import yaml
 
+from gifnet_ros.rosbag_io import stamp_to_ns
+
 FRAME_ID_THERMAL = "thermal_camera"
 FRAME_ID_RGB = "rgb_camera"
 ENV_SHARED = "GIFNET_SHARED"
@@ -100,28 +102,21 @@ def video_pairs(
 ) -> list[Pair]:
     """Frames 0, every, 2*every... of two frame-synchronous videos as (grey thermal, RGB) pairs.
 
-    Thermal videos are stored as 3-channel grey; the demo sends them as ``mono8``, as a thermal
-    camera would.
+    Read as ``gifnet-make-bag`` reads them: the thermal frame becomes ``mono8`` grey, as a
+    thermal camera would send it, the visible one RGB.
     """
-    captures = [cv2.VideoCapture(str(path)) for path in (thermal_video, rgb_video)]
+    from gifnet_ros.make_bag import rgb_pixels, source_pairs, thermal_pixels
+    from gifnet_ros.rosbag_io import ToolError
+
+    pairs: list[Pair] = []
     try:
-        for capture, path in zip(captures, (thermal_video, rgb_video), strict=True):
-            if not capture.isOpened():
-                raise DemoError(f"cannot open video {path}")
-        pairs: list[Pair] = []
-        index = 0
-        while len(pairs) < frames:
-            got = [capture.read() for capture in captures]
-            if not (got[0][0] and got[1][0]):
+        for index, (thermal, rgb) in enumerate(source_pairs(thermal_video, rgb_video)):
+            if len(pairs) == frames:
                 break
             if index % every == 0:
-                thermal = cv2.cvtColor(got[0][1], cv2.COLOR_BGR2GRAY)
-                rgb = cv2.cvtColor(got[1][1], cv2.COLOR_BGR2RGB)
-                pairs.append(resize_pair(thermal, rgb, size))
-            index += 1
-    finally:
-        for capture in captures:
-            capture.release()
+                pairs.append(resize_pair(thermal_pixels(thermal, "mono8"), rgb_pixels(rgb), size))
+    except ToolError as exc:
+        raise DemoError(str(exc)) from None
     if not pairs:
         raise DemoError(f"no frames could be read from {thermal_video} and {rgb_video}")
     return pairs
@@ -155,14 +150,14 @@ def bag_pairs(
 ) -> list[Pair]:
     """The first ``frames`` stamp-matched pairs of a rosbag2 (Image or CompressedImage topics)."""
     from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
 
     from gifnet_ros.conversion import ImageConversionError, compressed_to_array, image_to_array
     from gifnet_ros.pairing import pair_by_stamp
+    from gifnet_ros.rosbag_io import typestore
 
     messages: dict[str, list[tuple[int, Any]]] = {thermal_topic: [], rgb_topic: []}
     try:
-        with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_HUMBLE)) as reader:
+        with AnyReader([bag], default_typestore=typestore()) as reader:
             connections = [c for c in reader.connections if c.topic in messages]
             found = {c.topic for c in connections}
             if found != set(messages):
@@ -172,8 +167,7 @@ def bag_pairs(
                 )
             for connection, _, raw in reader.messages(connections=connections):
                 msg = reader.deserialize(raw, connection.msgtype)
-                stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-                messages[connection.topic].append((stamp, msg))
+                messages[connection.topic].append((stamp_to_ns(msg.header.stamp), msg))
     except DemoError:
         raise
     except Exception as exc:  # rosbags raises several types for unreadable bags
@@ -239,10 +233,6 @@ def compressed_msg(pixels: np.ndarray, stamp_ns: int, frame_id: str, fmt: str = 
     msg.header.stamp = _time_msg(stamp_ns)
     msg.header.frame_id = frame_id
     return msg
-
-
-def stamp_of(msg: Any) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
 # ---------------------------------------------------------------------------- node process
@@ -332,6 +322,7 @@ class FusionClient:
             f"gifnet_client_{os.getpid()}", namespace=ns or "/", context=self._context
         )
         qos = QoSProfile(depth=10)
+        self.transports = transports
         self._publishers = []
         for base, transport in zip(("thermal/image", "rgb/image"), transports, strict=True):
             kind, topic = (
@@ -367,12 +358,12 @@ class FusionClient:
     def _on_fused(self, msg: Any) -> None:
         received = time.time_ns()
         with self._lock:
-            self.fused[stamp_of(msg)] = (msg, received)
+            self.fused[stamp_to_ns(msg.header.stamp)] = (msg, received)
             self._lock.notify_all()
 
     def _on_luminance(self, msg: Any) -> None:
         with self._lock:
-            self.luminance[stamp_of(msg)] = msg
+            self.luminance[stamp_to_ns(msg.header.stamp)] = msg
             self._lock.notify_all()
 
     def _on_diagnostics(self, msg: Any) -> None:
@@ -413,23 +404,26 @@ class FusionClient:
             time.sleep(0.05)
         raise DemoError(f"the fusion node did not appear within {timeout:.0f} s")
 
-    def publish(self, thermal_msg: Any, rgb_msg: Any) -> None:
-        self._publishers[0].publish(thermal_msg)
-        self._publishers[1].publish(rgb_msg)
+    def publish(self, thermal_msg: Any | None, rgb_msg: Any | None) -> None:
+        """Publish prepared messages, thermal first; None skips that input."""
+        for publisher, msg in zip(self._publishers, (thermal_msg, rgb_msg), strict=True):
+            if msg is not None:
+                publisher.publish(msg)
 
-    def publish_pair(self, pair: Pair, stamp_ns: int | None = None, fmt: str | None = None) -> int:
-        """Publish both images with one stamp (now by default); returns the stamp."""
+    def publish_pair(self, pair: Pair, stamp_ns: int | None = None, fmt: str = "jpeg") -> int:
+        """Publish both images with one stamp (now by default); returns the stamp.
+
+        Inputs whose transport is ``compressed`` are encoded as ``fmt`` (jpeg or png).
+        """
         stamp = time.time_ns() if stamp_ns is None else stamp_ns
-        if fmt is None:
-            msgs = (
-                image_msg(pair[0], stamp, FRAME_ID_THERMAL),
-                image_msg(pair[1], stamp, FRAME_ID_RGB),
+        msgs = [
+            compressed_msg(pixels, stamp, frame, fmt)
+            if transport == "compressed"
+            else image_msg(pixels, stamp, frame)
+            for pixels, frame, transport in zip(
+                pair, (FRAME_ID_THERMAL, FRAME_ID_RGB), self.transports, strict=True
             )
-        else:
-            msgs = (
-                compressed_msg(pair[0], stamp, FRAME_ID_THERMAL, fmt),
-                compressed_msg(pair[1], stamp, FRAME_ID_RGB, fmt),
-            )
+        ]
         self.publish(*msgs)
         return stamp
 
@@ -449,7 +443,7 @@ class FusionClient:
         """Wait for a diagnostics status of the node for which ``predicate(values)`` holds."""
         return self.wait_until(lambda: predicate(self.diagnostics), timeout)
 
-    def warm_up(self, pair: Pair, timeout: float, fmt: str | None = None) -> int:
+    def warm_up(self, pair: Pair, timeout: float, fmt: str = "jpeg") -> int:
         """Get one pair through, re-sending only while the node has not received one.
 
         Right after discovery a best-effort subscription can still miss the first messages;
@@ -648,20 +642,19 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     process = start_node(namespace, parameters, log_path)
     print(f"node: {namespace}/{NODE_NAME} (pid {process.pid}), log {log_path}")
     client = None
-    fmt = "jpeg" if args.compressed else None
     try:
         transports = ("compressed", "compressed") if args.compressed else ("raw", "raw")
         client = FusionClient(namespace, transports=transports)
         client.wait_for_node(120.0, process)
         print("node is up; warming up with the first pair")
-        client.warm_up(pairs[0], args.timeout, fmt)
+        client.warm_up(pairs[0], args.timeout)
         # Counters are reported relative to the first diagnostics that include the warm-up.
         client.wait_diagnostics(lambda d: int(d.get("fused", 0)) >= 1, 10.0)
         start_counts = dict(client.diagnostics)
         stamps: list[int] = []
         started = time.monotonic()
         for index, pair in enumerate(pairs):
-            stamp = client.publish_pair(pair, fmt=fmt)
+            stamp = client.publish_pair(pair)
             stamps.append(stamp)
             if args.rate > 0:
                 time.sleep(max(0.0, started + (index + 1) / args.rate - time.monotonic()))

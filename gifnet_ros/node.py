@@ -56,6 +56,7 @@ from gifnet_ros.conversion import (
 )
 from gifnet_ros.engine import PRECISIONS, FusionEngine, autocast_dtype, resolve_device
 from gifnet_ros.pairing import StampPairer
+from gifnet_ros.rosbag_io import stamp_to_ns
 from gifnet_ros.thermal import RULES as THERMAL_RULES
 from gifnet_ros.thermal import normalize_thermal
 from gifnet_ros.weights import WeightsError, resolve_weights
@@ -272,11 +273,6 @@ def _one_line(text: object, limit: int = 400) -> str:
     """Collapse an exception text to one line, so a log line stays one line (torch's are not)."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def stamp_ns(stamp: Any) -> int:
-    """builtin_interfaces/Time as integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def _check_weights(value: str) -> str | None:
@@ -640,11 +636,11 @@ class FusionNode(Node):
 
     def _on_thermal(self, msg: Any) -> None:
         self._count_thermal(msg)
-        self._pairer.add_thermal(msg, stamp_ns(msg.header.stamp))
+        self._pairer.add_thermal(msg, stamp_to_ns(msg.header.stamp))
 
     def _on_rgb(self, msg: Any) -> None:
         self._count_rgb(msg)
-        self._pairer.add_rgb(msg, stamp_ns(msg.header.stamp))
+        self._pairer.add_rgb(msg, stamp_to_ns(msg.header.stamp))
 
     def _on_pair(self, thermal_msg: Any, rgb_msg: Any) -> None:
         """Synchronizer callback: leave the pair for the worker, never fuse here."""
@@ -704,7 +700,7 @@ class FusionNode(Node):
         """Convert, align, fuse and publish one pair (worker thread only)."""
         started = time.monotonic()
         settings = self._settings
-        rgb_stamp = stamp_ns(rgb_msg.header.stamp)
+        rgb_stamp = stamp_to_ns(rgb_msg.header.stamp)
         if settings.max_age > 0:
             age = (self.get_clock().now().nanoseconds - rgb_stamp) / 1e9
             if age > settings.max_age:
