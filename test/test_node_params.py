@@ -1,0 +1,259 @@
+"""Run-time parameters through the node's real parameter services.
+
+Accepted changes take effect on the next pair (checked against the engine and OpenCV computed
+here); rejected ones come back with a reason and change nothing; model reloads swap the engine
+without stopping fusion, and a failed reload keeps the old model and restores the parameters.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from node_harness import (
+    FRAME,
+    SIZE,
+    clip_pairs,
+    mono8_pair,
+    pixels_of,
+    raw_image,
+    running_node,
+    stamp,
+)
+
+from gifnet_ros.engine import FusionEngine
+
+PARAMETERS = {"device": "cpu", "sync.backend": "builtin", "diagnostics_period": 0.3}
+
+
+@pytest.fixture(scope="module")
+def pairs(data_dir):
+    return clip_pairs(data_dir, 2)
+
+
+@pytest.fixture(scope="module")
+def engine(weights_path):
+    return FusionEngine(weights=weights_path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory, weights_path, pairs):
+    with running_node(
+        tmp_path_factory.mktemp("params"),
+        "params",
+        {**PARAMETERS, "weights": str(weights_path)},
+        pairs[0],
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def changed(node):
+    """Set parameters for one test and restore their previous values afterwards."""
+    saved: dict = {}
+
+    def change(**values):
+        names = {name.replace("__", "."): value for name, value in values.items()}
+        for name, value in node.client.get_parameters(names).items():
+            saved.setdefault(name, value)
+        results = node.client.set_parameters(names)
+        assert all(r.successful for r in results), [r.reason for r in results]
+
+    yield change
+    if saved:
+        results = node.client.set_parameters(saved)
+        assert all(r.successful for r in results), [r.reason for r in results]
+
+
+def test_output_encodings_and_luminance_topic(node, pairs, engine, changed):
+    thermal, rgb = pairs[1]
+    luminance, colour = engine.fuse_luminance(thermal, rgb)
+    changed(output_encoding="bgr8", publish_luminance=True)
+    now = stamp()
+    fused = node.fuse(*mono8_pair(pairs[1], now))
+    assert fused.encoding == "bgr8"
+    np.testing.assert_array_equal(pixels_of(fused), colour[..., ::-1])
+    assert node.client.wait_until(lambda: now in node.client.luminance, 10)
+    grey = node.client.luminance[now]
+    assert (grey.encoding, grey.header.frame_id) == ("mono8", FRAME["rgb"])
+    np.testing.assert_array_equal(pixels_of(grey), luminance)
+
+    changed(output_encoding="mono8")
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    assert fused.encoding == "mono8"
+    np.testing.assert_array_equal(pixels_of(fused), luminance)
+
+
+def test_mode_change_takes_effect_on_the_next_pair(node, pairs, weights_path, changed):
+    thermal, rgb = pairs[1]
+    changed(mode="grey")
+    grey_engine = FusionEngine(weights=weights_path, device="cpu", mode="grey")
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    # A grey result still goes out as rgb8 (three equal channels).
+    expected = grey_engine.fuse(thermal, rgb)
+    np.testing.assert_array_equal(pixels_of(fused), np.repeat(expected[..., None], 3, axis=2))
+
+
+def test_thermal_normalisation_change(node, pairs, weights_path, changed):
+    grey, rgb = pairs[1]
+    counts = grey.astype(np.uint16) * 30 + 9000
+    span = [9500.0, 14000.0]
+    changed(thermal__normalization="fixed", thermal__range=span)
+    now = stamp()
+    fused = node.fuse(
+        raw_image(counts, "16UC1", now, FRAME["thermal"]), raw_image(rgb, "rgb8", now, FRAME["rgb"])
+    )
+    reference = FusionEngine(
+        weights=weights_path, device="cpu", thermal_norm="fixed", thermal_range=tuple(span)
+    )
+    np.testing.assert_array_equal(pixels_of(fused), reference.fuse(counts, rgb))
+
+
+@pytest.mark.parametrize("method", ["resize", "homography", "crop"])
+def test_alignment_methods(node, pairs, engine, changed, method):
+    """The thermal image differs in size from RGB; the node aligns it as configured."""
+    width, height = SIZE
+    grey, rgb = pairs[1]
+    if method == "resize":
+        thermal = cv2.resize(grey, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+        expected_thermal = cv2.resize(thermal, SIZE, interpolation=cv2.INTER_LINEAR)
+        changed(align__method="resize")
+    elif method == "homography":
+        thermal = cv2.resize(grey, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+        # Thermal pixel (x, y) lands at RGB (2x + 3, 2y - 1): scale plus a small shift.
+        matrix = np.array([[2.0, 0.0, 3.0], [0.0, 2.0, -1.0], [0.0, 0.0, 1.0]])
+        expected_thermal = cv2.warpPerspective(thermal, matrix, SIZE, flags=cv2.INTER_LINEAR)
+        changed(align__method="homography", align__homography=matrix.ravel().tolist())
+    else:
+        # A wider thermal view; the crop cuts out exactly the RGB field of view.
+        thermal = np.zeros((height + 20, width + 30), np.uint8)
+        thermal[7 : 7 + height, 11 : 11 + width] = grey
+        expected_thermal = grey
+        changed(align__method="none", align__crop=[11, 7, width, height])
+    now = stamp()
+    fused = node.fuse(
+        raw_image(np.ascontiguousarray(thermal), "mono8", now, FRAME["thermal"]),
+        raw_image(rgb, "rgb8", now, FRAME["rgb"]),
+    )
+    np.testing.assert_array_equal(pixels_of(fused), engine.fuse(expected_thermal, rgb))
+
+
+REJECTED = [
+    ("mode", "colourise", "mode"),
+    ("device", "tpu", "tpu"),
+    ("precision", "fp8", "precision"),
+    ("precision", "fp16", "fp16"),  # needs CUDA; rejected together with device cpu
+    ("weights", "/nonexistent/Final.model", "does not exist"),
+    ("thermal.normalization", "log", "thermal.normalization"),
+    ("thermal.percentiles", [99.0, 1.0], "thermal.percentiles"),
+    ("thermal.percentiles", [1.0, 2.0, 3.0], "thermal.percentiles"),
+    ("thermal.range", [5.0, 5.0], "thermal.range"),
+    ("align.method", "affine", "align.method"),
+    ("align.homography", [1.0] * 8, "9 numbers"),
+    ("align.homography", [0.0] * 9, "singular"),
+    ("align.crop", [0, 0, 10, 0], "align.crop"),
+    ("align.crop", [-1, 0, 4, 4], "negative"),
+    ("output_encoding", "yuv422", "output_encoding"),
+    ("sync.slop", 0.0, "sync.slop"),
+    ("sync.slop", -1.0, ""),  # outside the descriptor's range: rclpy's own reason
+    ("max_age", "old", ""),  # wrong type: rclpy's own reason
+    ("diagnostics_period", 0.0, "diagnostics_period"),
+    ("qos_depth", 3, "read-only"),
+    ("compressed", True, "read-only"),
+    ("sync.backend", "message_filters", "read-only"),
+]
+
+
+def test_invalid_changes_are_rejected_with_a_reason_and_change_nothing(node, pairs, engine):
+    names = sorted({name for name, _, _ in REJECTED})
+    before = node.client.get_parameters(names)
+    for name, value, reason in REJECTED:
+        (result,) = node.client.set_parameters({name: value})
+        assert not result.successful, (name, value)
+        assert result.reason, f"{name}={value!r} rejected without a reason"
+        assert reason.lower() in result.reason.lower(), (name, value, result.reason)
+        assert "\n" not in result.reason
+    assert node.client.get_parameters(names) == before
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    np.testing.assert_array_equal(pixels_of(fused), engine.fuse(*pairs[1]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA rejection")
+def test_cuda_is_rejected_without_a_gpu(node):
+    (result,) = node.client.set_parameters({"device": "cuda"})
+    assert not result.successful and "cuda" in result.reason.lower()
+
+
+def test_precision_reload_swaps_the_model_and_back(node, pairs, weights_path, engine):
+    reloads = node.client.counter("reloads")
+    (result,) = node.client.set_parameters({"precision": "bf16"})
+    assert result.successful, result.reason
+    node.diagnostics_after("reloads", reloads + 1)
+    bf16 = FusionEngine(weights=weights_path, device="cpu", precision="bf16")
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    np.testing.assert_array_equal(pixels_of(fused), bf16.fuse(*pairs[1]))
+    assert node.client.diagnostics["precision"] == "bf16"
+
+    (result,) = node.client.set_parameters({"precision": "fp32"})
+    assert result.successful, result.reason
+    node.diagnostics_after("reloads", reloads + 2)
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    np.testing.assert_array_equal(pixels_of(fused), engine.fuse(*pairs[1]))
+
+
+def test_failed_reload_keeps_the_old_model_and_restores_the_parameter(
+    node, pairs, engine, weights_path, tmp_path
+):
+    garbage = tmp_path / "not_a_checkpoint.model"
+    garbage.write_bytes(b"this is not a torch checkpoint" * 100)
+    failures = node.client.counter("reload_failures")
+    (result,) = node.client.set_parameters({"weights": str(garbage)})
+    assert result.successful, "an existing file passes the quick check; loading it fails later"
+    node.diagnostics_after("reload_failures", failures + 1)
+    assert node.wait_log("model reload failed"), node.log()[-2000:]
+    deadline = time.monotonic() + 10
+    while node.client.get_parameters(["weights"])["weights"] != str(weights_path):
+        assert time.monotonic() < deadline, "weights parameter was not restored"
+        time.sleep(0.1)
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    np.testing.assert_array_equal(pixels_of(fused), engine.fuse(*pairs[1]))
+
+
+def test_max_age_drops_stale_pairs(node, pairs, engine, changed):
+    changed(max_age=1.0)
+    stale = node.client.counter("dropped.stale")
+    # Stamped 1.5 s ago: too old for max_age 1.0 when the idle worker picks it up at once.
+    # (Not older, so the pairer does not take it for a restarted clock.)
+    time.sleep(1.0)
+    old = stamp(-1.5)
+    node.client.publish(*mono8_pair(pairs[1], old))
+    node.diagnostics_after("dropped.stale", stale + 1)
+    assert old not in node.client.fused
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    np.testing.assert_array_equal(pixels_of(fused), engine.fuse(*pairs[1]))
+
+
+def test_slop_change_applies_to_the_next_messages(node, pairs, engine, changed):
+    """20 ms apart: not a pair with sync.slop 0.005 s, a pair with 0.05 s."""
+    changed(sync__slop=0.005)
+    unpaired = node.client.counter("unpaired.rgb")
+    first = stamp()
+    node.client.publish(
+        raw_image(pairs[1][0], "mono8", first + 20_000_000, FRAME["thermal"]),
+        raw_image(pairs[1][1], "rgb8", first, FRAME["rgb"]),
+    )
+    node.diagnostics_after("unpaired.rgb", unpaired + 1)
+    changed(sync__slop=0.05)
+    second = stamp()
+    node.client.publish(
+        raw_image(pairs[1][0], "mono8", second + 20_000_000, FRAME["thermal"]),
+        raw_image(pairs[1][1], "rgb8", second, FRAME["rgb"]),
+    )
+    node.client.publish(None, raw_image(pairs[1][1], "rgb8", second + 100_000_000, FRAME["rgb"]))
+    got = node.client.wait_fused(second, 60)
+    assert got is not None, node.log()[-2000:]
+    assert first not in node.client.fused
+    np.testing.assert_array_equal(pixels_of(got[0]), engine.fuse(*pairs[1]))
