@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import array
 import math
+import os
 import sys
 import threading
 import time
@@ -41,6 +42,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -443,7 +445,7 @@ class FusionNode(Node):
             self._values["diagnostics_period"], self._publish_diagnostics
         )
         self._last_diag = (time.monotonic(), self._stats.snapshot())
-        self._last_summary = time.monotonic()
+        self._last_summary = self._last_diag
         self._worker.start()
         self._loader.start()
         self._started = True
@@ -825,23 +827,38 @@ class FusionNode(Node):
         self._diag_pub.publish(report)
 
         period = self._values["summary_period"]
-        if period > 0 and now - self._last_summary >= period:
-            self._last_summary = now
-            self.get_logger().info(
-                f"{message}: in {values['thermal_rate_hz']}/{values['rgb_rate_hz']} Hz, "
-                f"fused {values['fused_rate_hz']} Hz, total fused {current['fused']}, "
-                f"drops {current['drops']}, errors {current['errors']}, latency median "
-                f"{values['latency_median_s']} s p95 {values['latency_p95_s']} s, model "
-                f"{values['model_median_s']} s"
+        if period > 0 and now - self._last_summary[0] >= period:
+            self._log_summary(now, current)
+
+    def _log_summary(self, now: float, current: dict[str, Any]) -> None:
+        """One log line with rates over the whole summary period and totals since start."""
+        then, previous = self._last_summary
+        self._last_summary = (now, current)
+        elapsed = max(now - then, 1e-9)
+        rates = "/".join(
+            f"{(current[k] - previous[k]) / elapsed:.2f}" for k in ("thermal_in", "rgb_in", "fused")
+        )
+        line = (
+            f"thermal/rgb/fused {rates} Hz over {elapsed:.0f} s; total fused "
+            f"{current['fused']} of {current['pairs']} pairs, drops {current['drops']}, "
+            f"errors {current['errors']}"
+        )
+        if current["latency"]:
+            line += (
+                f"; latency median {_percentile(current['latency'], 50):.3f} s, p95 "
+                f"{_percentile(current['latency'], 95):.3f} s, model "
+                f"{_percentile(current['model'], 50):.3f} s"
             )
+        self.get_logger().info(line)
 
     # ------------------------------------------------------------------ shutdown
 
     def close(self, timeout: float = 2.0) -> bool:
-        """Stop the threads; returns False if the worker was still inside a forward pass.
+        """Stop the threads; returns False if the worker is still inside a forward pass.
 
-        The threads are daemons, so a forward pass that outlasts ``timeout`` (seconds on a
-        CPU at full resolution) does not keep the process alive after this returns.
+        A forward pass cannot be interrupted and takes seconds on a CPU at full resolution;
+        the threads are daemons so they do not hold the process, and ``main`` deals with the
+        exit (see there).
         """
         self._stopping.set()
         with self._cv:
@@ -851,12 +868,7 @@ class FusionNode(Node):
         deadline = time.monotonic() + timeout
         self._worker.join(timeout)
         self._loader.join(max(0.0, deadline - time.monotonic()))
-        if self._worker.is_alive():
-            self.get_logger().warning(
-                f"fusion worker still inside a forward pass after {timeout} s; not waiting"
-            )
-            return False
-        return True
+        return not self._worker.is_alive()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -886,22 +898,24 @@ def main(argv: list[str] | None = None) -> int:
         if rclpy.ok():
             rclpy.shutdown()
         return 1
-    shutdown_exceptions: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
-    try:
-        from rclpy.executors import ExternalShutdownException
-
-        shutdown_exceptions += (ExternalShutdownException,)
-    except ImportError:  # older rclpy raises KeyboardInterrupt only
-        pass
     try:
         rclpy.spin(node)
-    except shutdown_exceptions:
-        pass
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # Ctrl-C / SIGTERM / ros2 launch stopping us: the normal way out
     finally:
-        node.close()
+        finished = node.close()
+        logger = node.get_logger()
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+    if not finished:
+        # Python's exit would finalise libtorch under the worker's running forward pass, and
+        # libtorch aborts (std::terminate) then. ROS is shut down and nothing is left to
+        # flush but the console, so leave without interpreter finalisation.
+        logger.warning("fusion worker still inside a forward pass; exiting without it")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
