@@ -619,6 +619,8 @@ def parser() -> argparse.ArgumentParser:
         "GIFNet and write a new bag with the fused images (sensor_msgs/Image) and the copied "
         "input topics. Pairs by header.stamp: nearest first within --slop, each message at "
         "most once.",
+        epilog="Exit status: 0 when the bag is complete, 1 on an error, 130 when interrupted; "
+        "on 1 and 130 nothing is written to OUTPUT (the --report is written in every case).",
     )
     p.add_argument("input", type=Path, help="rosbag2 directory or a single .mcap / .db3 file")
     p.add_argument("-o", "--output", type=Path, required=True, help="bag directory to create")
@@ -630,7 +632,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--slop", type=float, default=DEFAULT_SLOP,
                    help="largest stamp difference in seconds of a pair (default %(default)s)")
     p.add_argument("--storage", choices=tuple(STORAGES), default="mcap",
-                   help="storage of the output bag (default %(default)s)")
+                   help="storage of the output bag (default %(default)s; on Humble, playing "
+                   "mcap needs ros-humble-rosbag2-storage-mcap)")
     p.add_argument("--copy-topics", default="all", metavar="all|none|LIST",
                    help="input topics copied unchanged: all (default), none, or a "
                    "comma-separated list")
