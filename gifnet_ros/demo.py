@@ -305,6 +305,7 @@ class FusionClient:
         *,
         target: str = NODE_NAME,
         transports: tuple[str, str] = ("raw", "raw"),
+        topics: tuple[str, str] = ("thermal/image", "rgb/image"),
         domain_id: int | None = None,
     ) -> None:
         import rclpy
@@ -324,7 +325,7 @@ class FusionClient:
         qos = QoSProfile(depth=10)
         self.transports = transports
         self._publishers = []
-        for base, transport in zip(("thermal/image", "rgb/image"), transports, strict=True):
+        for base, transport in zip(topics, transports, strict=True):
             kind, topic = (
                 (CompressedImage, base + "/compressed")
                 if transport == "compressed"

@@ -86,7 +86,7 @@ def test_message_filters_backend_pairs_like_the_builtin_one(
     with running_node(
         tmp_path_factory.mktemp("sync"), "message_filters", parameters, pairs[0]
     ) as node:
-        assert node.client.diagnostics["sync_backend"] == "message_filters"
+        assert node.diagnostics_after("fused", 1)["sync_backend"] == "message_filters"
         fused = node.fuse(*mono8_pair(pairs[1], stamp()))
         np.testing.assert_array_equal(pixels_of(fused), engine.fuse(*pairs[1]))
         # Offset stamps within the slop pair as well and keep the RGB stamp.
