@@ -415,9 +415,11 @@ def test_interrupt_leaves_nothing_at_output(clip, tmp_path, weights_path, signum
     n = 12
     bag = build(clip, tmp_path / "in", n)
     out, report_path = tmp_path / "out", tmp_path / "report.json"
+    # The installed console script when there is one (pip/colcon install), else the module.
     script = Path(sys.executable).with_name("gifnet-fuse-bag")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "gifnet_ros.bag_tool"]
     process = subprocess.Popen(
-        [str(script), str(bag), "-o", str(out), "--thermal-topic", THERMAL, "--rgb-topic", RGB,
+        [*command, str(bag), "-o", str(out), "--thermal-topic", THERMAL, "--rgb-topic", RGB,
          "--weights", str(weights_path), "--device", "cpu", "--report", str(report_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
