@@ -228,8 +228,9 @@ def test_max_age_drops_stale_pairs(node, pairs, engine, changed):
     changed(max_age=1.0)
     stale = node.client.counter("dropped.stale")
     # Stamped 1.5 s ago: too old for max_age 1.0 when the idle worker picks it up at once.
-    # (Not older, so the pairer does not take it for a restarted clock.)
-    time.sleep(1.0)
+    # Still newer than every stamp sent before (hence the pause): the pairer drops a message
+    # that arrives after the other stream has moved past it.
+    time.sleep(2.0)
     old = stamp(-1.5)
     node.client.publish(*mono8_pair(pairs[1], old))
     node.diagnostics_after("dropped.stale", stale + 1)

@@ -1,0 +1,104 @@
+"""``gifnet-demo`` end to end: real node process, DDS, PNGs and report on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from node_harness import DOMAIN_ID, dds_env
+
+from gifnet_ros.demo import m3svd_pairs
+from gifnet_ros.engine import FusionEngine
+
+SMALL = ["--size", "64x48", "--every", "30", "--timeout", "120", "--domain-id", str(DOMAIN_ID)]
+
+
+def _run_demo(tmp_path: Path, data_dir: Path, *arguments: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **dds_env(tmp_path), "GIFNET_SHARED": str(data_dir.parent)}
+    # No cached or $GIFNET_WEIGHTS checkpoint: the demo must fall back to ../shared's.
+    env.pop("GIFNET_WEIGHTS", None)
+    env["GIFNET_CACHE_DIR"] = str(tmp_path / "empty_cache")
+    return subprocess.run(
+        [sys.executable, "-m", "gifnet_ros.demo", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _png(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert image is not None, path
+    return image[..., ::-1]
+
+
+def test_demo_streams_the_shared_clip_and_writes_pngs_and_report(tmp_path, data_dir, weights_path):
+    out = tmp_path / "out"
+    result = _run_demo(tmp_path, data_dir, "--frames", "2", "--out", str(out), *SMALL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "shared folder" in result.stdout  # the weights fallback was announced
+    report = json.loads((out / "report.json").read_text())
+    assert report["pairs_sent"] == 2 and report["fused_received"] == 2
+    assert report["node"]["fused"] == 2 and report["size"] == "64x48"
+    assert report["latency_s"]["median"] > 0
+    assert (out / "report.txt").read_text().startswith("GIFNet fusion node demo")
+    engine = FusionEngine(weights=weights_path, device="cpu")
+    pairs = m3svd_pairs("0111_1716", 2, (64, 48), 30, shared=data_dir.parent)
+    for index, pair in enumerate(pairs):
+        np.testing.assert_array_equal(_png(out / f"fused_{index:03d}.png"), engine.fuse(*pair))
+        montage = _png(out / f"montage_{index:03d}.png")
+        assert montage.shape == (48, 64 * 3, 3)
+    assert not list(out.glob("*.part"))
+
+
+def test_demo_plays_a_bag(tmp_path, data_dir, weights_path):
+    videos = data_dir / "m3svd"
+    bag = tmp_path / "bag"
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gifnet_ros.make_bag",
+            "--thermal", str(videos / "infrared" / "0111_1716.mp4"),
+            "--rgb", str(videos / "visible" / "0111_1716.mp4"),
+            "--thermal-encoding", "mono16",
+            "--max-frames", "3",
+            "--resize", "64x48",
+            "--jitter-ms", "3",
+            str(bag),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "out"
+    result = _run_demo(
+        tmp_path, data_dir, "--bag", str(bag), "--frames", "2", "--out", str(out),
+        "--weights", str(weights_path), *SMALL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["source"].startswith("bag") and report["fused_received"] == 2
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--thermal-video", "a.mp4"], "--thermal-video and --rgb-video go together"),
+        (["--thermal-video", "nope.mp4", "--rgb-video", "nope.mp4"], "nope.mp4"),
+        (["--bag", "/nonexistent/bag"], "/nonexistent/bag"),
+    ],
+)
+def test_demo_input_errors_are_one_line(tmp_path, data_dir, weights_path, arguments, message):
+    result = _run_demo(tmp_path, data_dir, *arguments, "--weights", str(weights_path), *SMALL)
+    assert result.returncode == 1
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and message in errors[0], result.stderr
