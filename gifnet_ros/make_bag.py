@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from gifnet_ros.conversion import ImageConversionError, array_to_compressed, array_to_image_fields
+from gifnet_ros.image_files import ImageFileError, pair_folders, read_image
 from gifnet_ros.rosbag_io import (
     COMPRESSED_IMAGE,
     IMAGE,
@@ -47,13 +48,13 @@ THERMAL_TOPIC = "/thermal/image"
 RGB_TOPIC = "/rgb/image"
 THERMAL_FRAME = "thermal_camera"
 RGB_FRAME = "rgb_camera"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm"}
 DEFAULT_FOLDER_RATE = 10.0
 DEFAULT_START = 1_700_000_000.0
 MONO16_SCALE = 257  # 255 * 257 == 65535
 
 
 def _video_frames(path: Path) -> Iterator[np.ndarray]:
+    """Frames of a video in RGB order, like image_files.read_image gives folder images."""
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ToolError(f"{path}: cannot open as a video")
@@ -62,44 +63,30 @@ def _video_frames(path: Path) -> Iterator[np.ndarray]:
             ok, frame = capture.read()
             if not ok:
                 return
-            yield frame
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     finally:
         capture.release()
 
 
-def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ToolError(f"{path}: cannot read as an image")
-    return image
-
-
-def _folder_names(thermal_dir: Path, rgb_dir: Path) -> list[tuple[Path, Path]]:
+def _folder_pairs(thermal_dir: Path, rgb_dir: Path) -> list[tuple[Path, Path]]:
     """Image files present in both folders under the same name (extension may differ)."""
-
-    def images(folder: Path) -> dict[str, Path]:
-        return {
-            p.stem: p
-            for p in sorted(folder.iterdir())
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        }
-
-    thermal, rgb = images(thermal_dir), images(rgb_dir)
-    common = sorted(thermal.keys() & rgb.keys())
-    if not common:
+    matched = pair_folders(thermal_dir, rgb_dir)
+    if not matched.pairs:
         raise ToolError(
             f"{thermal_dir} and {rgb_dir} have no image file names in common "
-            f"({len(thermal)} and {len(rgb)} images)"
+            f"({len(matched.only_first)} and {len(matched.only_second)} images)"
         )
-    unmatched = len(thermal) + len(rgb) - 2 * len(common)
+    unmatched = len(matched.only_first) + len(matched.only_second)
     if unmatched:
-        print(f"{PROG}: {unmatched} image(s) without a partner of the same name skipped",
-              file=sys.stderr)
-    return [(thermal[name], rgb[name]) for name in common]
+        print(
+            f"{PROG}: {unmatched} image(s) without a partner of the same name skipped",
+            file=sys.stderr,
+        )
+    return matched.pairs
 
 
 def source_pairs(thermal: Path, rgb: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Frames as OpenCV reads them (BGR colour), two videos in lockstep or two folders by name.
+    """Frames in RGB order (or grey), two videos in lockstep or two folders by name.
 
     Stops at the end of the shorter video.
     """
@@ -109,8 +96,11 @@ def source_pairs(thermal: Path, rgb: Path) -> Iterator[tuple[np.ndarray, np.ndar
     if thermal.is_dir() != rgb.is_dir():
         raise ToolError(f"{thermal} and {rgb}: give two videos or two image folders")
     if thermal.is_dir():
-        for thermal_path, rgb_path in _folder_names(thermal, rgb):
-            yield _read_image(thermal_path), _read_image(rgb_path)
+        try:
+            for thermal_path, rgb_path in _folder_pairs(thermal, rgb):
+                yield read_image(thermal_path), read_image(rgb_path)
+        except ImageFileError as exc:
+            raise ToolError(str(exc)) from None
     else:
         # The shorter video ends the bag: a trailing frame without its partner is no pair.
         yield from zip(_video_frames(thermal), _video_frames(rgb), strict=False)
@@ -127,7 +117,7 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 def thermal_pixels(frame: np.ndarray, encoding: str) -> np.ndarray:
     """A source frame as the ``mono8`` (uint8) or ``mono16`` (uint16) thermal image."""
     if frame.ndim == 3:
-        frame = cv2.cvtColor(frame[..., :3], cv2.COLOR_BGR2GRAY)
+        frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     if encoding == "mono16":
         if frame.dtype == np.uint16:
             return frame
@@ -136,11 +126,11 @@ def thermal_pixels(frame: np.ndarray, encoding: str) -> np.ndarray:
 
 
 def rgb_pixels(frame: np.ndarray) -> np.ndarray:
-    """A source frame as HxWx3 uint8 in RGB order (grey is replicated, alpha dropped)."""
+    """A source frame as HxWx3 uint8 in RGB order (grey is replicated)."""
     frame = _to_uint8(frame)
     if frame.ndim == 2:
         return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(frame[..., :3], cv2.COLOR_BGR2RGB)
+    return frame
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -176,21 +166,43 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--thermal", type=Path, required=True, help="thermal video or image folder")
     p.add_argument("--rgb", type=Path, required=True, help="RGB video or image folder")
     p.add_argument("--thermal-encoding", choices=("mono8", "mono16"), default="mono8")
-    p.add_argument("--rgb-encoding", choices=("rgb8", "bgr8"), default="rgb8",
-                   help="raw RGB encoding (ignored with --compressed)")
-    p.add_argument("--compressed", choices=("jpeg", "png"),
-                   help="write sensor_msgs/CompressedImage in this format (mono16 needs png)")
-    p.add_argument("--rate", type=float,
-                   help=f"frames per second (default: the video's, {DEFAULT_FOLDER_RATE:g} for "
-                   "folders)")
-    p.add_argument("--jitter-ms", type=_nonnegative, default=0.0,
-                   help="uniform random stamp jitter, +- this many ms, per message")
-    p.add_argument("--thermal-offset-ms", type=float, default=0.0,
-                   help="constant added to every thermal stamp")
-    p.add_argument("--latency-ms", type=_nonnegative, default=10.0,
-                   help="recording time minus stamp of every message (default 10)")
-    p.add_argument("--start", type=float, default=DEFAULT_START,
-                   help="stamp of frame 0 in seconds since the epoch (default %(default).0f)")
+    p.add_argument(
+        "--rgb-encoding",
+        choices=("rgb8", "bgr8"),
+        default="rgb8",
+        help="raw RGB encoding (ignored with --compressed)",
+    )
+    p.add_argument(
+        "--compressed",
+        choices=("jpeg", "png"),
+        help="write sensor_msgs/CompressedImage in this format (mono16 needs png)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        help=f"frames per second (default: the video's, {DEFAULT_FOLDER_RATE:g} for folders)",
+    )
+    p.add_argument(
+        "--jitter-ms",
+        type=_nonnegative,
+        default=0.0,
+        help="uniform random stamp jitter, +- this many ms, per message",
+    )
+    p.add_argument(
+        "--thermal-offset-ms", type=float, default=0.0, help="constant added to every thermal stamp"
+    )
+    p.add_argument(
+        "--latency-ms",
+        type=_nonnegative,
+        default=10.0,
+        help="recording time minus stamp of every message (default 10)",
+    )
+    p.add_argument(
+        "--start",
+        type=float,
+        default=DEFAULT_START,
+        help="stamp of frame 0 in seconds since the epoch (default %(default).0f)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the jitter (default 0)")
     p.add_argument("--max-frames", type=_positive_int, help="stop after this many frames")
     p.add_argument("--resize", type=_size, metavar="WxH", help="resize both streams")
@@ -264,8 +276,9 @@ def make_bag(args: argparse.Namespace) -> int:
                 if args.max_frames is not None and count >= args.max_frames:
                     break
                 if args.resize:
-                    thermal_frame = cv2.resize(thermal_frame, args.resize,
-                                               interpolation=cv2.INTER_AREA)
+                    thermal_frame = cv2.resize(
+                        thermal_frame, args.resize, interpolation=cv2.INTER_AREA
+                    )
                     rgb_frame = cv2.resize(rgb_frame, args.resize, interpolation=cv2.INTER_AREA)
                 nominal = start_ns + round(count * period_ns)
                 rgb_stamp = nominal + int(rng.integers(-jitter_ns, jitter_ns, endpoint=True))
@@ -275,8 +288,12 @@ def make_bag(args: argparse.Namespace) -> int:
                 writer.write(
                     thermal_conn,
                     thermal_stamp + latency_ns,
-                    message(thermal_pixels(thermal_frame, args.thermal_encoding),
-                            args.thermal_encoding, THERMAL_FRAME, thermal_stamp),
+                    message(
+                        thermal_pixels(thermal_frame, args.thermal_encoding),
+                        args.thermal_encoding,
+                        THERMAL_FRAME,
+                        thermal_stamp,
+                    ),
                 )
                 writer.write(
                     rgb_conn,
@@ -301,8 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; {args.output} not written", file=sys.stderr)
         return 130
-    kind = f"CompressedImage ({args.compressed})" if args.compressed else (
-        f"Image ({args.thermal_encoding} / {args.rgb_encoding})"
+    kind = (
+        f"CompressedImage ({args.compressed})"
+        if args.compressed
+        else (f"Image ({args.thermal_encoding} / {args.rgb_encoding})")
     )
     print(f"{PROG}: wrote {count} frame pairs as {kind} to {args.output} ({args.storage})")
     return 0
