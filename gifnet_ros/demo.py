@@ -737,8 +737,6 @@ def _report(
             "fused": delta("fused"),
             "dropped": {k[8:]: delta(k) for k in values if k.startswith("dropped.")},
             "errors": {k[7:]: delta(k) for k in values if k.startswith("errors.")},
-            "latency_median_s": values.get("latency_median_s"),
-            "latency_p95_s": values.get("latency_p95_s"),
             "model_median_s": values.get("model_median_s"),
         },
         "latency_s": _stats(latencies),

@@ -25,6 +25,7 @@ import array
 import math
 import os
 import sys
+import textwrap
 import threading
 import time
 from collections import deque
@@ -74,7 +75,6 @@ OUTPUT_ENCODINGS = ("rgb8", "bgr8", "mono8")
 TRANSPORTS = ("", "raw", "compressed")
 SYNC_BACKENDS = ("auto", "message_filters", "builtin")
 _ENGINE_KEYS = ("weights", "device", "precision")
-_ALIGN_KEYS = ("align.method", "align.homography", "align.crop")
 
 ERROR_LOG_INTERVAL = 5.0
 """Seconds between two log lines for the same error reason; every error is still counted."""
@@ -373,7 +373,6 @@ class _Stats:
         self.reload_failures = 0
         self.latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.model: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.processing: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.model_total = 0.0
         self.last_model = math.nan
         self.last_processing = math.nan
@@ -873,7 +872,8 @@ class FusionNode(Node):
 
 def _parser() -> argparse.ArgumentParser:
     table = "\n".join(
-        f"  {s.name} (default {s.default!r}{', read-only' if s.read_only else ''})"
+        f"  {s.name} = {s.default!r}{' (read-only)' if s.read_only else ''}\n"
+        + textwrap.fill(s.description, width=88, initial_indent=" " * 6, subsequent_indent=" " * 6)
         for s in PARAMETERS
     )
     return argparse.ArgumentParser(
