@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from gifnet_ros.thermal import normalize_thermal
+
 METHODS = ("resize", "homography", "none")
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 NO_CROP = (0, 0, 0, 0)
@@ -121,3 +123,23 @@ class Alignment:
         return cv2.resize(
             np.ascontiguousarray(thermal), (width, height), interpolation=cv2.INTER_LINEAR
         )
+
+
+def thermal_for_fusion(
+    thermal: np.ndarray,
+    rgb_shape: tuple[int, ...],
+    alignment: Alignment,
+    rule: str,
+    percentiles: tuple[float, float],
+    value_range: tuple[float, float],
+) -> np.ndarray:
+    """A camera's thermal frame as the engine's first input: 8-bit and on the RGB grid.
+
+    The node and the offline tool both fuse through this, so a bag fused offline
+    gives the images the live node would have published. A 16-bit or float frame
+    is normalised before alignment: a homography's zero border must not shift the
+    percentiles. Raises ValueError (AlignmentError for the alignment) in one line.
+    """
+    if thermal.ndim == 2 and thermal.dtype != np.uint8:
+        thermal = normalize_thermal(thermal, rule, percentiles, value_range)
+    return alignment.apply(thermal, rgb_shape)

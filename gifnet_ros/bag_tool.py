@@ -48,8 +48,13 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from tqdm import tqdm
 
 from gifnet_ros.align import METHODS as ALIGN_METHODS
-from gifnet_ros.align import Alignment
-from gifnet_ros.conversion import array_to_image_fields, compressed_to_array, image_to_array
+from gifnet_ros.align import Alignment, thermal_for_fusion
+from gifnet_ros.conversion import (
+    array_to_image_fields,
+    compressed_to_array,
+    fused_pixels,
+    image_to_array,
+)
 from gifnet_ros.engine import PRECISIONS, FusionEngine
 from gifnet_ros.pairing import PairingResult, pair_by_stamp
 from gifnet_ros.rosbag_io import (
@@ -221,8 +226,7 @@ class BagFusion:
                     f"{path}: not a rosbag2 directory (no metadata.yaml and "
                     f"{len(files)} .mcap/.db3 files)"
                 )
-            print(f"{PROG}: {path} has no metadata.yaml; reading {files[0].name}",
-                  file=sys.stderr)
+            print(f"{PROG}: {path} has no metadata.yaml; reading {files[0].name}", file=sys.stderr)
             return files[0]
         return path
 
@@ -240,10 +244,13 @@ class BagFusion:
         topic = _topic_name(name)
         connections = [c for c in reader.connections if c.topic in (name, topic)]
         if not connections:
-            available = ", ".join(
-                f"{c.topic} ({c.msgtype})" for c in sorted(reader.connections,
-                                                          key=lambda c: c.topic)
-            ) or "none"
+            available = (
+                ", ".join(
+                    f"{c.topic} ({c.msgtype})"
+                    for c in sorted(reader.connections, key=lambda c: c.topic)
+                )
+                or "none"
+            )
             raise ToolError(f"{path}: no {role} topic {name!r}; topics in the bag: {available}")
         for conn in connections:
             if conn.msgtype not in IMAGE_TYPES:
@@ -340,8 +347,10 @@ class BagFusion:
         try:
             self.alignment = Alignment.create(args.align, args.homography)
             normalize_thermal(
-                np.zeros((2, 2), np.uint16), args.thermal_norm,
-                tuple(args.thermal_percentiles), tuple(args.thermal_range),
+                np.zeros((2, 2), np.uint16),
+                args.thermal_norm,
+                tuple(args.thermal_percentiles),
+                tuple(args.thermal_range),
             )
         except ValueError as exc:
             raise ToolError(_one_line(exc)) from None
@@ -381,19 +390,25 @@ class BagFusion:
             if key not in outputs:
                 msgdef, digest = self._definition(path, conn)
                 outputs[key] = writer.add_connection(
-                    conn.topic, conn.msgtype, msgdef=msgdef, rihs01=digest,
+                    conn.topic,
+                    conn.msgtype,
+                    msgdef=msgdef,
+                    rihs01=digest,
                     offered_qos_profiles=self._qos(conn),
                 )
             copy_to[conn.id] = outputs[key]
         self.fused_connection = writer.add_connection(
-            fused_topic, IMAGE, typestore=typestore(),
+            fused_topic,
+            IMAGE,
+            typestore=typestore(),
             offered_qos_profiles=self._qos(rgb.connections[0]),
         )
         self.writer = writer
 
         streams = {c.id: s for s in (thermal, rgb) for c in s.connections}
-        connections = list({c.id: c for c in [*thermal.connections, *rgb.connections, *copies]}
-                           .values())
+        connections = list(
+            {c.id: c for c in [*thermal.connections, *rgb.connections, *copies]}.values()
+        )
         thermal_of = dict(pairing.pairs)
         rgb_of = {t: r for r, t in pairing.pairs}
         waiting_rgb: dict[int, _Pending] = {}  # keyed by the thermal index they wait for
@@ -401,8 +416,12 @@ class BagFusion:
         seen = {"thermal": 0, "rgb": 0}
         self.fusion_started = time.monotonic()
         with tqdm(
-            total=len(pairing.pairs), unit="pair", desc="fusing", file=sys.stderr,
-            disable=self.args.no_progress, dynamic_ncols=True,
+            total=len(pairing.pairs),
+            unit="pair",
+            desc="fusing",
+            file=sys.stderr,
+            disable=self.args.no_progress,
+            dynamic_ncols=True,
             # Always pairs/s (tqdm would switch to s/pair below 1/s, the usual CPU case).
             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
             "{rate_noinv_fmt}]",
@@ -506,7 +525,11 @@ class BagFusion:
             raise ToolError(f"{where}: {_one_line(exc)}") from None
 
     def _fuse(
-        self, path: Path, thermal: _Stream, rgb: _Stream, thermal_item: _Pending,
+        self,
+        path: Path,
+        thermal: _Stream,
+        rgb: _Stream,
+        thermal_item: _Pending,
         rgb_item: _Pending,
     ) -> None:
         """Fuse one pair the way the node does and write it at the RGB recording time."""
@@ -516,15 +539,15 @@ class BagFusion:
         try:
             _, thermal_pixels = self._decode(path, thermal, thermal_item)
             rgb_msg, rgb_pixels = self._decode(path, rgb, rgb_item)
-            if thermal_pixels.ndim == 2 and thermal_pixels.dtype != np.uint8:
-                # Before alignment, as in the node: a warp's zero border must not shift the
-                # percentiles.
-                thermal_pixels = normalize_thermal(
-                    thermal_pixels, args.thermal_norm, tuple(args.thermal_percentiles),
+            try:
+                thermal_pixels = thermal_for_fusion(
+                    thermal_pixels,
+                    rgb_pixels.shape,
+                    self.alignment,
+                    args.thermal_norm,
+                    tuple(args.thermal_percentiles),
                     tuple(args.thermal_range),
                 )
-            try:
-                thermal_pixels = self.alignment.apply(thermal_pixels, rgb_pixels.shape)
                 luminance, colour = engine.fuse_luminance(thermal_pixels, rgb_pixels)
             except (ValueError, RuntimeError) as exc:  # sizes; a device out of memory
                 raise ToolError(
@@ -535,21 +558,19 @@ class BagFusion:
             if not args.skip_bad:
                 raise
             self.report["pairs"]["skipped"] += 1
-            self.report["skipped"].append({
-                "rgb_stamp_ns": rgb.stamps[rgb_item.index],
-                "thermal_stamp_ns": thermal.stamps[thermal_item.index],
-                "reason": str(exc),
-            })
+            self.report["skipped"].append(
+                {
+                    "rgb_stamp_ns": rgb.stamps[rgb_item.index],
+                    "thermal_stamp_ns": thermal.stamps[thermal_item.index],
+                    "reason": str(exc),
+                }
+            )
             self.progress.update(1)
             return
         self.model_seconds += engine.last_model_seconds
-        if args.fused_encoding == "mono8":
-            fused = luminance
-        elif colour is not None:
-            fused = colour
-        else:  # a grey result still goes out with 3 channels when rgb8/bgr8 was asked for
-            fused = np.repeat(luminance[:, :, None], 3, axis=2)
-        fields = array_to_image_fields(fused, args.fused_encoding)
+        fields = array_to_image_fields(
+            fused_pixels(args.fused_encoding, luminance, colour), args.fused_encoding
+        )
         fields["data"] = np.frombuffer(fields["data"], np.uint8)
         store = typestore()
         message = store.types[IMAGE](header=rgb_msg.header, **fields)
@@ -582,8 +603,11 @@ class BagFusion:
         lines = [
             f"{PROG}: {report['status']}: fused {pairs['fused']} of {pairs['planned']} pairs"
             + (f", skipped {pairs['skipped']}" if pairs["skipped"] else "")
-            + (f" -> {report['output']}" if report["output_written"] else
-               f"; nothing written to {report['output']}"),
+            + (
+                f" -> {report['output']}"
+                if report["output_written"]
+                else f"; nothing written to {report['output']}"
+            ),
         ]
         if report["last_fused_rgb_stamp_ns"] is not None and not report["output_written"]:
             lines.append(
@@ -627,35 +651,69 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--thermal-topic", required=True, help="Image or CompressedImage topic")
     p.add_argument("--rgb-topic", required=True, help="Image or CompressedImage topic")
     p.add_argument("--fused-topic", default=FUSED_TOPIC, help="default %(default)s")
-    p.add_argument("--fused-encoding", choices=FUSED_ENCODINGS, default="rgb8",
-                   help="mono8 writes the fused luminance (default %(default)s)")
-    p.add_argument("--slop", type=float, default=DEFAULT_SLOP,
-                   help="largest stamp difference in seconds of a pair (default %(default)s)")
-    p.add_argument("--storage", choices=tuple(STORAGES), default="mcap",
-                   help="storage of the output bag (default %(default)s; on Humble, playing "
-                   "mcap needs ros-humble-rosbag2-storage-mcap)")
-    p.add_argument("--copy-topics", default="all", metavar="all|none|LIST",
-                   help="input topics copied unchanged: all (default), none, or a "
-                   "comma-separated list")
+    p.add_argument(
+        "--fused-encoding",
+        choices=FUSED_ENCODINGS,
+        default="rgb8",
+        help="mono8 writes the fused luminance (default %(default)s)",
+    )
+    p.add_argument(
+        "--slop",
+        type=float,
+        default=DEFAULT_SLOP,
+        help="largest stamp difference in seconds of a pair (default %(default)s)",
+    )
+    p.add_argument(
+        "--storage",
+        choices=tuple(STORAGES),
+        default="mcap",
+        help="storage of the output bag (default %(default)s; on Humble, playing "
+        "mcap needs ros-humble-rosbag2-storage-mcap)",
+    )
+    p.add_argument(
+        "--copy-topics",
+        default="all",
+        metavar="all|none|LIST",
+        help="input topics copied unchanged: all (default), none, or a comma-separated list",
+    )
     p.add_argument("--mode", choices=FusionEngine.MODES, default="thermal_rgb")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--weights", help="checkpoint path (default: $GIFNET_WEIGHTS, then the "
-                   "gifnet-weights cache)")
-    p.add_argument("--align", choices=ALIGN_METHODS, default="resize",
-                   help="put the thermal image on the RGB grid as the node does "
-                   "(default %(default)s)")
-    p.add_argument("--homography", type=float, nargs=9, metavar="H",
-                   default=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
-                   help="3x3 row-major thermal->RGB pixel mapping for --align homography")
-    p.add_argument("--thermal-norm", choices=THERMAL_RULES, default="percentile",
-                   help="16-bit/float thermal to 8 bits (default %(default)s)")
-    p.add_argument("--thermal-percentiles", type=float, nargs=2, default=(1.0, 99.0),
-                   metavar=("LOW", "HIGH"))
-    p.add_argument("--thermal-range", type=float, nargs=2, default=(0.0, 65535.0),
-                   metavar=("MIN", "MAX"))
-    p.add_argument("--skip-bad", action="store_true",
-                   help="skip (and report) pairs with an undecodable image instead of stopping")
+    p.add_argument(
+        "--weights",
+        help="checkpoint path (default: $GIFNET_WEIGHTS, then the gifnet-weights cache)",
+    )
+    p.add_argument(
+        "--align",
+        choices=ALIGN_METHODS,
+        default="resize",
+        help="put the thermal image on the RGB grid as the node does (default %(default)s)",
+    )
+    p.add_argument(
+        "--homography",
+        type=float,
+        nargs=9,
+        metavar="H",
+        default=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+        help="3x3 row-major thermal->RGB pixel mapping for --align homography",
+    )
+    p.add_argument(
+        "--thermal-norm",
+        choices=THERMAL_RULES,
+        default="percentile",
+        help="16-bit/float thermal to 8 bits (default %(default)s)",
+    )
+    p.add_argument(
+        "--thermal-percentiles", type=float, nargs=2, default=(1.0, 99.0), metavar=("LOW", "HIGH")
+    )
+    p.add_argument(
+        "--thermal-range", type=float, nargs=2, default=(0.0, 65535.0), metavar=("MIN", "MAX")
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip (and report) pairs with an undecodable image instead of stopping",
+    )
     p.add_argument("--report", type=Path, help="also write the report as JSON to this file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT bag")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -698,8 +756,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             _write_report(args.report, fusion.report)
         except OSError as exc:
-            print(f"{PROG}: error: cannot write the report {args.report}: {exc.strerror}",
-                  file=sys.stderr)
+            print(
+                f"{PROG}: error: cannot write the report {args.report}: {exc.strerror}",
+                file=sys.stderr,
+            )
             code = code or 1
     return code
 

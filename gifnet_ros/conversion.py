@@ -345,3 +345,17 @@ def array_to_compressed(
     if not ok:
         raise ImageConversionError(f"OpenCV failed to encode a {array.shape} array as {fmt}")
     return f"{original}; {fmt} compressed {encoder_input}", encoded.tobytes()
+
+
+def fused_pixels(encoding: str, luminance: np.ndarray, colour: np.ndarray | None) -> np.ndarray:
+    """The engine's result in the layout an output `encoding` needs.
+
+    ``mono8`` takes the fused luminance; colour encodings take the colour result,
+    or the luminance in three channels when the inputs gave a grey result, so a
+    subscriber that asked for rgb8/bgr8 always gets what it asked for.
+    """
+    if encoding == "mono8":
+        return luminance
+    if colour is not None:
+        return colour
+    return np.repeat(luminance[:, :, None], 3, axis=2)

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 import yaml
 
-from gifnet_ros.rosbag_io import stamp_to_ns
+from gifnet_ros.pairing import stamp_to_ns
 
 FRAME_ID_THERMAL = "thermal_camera"
 FRAME_ID_RGB = "rgb_camera"

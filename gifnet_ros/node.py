@@ -50,18 +50,17 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 
-from gifnet_ros.align import IDENTITY, NO_CROP, Alignment, AlignmentError
+from gifnet_ros.align import IDENTITY, NO_CROP, Alignment, AlignmentError, thermal_for_fusion
 from gifnet_ros.conversion import (
     ImageConversionError,
     array_to_image_fields,
     compressed_to_array,
+    fused_pixels,
     image_to_array,
 )
 from gifnet_ros.engine import PRECISIONS, FusionEngine, autocast_dtype, resolve_device
-from gifnet_ros.pairing import StampPairer
-from gifnet_ros.rosbag_io import stamp_to_ns
+from gifnet_ros.pairing import StampPairer, stamp_to_ns
 from gifnet_ros.thermal import RULES as THERMAL_RULES
-from gifnet_ros.thermal import normalize_thermal
 from gifnet_ros.weights import WeightsError, resolve_weights
 
 NODE_NAME = "fusion_node"
@@ -713,12 +712,14 @@ class FusionNode(Node):
         if thermal is None or rgb is None:
             return
         try:
-            if thermal.ndim == 2 and thermal.dtype != np.uint8:
-                # Before alignment: the homography's zero border must not shift the percentiles.
-                thermal = normalize_thermal(
-                    thermal, settings.thermal_rule, settings.percentiles, settings.value_range
-                )
-            thermal = settings.alignment.apply(thermal, rgb.shape)
+            thermal = thermal_for_fusion(
+                thermal,
+                rgb.shape,
+                settings.alignment,
+                settings.thermal_rule,
+                settings.percentiles,
+                settings.value_range,
+            )
         except (AlignmentError, ValueError) as exc:
             self._error("alignment", f"pair skipped: {_one_line(exc)}")
             return
@@ -731,12 +732,7 @@ class FusionNode(Node):
             return
         model_seconds = float(engine.last_model_seconds)
 
-        if settings.output_encoding == "mono8":
-            fused = luminance
-        elif colour is not None:
-            fused = colour
-        else:  # grey inputs give a grey result; an rgb8/bgr8 subscriber still gets 3 channels
-            fused = np.repeat(luminance[:, :, None], 3, axis=2)
+        fused = fused_pixels(settings.output_encoding, luminance, colour)
         self._fused_pub.publish(self._image(fused, settings.output_encoding, rgb_msg.header))
         if settings.publish_luminance:
             if self._luminance_pub is None:

@@ -350,3 +350,8 @@ class StampPairer:
     def _emit(self, ready: Sequence[tuple[Any, Any]]) -> None:
         for thermal_msg, rgb_msg in ready:
             self._callback(thermal_msg, rgb_msg)
+
+
+def stamp_to_ns(stamp: object) -> int:
+    """A ``builtin_interfaces/Time`` (rclpy or rosbags type) as integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)  # type: ignore[attr-defined]

@@ -61,11 +61,6 @@ def header_stamp_ns(raw: bytes | memoryview) -> int:
     return sec * 1_000_000_000 + nanosec
 
 
-def stamp_to_ns(stamp: object) -> int:
-    """A ``builtin_interfaces/Time`` as integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)  # type: ignore[attr-defined]
-
-
 def check_output(output: Path, overwrite: bool) -> None:
     """Refuse an OUTPUT we must not replace, before any work is done.
 

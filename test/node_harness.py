@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from gifnet_ros.demo import FusionClient, m3svd_pairs, start_node, stop_node
-from gifnet_ros.rosbag_io import stamp_to_ns
+from gifnet_ros.pairing import stamp_to_ns
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "fusion.yaml"

@@ -37,8 +37,10 @@ THERMAL, RGB, FUSED = "/thermal/image", "/rgb/image", "/fused/image"
 
 @pytest.fixture(scope="module")
 def clip(data_dir: Path) -> tuple[Path, Path]:
-    return (data_dir / "m3svd" / "infrared" / f"{CLIP}.mp4",
-            data_dir / "m3svd" / "visible" / f"{CLIP}.mp4")
+    return (
+        data_dir / "m3svd" / "infrared" / f"{CLIP}.mp4",
+        data_dir / "m3svd" / "visible" / f"{CLIP}.mp4",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +61,23 @@ def video_frames(path: Path, count: int) -> list[np.ndarray]:
 
 
 def build(clip: tuple[Path, Path], out: Path, frames: int, *extra: str) -> Path:
-    assert make_bag.main([
-        str(out), "--thermal", str(clip[0]), "--rgb", str(clip[1]), "--max-frames", str(frames),
-        "--resize", f"{SIZE[0]}x{SIZE[1]}", *extra,
-    ]) == 0
+    assert (
+        make_bag.main(
+            [
+                str(out),
+                "--thermal",
+                str(clip[0]),
+                "--rgb",
+                str(clip[1]),
+                "--max-frames",
+                str(frames),
+                "--resize",
+                f"{SIZE[0]}x{SIZE[1]}",
+                *extra,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -71,8 +86,10 @@ def rewrite(
 ) -> Path:
     """Copy a bag through edit(topic, index in topic, recorded, raw) -> [(recorded, raw)]."""
     with Reader(src) as reader, Writer(dst, version=8, storage_plugin=StoragePlugin.MCAP) as out:
-        conns = {c.id: out.add_connection(c.topic, c.msgtype, typestore=STORE)
-                 for c in reader.connections}
+        conns = {
+            c.id: out.add_connection(c.topic, c.msgtype, typestore=STORE)
+            for c in reader.connections
+        }
         seen: dict[str, int] = {}
         for conn, recorded, raw in reader.messages():
             index = seen.get(conn.topic, 0)
@@ -93,8 +110,10 @@ def raw_messages(path: Path) -> dict[str, list[tuple[int, bytes]]]:
 def decoded(path: Path, topic: str) -> list[tuple[int, object]]:
     with Reader(path) as reader:
         conns = [c for c in reader.connections if c.topic == topic]
-        return [(t, STORE.deserialize_cdr(raw, c.msgtype))
-                for c, t, raw in reader.messages(connections=conns)]
+        return [
+            (t, STORE.deserialize_cdr(raw, c.msgtype))
+            for c, t, raw in reader.messages(connections=conns)
+        ]
 
 
 def stamp(msg) -> int:
@@ -112,8 +131,21 @@ def metadata(path: Path) -> dict:
 
 
 def fuse(bag: Path, out: Path, weights: Path, *extra: str, report: Path | None = None) -> int:
-    args = [str(bag), "-o", str(out), "--thermal-topic", THERMAL, "--rgb-topic", RGB,
-            "--weights", str(weights), "--device", "cpu", "--no-progress", *extra]
+    args = [
+        str(bag),
+        "-o",
+        str(out),
+        "--thermal-topic",
+        THERMAL,
+        "--rgb-topic",
+        RGB,
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
     if report is not None:
         args += ["--report", str(report)]
     return bag_tool.main(args)
@@ -128,16 +160,27 @@ def leftovers(out: Path) -> list[Path]:
 
 def test_round_trip_mcap_directory(clip, tmp_path, weights_path, engine):
     n = 3
-    bag = build(clip, tmp_path / "in", n, "--thermal-encoding", "mono16", "--jitter-ms", "3",
-                "--thermal-offset-ms", "7")
+    bag = build(
+        clip,
+        tmp_path / "in",
+        n,
+        "--thermal-encoding",
+        "mono16",
+        "--jitter-ms",
+        "3",
+        "--thermal-offset-ms",
+        "7",
+    )
     out, report_path = tmp_path / "out", tmp_path / "report.json"
     assert fuse(bag, out, weights_path, report=report_path) == 0
     assert not leftovers(out)
 
     info = metadata(out)
     assert info["version"] == 8 and info["storage_identifier"] == "mcap"
-    assert {t["topic_metadata"]["name"]: (t["topic_metadata"]["type"], t["message_count"])
-            for t in info["topics_with_message_count"]} == {
+    assert {
+        t["topic_metadata"]["name"]: (t["topic_metadata"]["type"], t["message_count"])
+        for t in info["topics_with_message_count"]
+    } == {
         THERMAL: ("sensor_msgs/msg/Image", n),
         RGB: ("sensor_msgs/msg/Image", n),
         FUSED: ("sensor_msgs/msg/Image", n),
@@ -167,12 +210,15 @@ def test_round_trip_mcap_directory(clip, tmp_path, weights_path, engine):
     assert report["pairs"] == {"planned": n, "fused": n, "skipped": 0}
     assert report["unpaired_rgb"] == {"count": 0, "stamps_ns": []}
     assert report["unpaired_thermal"] == {"count": 0, "stamps_ns": []}
-    assert report["topics"] == {THERMAL: {"type": "sensor_msgs/msg/Image", "messages": n},
-                                RGB: {"type": "sensor_msgs/msg/Image", "messages": n}}
+    assert report["topics"] == {
+        THERMAL: {"type": "sensor_msgs/msg/Image", "messages": n},
+        RGB: {"type": "sensor_msgs/msg/Image", "messages": n},
+    }
     assert report["output_topics"] == {THERMAL: n, RGB: n, FUSED: n}
     thermal_in = decoded(bag, THERMAL)
-    diffs = sorted((stamp(t) - stamp(r)) / 1e6
-                   for (_, t), (_, r) in zip(thermal_in, rgb_in, strict=True))
+    diffs = sorted(
+        (stamp(t) - stamp(r)) / 1e6 for (_, t), (_, r) in zip(thermal_in, rgb_in, strict=True)
+    )
     assert report["stamp_difference_ms"]["median"] == pytest.approx(diffs[1])
     assert report["stamp_difference_ms"]["max_abs"] == pytest.approx(max(map(abs, diffs)))
     assert report["peak_buffered_messages"] <= 2  # one partner waits, never the whole bag
@@ -184,8 +230,20 @@ def test_round_trip_sqlite3_single_file_bgr8(clip, tmp_path, weights_path, engin
     n = 2
     bag = build(clip, tmp_path / "in", n, "--storage", "sqlite3", "--rgb-encoding", "bgr8")
     out = tmp_path / "out"
-    assert fuse(bag / "in.db3", out, weights_path, "--storage", "sqlite3", "--copy-topics",
-                "none", "--fused-encoding", "bgr8") == 0
+    assert (
+        fuse(
+            bag / "in.db3",
+            out,
+            weights_path,
+            "--storage",
+            "sqlite3",
+            "--copy-topics",
+            "none",
+            "--fused-encoding",
+            "bgr8",
+        )
+        == 0
+    )
     info = metadata(out)
     assert info["storage_identifier"] == "sqlite3"
     assert [t["topic_metadata"]["name"] for t in info["topics_with_message_count"]] == [FUSED]
@@ -203,9 +261,26 @@ def test_compressed_inputs_mono8_output(clip, tmp_path, weights_path, engine):
     bag = build(clip, tmp_path / "in", n, "--compressed", "jpeg")
     out = tmp_path / "out"
     args = ["--copy-topics", f"{RGB}/compressed", "--fused-encoding", "mono8"]
-    assert bag_tool.main([str(bag), "-o", str(out), "--thermal-topic", f"{THERMAL}/compressed",
-                          "--rgb-topic", f"{RGB}/compressed", "--weights", str(weights_path),
-                          "--device", "cpu", "--no-progress", *args]) == 0
+    assert (
+        bag_tool.main(
+            [
+                str(bag),
+                "-o",
+                str(out),
+                "--thermal-topic",
+                f"{THERMAL}/compressed",
+                "--rgb-topic",
+                f"{RGB}/compressed",
+                "--weights",
+                str(weights_path),
+                "--device",
+                "cpu",
+                "--no-progress",
+                *args,
+            ]
+        )
+        == 0
+    )
     assert sorted(raw_messages(out)) == [FUSED, f"{RGB}/compressed"]
     k = 0
     _, thermal_msg = decoded(bag, f"{THERMAL}/compressed")[k]
@@ -236,8 +311,10 @@ def test_pairs_by_stamp_with_dropped_duplicated_and_late_frames(
 
     bag = rewrite(source / "src.mcap", tmp_path / "in", edit)
     out, report_path = tmp_path / "out", tmp_path / "report.json"
-    assert fuse(bag, out, weights_path, "--slop", "0.015", "--copy-topics", "none",
-                report=report_path) == 0
+    assert (
+        fuse(bag, out, weights_path, "--slop", "0.015", "--copy-topics", "none", report=report_path)
+        == 0
+    )
 
     rgb_src = decoded(source, RGB)
     thermal_src = decoded(source, THERMAL)
@@ -249,7 +326,8 @@ def test_pairs_by_stamp_with_dropped_duplicated_and_late_frames(
     assert report["pairs"]["fused"] == 4
     assert report["unpaired_rgb"]["stamps_ns"] == [stamp(rgb_src[1][1])]
     assert report["unpaired_thermal"]["stamps_ns"] == [
-        stamp(thermal_src[3][1]), stamp(thermal_src[4][1])
+        stamp(thermal_src[3][1]),
+        stamp(thermal_src[4][1]),
     ]
     assert report["topics"][THERMAL]["messages"] == 6 and report["topics"][RGB]["messages"] == 5
     # The last pair went through drops and a duplicate: still frame 5 with frame 5.
@@ -317,8 +395,9 @@ def test_corrupt_or_truncated_bag_is_a_one_line_error(clip, tmp_path, capsys, ki
 
 def test_missing_topic_lists_the_topics(clip, tmp_path, capsys):
     bag = build(clip, tmp_path / "in", 1)
-    code = bag_tool.main([str(bag), "-o", str(tmp_path / "out"), "--thermal-topic", "/ir",
-                          "--rgb-topic", RGB])
+    code = bag_tool.main(
+        [str(bag), "-o", str(tmp_path / "out"), "--thermal-topic", "/ir", "--rgb-topic", RGB]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
     assert "'/ir'" in err and f"{RGB} (sensor_msgs/msg/Image)" in err and THERMAL in err
@@ -328,15 +407,18 @@ def test_wrong_message_type(clip, tmp_path, capsys):
     source = build(clip, tmp_path / "src", 1)
     bag = tmp_path / "in"
     with Reader(source) as reader, Writer(bag, version=8) as writer:
-        conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=STORE)
-                 for c in reader.connections}
+        conns = {
+            c.id: writer.add_connection(c.topic, c.msgtype, typestore=STORE)
+            for c in reader.connections
+        }
         for conn, recorded, raw in reader.messages():
             writer.write(conns[conn.id], recorded, raw)
         text = writer.add_connection("/label", "std_msgs/msg/String", typestore=STORE)
         msg = STORE.types["std_msgs/msg/String"](data="hello")
         writer.write(text, 1, STORE.serialize_cdr(msg, "std_msgs/msg/String"))
-    code = bag_tool.main([str(bag), "-o", str(tmp_path / "out"), "--thermal-topic", THERMAL,
-                          "--rgb-topic", "/label"])
+    code = bag_tool.main(
+        [str(bag), "-o", str(tmp_path / "out"), "--thermal-topic", THERMAL, "--rgb-topic", "/label"]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1
     assert "/label has type std_msgs/msg/String" in err
@@ -373,8 +455,10 @@ def test_overwrite_refused_then_allowed(clip, tmp_path, weights_path, capsys):
 
     report_path = tmp_path / "report.json"
     assert fuse(bag, out, weights_path, "--slop", "0.01", "--overwrite", report=report_path) == 0
-    counts = {t["topic_metadata"]["name"]: t["message_count"]
-              for t in metadata(out)["topics_with_message_count"]}
+    counts = {
+        t["topic_metadata"]["name"]: t["message_count"]
+        for t in metadata(out)["topics_with_message_count"]
+    }
     assert counts == {THERMAL: 2, RGB: 2, FUSED: 0}
     report = json.loads(report_path.read_text())
     assert report["pairs"]["planned"] == 0
@@ -419,9 +503,24 @@ def test_interrupt_leaves_nothing_at_output(clip, tmp_path, weights_path, signum
     script = Path(sys.executable).with_name("gifnet-fuse-bag")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "gifnet_ros.bag_tool"]
     process = subprocess.Popen(
-        [*command, str(bag), "-o", str(out), "--thermal-topic", THERMAL, "--rgb-topic", RGB,
-         "--weights", str(weights_path), "--device", "cpu", "--report", str(report_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            *command,
+            str(bag),
+            "-o",
+            str(out),
+            "--thermal-topic",
+            THERMAL,
+            "--rgb-topic",
+            RGB,
+            "--weights",
+            str(weights_path),
+            "--device",
+            "cpu",
+            "--report",
+            str(report_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         wait_for(process, f" 1/{n} ".encode(), timeout=120)

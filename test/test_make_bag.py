@@ -20,8 +20,10 @@ SIZE = (64, 48)
 
 
 def clip_paths(data_dir: Path) -> tuple[Path, Path]:
-    return (data_dir / "m3svd" / "infrared" / f"{CLIP}.mp4",
-            data_dir / "m3svd" / "visible" / f"{CLIP}.mp4")
+    return (
+        data_dir / "m3svd" / "infrared" / f"{CLIP}.mp4",
+        data_dir / "m3svd" / "visible" / f"{CLIP}.mp4",
+    )
 
 
 def video_frames(path: Path, count: int, size: tuple[int, int]) -> list[np.ndarray]:
@@ -60,20 +62,47 @@ def test_video_round_trip(data_dir, tmp_path, storage):
     thermal_video, rgb_video = clip_paths(data_dir)
     out = tmp_path / "bag"
     n, jitter_ms, offset_ms, latency_ms, start = 4, 3.0, 8.0, 10.0, 100.0
-    assert main([
-        str(out), "--thermal", str(thermal_video), "--rgb", str(rgb_video),
-        "--max-frames", str(n), "--resize", "64x48", "--thermal-encoding", "mono16",
-        "--rgb-encoding", "bgr8", "--jitter-ms", str(jitter_ms),
-        "--thermal-offset-ms", str(offset_ms), "--latency-ms", str(latency_ms),
-        "--start", str(start), "--seed", "5", "--storage", storage,
-    ]) == 0
+    assert (
+        main(
+            [
+                str(out),
+                "--thermal",
+                str(thermal_video),
+                "--rgb",
+                str(rgb_video),
+                "--max-frames",
+                str(n),
+                "--resize",
+                "64x48",
+                "--thermal-encoding",
+                "mono16",
+                "--rgb-encoding",
+                "bgr8",
+                "--jitter-ms",
+                str(jitter_ms),
+                "--thermal-offset-ms",
+                str(offset_ms),
+                "--latency-ms",
+                str(latency_ms),
+                "--start",
+                str(start),
+                "--seed",
+                "5",
+                "--storage",
+                storage,
+            ]
+        )
+        == 0
+    )
     assert not leftovers(out)
 
     metadata = yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert metadata["version"] == 8  # readable by Humble's rosbag2
     assert metadata["storage_identifier"] == storage
-    assert {t["topic_metadata"]["name"]: (t["topic_metadata"]["type"], t["message_count"])
-            for t in metadata["topics_with_message_count"]} == {
+    assert {
+        t["topic_metadata"]["name"]: (t["topic_metadata"]["type"], t["message_count"])
+        for t in metadata["topics_with_message_count"]
+    } == {
         "/thermal/image": ("sensor_msgs/msg/Image", n),
         "/rgb/image": ("sensor_msgs/msg/Image", n),
     }
@@ -111,8 +140,23 @@ def test_seed_makes_stamps_reproducible(data_dir, tmp_path):
 
     def stamps(name: str, seed: int) -> list[int]:
         out = tmp_path / name
-        main([str(out), "--thermal", str(thermal_video), "--rgb", str(rgb_video),
-              "--max-frames", "3", "--resize", "16x12", "--jitter-ms", "5", "--seed", str(seed)])
+        main(
+            [
+                str(out),
+                "--thermal",
+                str(thermal_video),
+                "--rgb",
+                str(rgb_video),
+                "--max-frames",
+                "3",
+                "--resize",
+                "16x12",
+                "--jitter-ms",
+                "5",
+                "--seed",
+                str(seed),
+            ]
+        )
         bag = read_bag(out)
         return [stamp(m) for topic in sorted(bag) for _, m in bag[topic]]
 
@@ -156,8 +200,16 @@ def test_compressed_png_is_lossless_and_jpeg_decodes(data_dir, tmp_path):
     thermal_video, rgb_video = clip_paths(data_dir)
     thermal_frames = video_frames(thermal_video, 2, SIZE)
     rgb_frames = video_frames(rgb_video, 2, SIZE)
-    common = ["--thermal", str(thermal_video), "--rgb", str(rgb_video), "--max-frames", "2",
-              "--resize", "64x48"]
+    common = [
+        "--thermal",
+        str(thermal_video),
+        "--rgb",
+        str(rgb_video),
+        "--max-frames",
+        "2",
+        "--resize",
+        "64x48",
+    ]
     png_bag, jpeg_bag = tmp_path / "png", tmp_path / "jpeg"
     assert main([str(png_bag), *common, "--compressed", "png", "--thermal-encoding", "mono16"]) == 0
     assert main([str(jpeg_bag), *common, "--compressed", "jpeg", "--storage", "sqlite3"]) == 0
@@ -184,8 +236,7 @@ def test_compressed_png_is_lossless_and_jpeg_decodes(data_dir, tmp_path):
 def test_refuses_to_overwrite_and_replaces_when_told(data_dir, tmp_path, capsys):
     thermal_video, rgb_video = clip_paths(data_dir)
     out = tmp_path / "bag"
-    args = [str(out), "--thermal", str(thermal_video), "--rgb", str(rgb_video),
-            "--resize", "16x12"]
+    args = [str(out), "--thermal", str(thermal_video), "--rgb", str(rgb_video), "--resize", "16x12"]
     assert main([*args, "--max-frames", "2"]) == 0
     before = (out / "metadata.yaml").read_text()
     assert main([*args, "--max-frames", "3"]) == 1
@@ -213,8 +264,7 @@ def test_refuses_to_overwrite_and_replaces_when_told(data_dir, tmp_path, capsys)
 def test_bad_options_are_one_line_errors(data_dir, tmp_path, capsys, extra, message):
     thermal_video, rgb_video = clip_paths(data_dir)
     out = tmp_path / "bag"
-    assert main([str(out), "--thermal", str(thermal_video), "--rgb", str(rgb_video),
-                 *extra]) == 1
+    assert main([str(out), "--thermal", str(thermal_video), "--rgb", str(rgb_video), *extra]) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists() and not leftovers(out)
@@ -243,5 +293,14 @@ def test_bad_sources_are_one_line_errors(data_dir, tmp_path, capsys):
         assert message in err and len(err.splitlines()) == 1, err
         assert not out.exists() and not leftovers(out)
     with pytest.raises(SystemExit):
-        main([str(out), "--thermal", str(thermal_video), "--rgb", str(thermal_video),
-              "--resize", "64by48"])
+        main(
+            [
+                str(out),
+                "--thermal",
+                str(thermal_video),
+                "--rgb",
+                str(thermal_video),
+                "--resize",
+                "64by48",
+            ]
+        )

@@ -21,7 +21,7 @@ from node_harness import (
 )
 
 from gifnet_ros.engine import FusionEngine
-from gifnet_ros.rosbag_io import stamp_to_ns
+from gifnet_ros.pairing import stamp_to_ns
 
 PARAMETERS = {"device": "cpu", "sync.backend": "builtin", "diagnostics_period": 0.3}
 

@@ -132,9 +132,7 @@ def test_recovers_frame_correspondence(
     # The first of a duplicated pair of thermal messages is the one used.
     for _, t in result.pairs:
         assert thermal_frames.index(thermal_frames[t]) == t
-    assert sorted(rgb_frames[i] for i in result.unpaired_rgb) == sorted(
-        set(rgb_frames) - set(both)
-    )
+    assert sorted(rgb_frames[i] for i in result.unpaired_rgb) == sorted(set(rgb_frames) - set(both))
 
 
 def test_nearest_first_beats_sequential_greedy():
