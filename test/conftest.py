@@ -29,3 +29,15 @@ def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"shared data not found at {DATA}")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def engine(weights_path):
+    """The reference FusionEngine (CPU, default settings) that outputs are compared with.
+
+    Shared by the whole session; a test module that changes an engine's
+    settings defines its own.
+    """
+    from gifnet_ros.engine import FusionEngine
+
+    return FusionEngine(weights=weights_path, device="cpu")

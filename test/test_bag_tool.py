@@ -24,7 +24,6 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from gifnet_ros import bag_tool, make_bag
-from gifnet_ros.engine import FusionEngine
 
 STORE = get_typestore(Stores.ROS2_HUMBLE)
 CLIP = "0111_1716"
@@ -41,11 +40,6 @@ def clip(data_dir: Path) -> tuple[Path, Path]:
         data_dir / "m3svd" / "infrared" / f"{CLIP}.mp4",
         data_dir / "m3svd" / "visible" / f"{CLIP}.mp4",
     )
-
-
-@pytest.fixture(scope="module")
-def engine(weights_path: Path) -> FusionEngine:
-    return FusionEngine(weights=weights_path, device="cpu")
 
 
 def video_frames(path: Path, count: int) -> list[np.ndarray]:

@@ -19,11 +19,6 @@ from gifnet_ros.image_files import read_image, write_image
 NAMES = ("FLIR_00006", "FLIR_00018", "FLIR_00060")
 
 
-@pytest.fixture(scope="module")
-def engine(weights_path):
-    return FusionEngine(weights_path, device="cpu")
-
-
 @pytest.fixture
 def crops(tmp_path, data_dir) -> tuple[Path, Path]:
     """Small crops of three RoadScene pairs in two folders (files made for the test only)."""

@@ -20,7 +20,6 @@ from node_harness import (
     stamp,
 )
 
-from gifnet_ros.engine import FusionEngine
 from gifnet_ros.pairing import stamp_to_ns
 
 PARAMETERS = {"device": "cpu", "sync.backend": "builtin", "diagnostics_period": 0.3}
@@ -29,12 +28,6 @@ PARAMETERS = {"device": "cpu", "sync.backend": "builtin", "diagnostics_period": 
 @pytest.fixture(scope="module")
 def pairs(data_dir):
     return clip_pairs(data_dir, 4)
-
-
-@pytest.fixture(scope="module")
-def engine(weights_path):
-    """The reference: the engine called directly in this process, as a user of the API would."""
-    return FusionEngine(weights=weights_path, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from node_harness import (
 )
 
 from gifnet_ros.demo import stop_node
-from gifnet_ros.engine import FusionEngine
 
 HAVE_MESSAGE_FILTERS = importlib.util.find_spec("message_filters") is not None
 
@@ -31,11 +30,6 @@ HAVE_MESSAGE_FILTERS = importlib.util.find_spec("message_filters") is not None
 @pytest.fixture(scope="module")
 def pairs(data_dir):
     return clip_pairs(data_dir, 2)
-
-
-@pytest.fixture(scope="module")
-def engine(weights_path):
-    return FusionEngine(weights=weights_path, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -37,11 +37,6 @@ def pairs(data_dir):
 
 
 @pytest.fixture(scope="module")
-def engine(weights_path):
-    return FusionEngine(weights=weights_path, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def node(tmp_path_factory, weights_path, pairs):
     with running_node(
         tmp_path_factory.mktemp("params"),
