@@ -221,6 +221,17 @@ class FusionEngine:
         y = torch.floor(ycbcr[0].clamp(0.0, 255.0)) / 255.0
         return y[None, None], ycbcr[1:]
 
+    def run_model(self, first: Tensor, second: Tensor) -> Tensor:
+        """The network alone, at the engine's precision: N×1×H×W float inputs in [0, 1] on the
+        engine's device → fused luminance N×1×H×W in [0, 1] (float32). For benchmarks and
+        for callers that prepare the network inputs themselves."""
+        with torch.inference_mode(), torch.autocast(
+            self.device.type,
+            dtype=self._autocast or torch.float32,
+            enabled=self._autocast is not None,
+        ):
+            return self.model(first, second).float()
+
     def _run_model(self, first: Tensor, second: Tensor) -> Tensor:
         """The network forward, timed; returns the fused luminance on 0-255 (float32, H×W)."""
         on_cuda = self.device.type == "cuda"
@@ -229,12 +240,7 @@ class FusionEngine:
             start.record()
         else:
             began = time.perf_counter()
-        with torch.autocast(
-            self.device.type,
-            dtype=self._autocast or torch.float32,
-            enabled=self._autocast is not None,
-        ):
-            out = self.model(first, second)
+        out = self.run_model(first, second)
         if on_cuda:
             end.record()
             self._timing = (start, end)  # read after the download has synchronised

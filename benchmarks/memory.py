@@ -1,0 +1,99 @@
+"""Peak resident memory (RSS) of one GIFNet fusion against resolution; prints a table.
+
+    .venv/bin/python benchmarks/memory.py              # 320x256, 640x480, 1280x1024
+    .venv/bin/python benchmarks/memory.py --quick      # 160x128, 320x256
+
+Each (size, variant) runs in a fresh Python process, so one peak cannot hide another: the
+child loads the model, records its RSS, runs one forward on a pair of that size and reports
+its peak RSS (getrusage ru_maxrss). "model" is RSS after loading (Python, torch, weights),
+"peak" the process's high-water mark, "fusion" the difference: what the forward itself adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT.parent / "shared" / "gifnet" / "weights" / "Final.model"
+
+_CHILD = r"""
+import json, os, resource, sys
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+sys.path.insert(0, {bench!r})
+import torch
+height, width, variant, weights = {height}, {width}, {variant!r}, {weights!r}
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+if variant == "baseline":
+    from baseline_network import load_baseline
+    model = load_baseline(weights)
+    run = lambda a, b: model(a, b)
+else:
+    from gifnet_ros.engine import FusionEngine
+    backend, precision = variant.split("-")
+    options = {{}} if backend == "torch" else {{"backend": backend}}
+    run = FusionEngine(weights, device="cpu", precision=precision, **options).run_model
+first = torch.rand(1, 1, height, width)
+second = torch.rand(1, 1, height, width)
+loaded = rss_mb()
+with torch.inference_mode():
+    run(first, second)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"model": loaded, "peak": peak}}))
+"""
+
+
+def measure(height: int, width: int, variant: str, weights: Path) -> dict[str, float]:
+    """Run one fusion of the size in a fresh interpreter; its RSS after loading and at peak."""
+    code = _CHILD.format(
+        bench=str(ROOT / "benchmarks"),
+        height=height,
+        width=width,
+        variant=variant,
+        weights=str(weights),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{variant} at {width}x{height} failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", nargs="+", default=["320x256", "640x480", "1280x1024"])
+    p.add_argument("--variants", nargs="+", default=["baseline", "torch-fp32", "torch-bf16"])
+    p.add_argument("--quick", action="store_true", help="160x128 and 320x256 only")
+    p.add_argument("--weights", type=Path, default=WEIGHTS)
+    args = p.parse_args()
+    if args.quick:
+        args.sizes = ["160x128", "320x256"]
+    print(
+        f"{'size':>9} {'variant':>18} {'model MB':>9} {'peak MB':>8} {'fusion MB':>9} "
+        f"{'fusion B/px':>11}"
+    )
+    for size in args.sizes:
+        width, height = (int(v) for v in size.lower().split("x"))
+        for variant in args.variants:
+            result = measure(height, width, variant, args.weights)
+            fusion = result["peak"] - result["model"]
+            print(
+                f"{size:>9} {variant:>18} {result['model']:9.0f} {result['peak']:8.0f} "
+                f"{fusion:9.0f} {fusion * 2**20 / (height * width):11.0f}"
+            )
+    print(f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '1 (set by child)')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""GIFNet model time per pair against the machine's matrix-product rate; prints tables.
+
+    .venv/bin/python benchmarks/model_speed.py            # 320x256, 640x480, 1280x1024
+    .venv/bin/python benchmarks/model_speed.py --quick    # 160x128, 320x256, fewer runs
+
+Every variant (the plain eager baseline of benchmarks/baseline_network.py, the package's
+network per backend and precision) runs on the same pair, round-robin: one timed run of
+each variant per round, after one warm-up run each, so a change in machine load hits all
+variants alike and the ratios are side by side. Each round also times a 2048² float32
+matrix product, which gives the machine's fp32 rate for the FLOP floor (model FLOPs / rate).
+FLOPs are counted with torch.utils.flop_counter on the "meta" device (no arithmetic): once
+for the specification (the baseline) and once for what the optimised network executes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as gifnet_ros.network does
+
+import cv2
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline_network import GIFNet as BaselineGIFNet
+
+from gifnet_ros.engine import FusionEngine
+from gifnet_ros.network import GIFNet
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REFERENCE = SHARED / "gifnet" / "reference"
+MATMUL_N = 2048
+BASELINE = "baseline eager fp32"
+Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x480' → (height 480, width 640)."""
+    width, height = (int(v) for v in text.lower().split("x"))
+    return height, width
+
+
+@lru_cache(maxsize=4)
+def pair(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A real RoadScene pair (the reference inputs) resized to the size, as network inputs."""
+    out = []
+    for which in ("a", "b"):
+        image = cv2.imread(str(REFERENCE / f"RS_FLIR_00548_{which}.png"), cv2.IMREAD_GRAYSCALE)
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        out.append(torch.from_numpy(image).float()[None, None] / 255.0)
+    return out[0], out[1]
+
+
+def _inplace_addmm_flops(
+    target: torch.Size, a: torch.Size, b: torch.Size, *args: object, **kwargs: object
+) -> int:
+    """FLOPs of x.addmm_(a, b), which FlopCounterMode does not count by itself."""
+    return 2 * a[0] * a[1] * b[1]
+
+
+def count_flops(model_class: type[torch.nn.Module], height: int, width: int) -> int:
+    """FLOPs of one forward, counted on the meta device (in-place products included)."""
+    with torch.device("meta"):
+        model = model_class().eval()
+        first = torch.zeros(1, 1, height, width)
+    mapping = {torch.ops.aten.addmm_: _inplace_addmm_flops}
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as c:
+        model(first, first)
+    return c.get_total_flops()
+
+
+def matmul_seconds() -> float:
+    """One 2048² float32 matrix product (2·2048³ FLOPs)."""
+    a, b = torch.rand(MATMUL_N, MATMUL_N), torch.rand(MATMUL_N, MATMUL_N)
+    began = time.perf_counter()
+    torch.mm(a, b)
+    return time.perf_counter() - began
+
+
+_BASELINE_CHILD = """
+import sys
+sys.path.insert(0, {bench!r})
+import torch
+from baseline_network import load_baseline
+from model_speed import pair
+model = load_baseline({weights!r})
+for line in sys.stdin:
+    height, width = (int(v) for v in line.split())
+    with torch.inference_mode():
+        model(*pair(height, width))
+    print("done", flush=True)
+"""
+
+
+def baseline_runner(weights: Path, threads: int | None) -> Runner:
+    """The baseline in a child process with PyTorch's default allocator (as it shipped):
+    the optimised path's huge-page setting is process-wide and would speed it up too."""
+    code = _BASELINE_CHILD.format(
+        bench=str(ROOT / "benchmarks"), weights=str(weights), threads=threads or 0
+    )
+    env = dict(os.environ, THP_MEM_ALLOC_ENABLE="0")
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert child.stdin is not None and child.stdout is not None
+
+    def run(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        child.stdin.write(f"{first.shape[-2]} {first.shape[-1]}\n")
+        child.stdin.flush()
+        if child.stdout.readline().strip() != "done":
+            raise RuntimeError("the baseline child process failed (see its stderr above)")
+        return first
+
+    return run
+
+
+def runners(args: argparse.Namespace) -> dict[str, Runner]:
+    """Name → function(first, second) running one network forward, for each variant asked."""
+    out: dict[str, Runner] = {}
+    for variant in args.variants:
+        if variant == "baseline":
+            out[BASELINE] = baseline_runner(args.weights, args.threads)
+            continue
+        backend, precision = variant.split("-")
+        options = {} if backend == "torch" else {"backend": backend}
+        engine = FusionEngine(args.weights, device="cpu", precision=precision, **options)
+        out[f"{backend} {precision}"] = engine.run_model
+    return out
+
+
+def bench_size(
+    height: int, width: int, runs: int, variants: dict[str, Runner]
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Round-robin timing: per variant the list of seconds per pair; the matmul seconds."""
+    first, second = pair(height, width)
+    for run in variants.values():  # warm-up: allocator, oneDNN kernels, lazy inits
+        run(first, second)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    matmul: list[float] = []
+    for _ in range(runs):
+        matmul.append(matmul_seconds())
+        for name, run in variants.items():
+            began = time.perf_counter()
+            run(first, second)
+            times[name].append(time.perf_counter() - began)
+    return times, matmul
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", nargs="+", default=["320x256", "640x480", "1280x1024"])
+    p.add_argument("--runs", type=int, default=5, help="timed runs per variant (default 5)")
+    p.add_argument(
+        "--large-runs", type=int, default=3, help="timed runs at ≥ 1 megapixel (default 3)"
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["baseline", "torch-fp32", "torch-bf16"],
+        help="baseline and/or BACKEND-PRECISION (torch-fp32, torch-bf16, onnxruntime-fp32, ...)",
+    )
+    p.add_argument(
+        "--no-baseline-above",
+        type=int,
+        default=2_000_000,
+        metavar="PIXELS",
+        help="skip the slow baseline above this many pixels (default 2e6)",
+    )
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--quick", action="store_true", help="160x128 and 320x256, 5 runs")
+    p.add_argument("--weights", type=Path, default=SHARED / "gifnet" / "weights" / "Final.model")
+    args = p.parse_args()
+    if args.quick:
+        args.sizes = ["160x128", "320x256"]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variants = runners(args)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.2f} at start"
+    )
+    print(
+        f"{'size':>9} {'variant':>22} {'runs':>4} {'median s':>9} {'min s':>7} "
+        f"{'vs base':>7} {'GFLOP/s':>8} {'floor s':>7} {'/floor':>6}"
+    )
+    summary = []
+    for size in args.sizes:
+        height, width = parse_size(size)
+        pixels = height * width
+        runs = args.large_runs if pixels >= 1_000_000 else args.runs
+        chosen = {
+            name: run
+            for name, run in variants.items()
+            if not (name == BASELINE and pixels > args.no_baseline_above)
+        }
+        spec_flops = count_flops(BaselineGIFNet, height, width)
+        executed_flops = count_flops(GIFNet, height, width)
+        times, matmul = bench_size(height, width, runs, chosen)
+        rate = 2 * MATMUL_N**3 / statistics.median(matmul)
+        floor = spec_flops / rate
+        base = statistics.median(times[BASELINE]) if BASELINE in times else None
+        for name, seconds in times.items():
+            median = statistics.median(seconds)
+            ratio = f"{base / median:6.2f}x" if base else "    n/a"
+            print(
+                f"{size:>9} {name:>22} {runs:>4} {median:9.3f} {min(seconds):7.3f} {ratio:>7} "
+                f"{spec_flops / median / 1e9:8.1f} {floor:7.3f} {median / floor:6.2f}"
+            )
+        summary.append((size, spec_flops, executed_flops, rate))
+    print()
+    print(
+        f"{'size':>9} {'spec GFLOP':>10} {'GFLOP/kpx':>9} {'executed GFLOP':>14} "
+        f"{'fp32 matmul GFLOP/s':>19}"
+    )
+    for size, spec, executed, rate in summary:
+        height, width = parse_size(size)
+        print(
+            f"{size:>9} {spec / 1e9:10.1f} {spec / (height * width) * 1e3 / 1e9:9.3f} "
+            f"{executed / 1e9:14.1f} {rate / 1e9:19.1f}"
+        )
+    print(
+        f"load average {os.getloadavg()[0]:.2f} at the end; GFLOP/s column = spec FLOPs / "
+        "median time; floor = spec FLOPs / median matmul rate of the same rounds"
+    )
+
+
+if __name__ == "__main__":
+    main()
