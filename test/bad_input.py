@@ -60,7 +60,7 @@ class Case:
     height: int = 0
     step: int = 0
     is_bigendian: int = 0
-    data: bytes = b""
+    data: bytes = field(default=b"", repr=False)
     compressed_format: str | None = None  # set: a CompressedImage with this format
     stamp: str = "now"
     pixels: np.ndarray | None = field(default=None, repr=False)  # what a valid message holds
