@@ -42,6 +42,8 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -77,6 +79,8 @@ _ENGINE_KEYS = ("weights", "device", "precision")
 
 ERROR_LOG_INTERVAL = 5.0
 """Seconds between two log lines for the same error reason; every error is still counted."""
+CLOCK_JUMP_BACK = 1.0
+"""Seconds the node clock must jump back before the synchronizer and mailbox are reset."""
 LATENCY_WINDOW = 100
 """Fused pairs over which the latency and model-time statistics are taken."""
 
@@ -184,6 +188,13 @@ PARAMETERS: tuple[_Spec, ...] = (
         "4 integers >= 0, w and h both > 0 or both 0",
     ),
     _Spec(
+        "fallback_to_cpu",
+        True,
+        "When the model raises a RuntimeError (CUDA out of memory, a lost device) on an "
+        "accelerator, load it on the CPU and keep fusing there (slower, but the node stays "
+        "useful); the pair that failed is skipped either way.",
+    ),
+    _Spec(
         "output_encoding",
         "rgb8",
         "Encoding of fused/image; mono8 publishes the fused luminance.",
@@ -264,6 +275,37 @@ PARAMETERS: tuple[_Spec, ...] = (
     ),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
+
+
+FAULT_MODEL_ERROR_ENV = "GIFNET_FAULT_INJECT_MODEL_ERROR_ON_PAIRS"
+"""Test-only fault injector: comma-separated forward-pass numbers (1 = the first pair the node
+fuses) on which the model is made to raise ``RuntimeError('CUDA out of memory ...')``."""
+FAULT_FAKE_CUDA_ENV = "GIFNET_FAULT_INJECT_FAKE_CUDA"
+"""Test-only fault injector: ``1`` makes the node treat its CPU model as if it ran on a CUDA
+device (a fake CUDA device, for machines without one), so ``fallback_to_cpu`` can be tested."""
+
+
+class _FaultInjector:
+    """Faults on demand for the robustness tests; inert unless its environment variables are set.
+
+    Real faults (a GPU running out of memory in one forward pass) cannot be provoked on a test
+    machine without a GPU, so the tests ask for them through the environment of the node process.
+    """
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        spec = environ.get(FAULT_MODEL_ERROR_ENV, "")
+        self.fail_on = {int(n) for n in spec.split(",") if n.strip()}
+        self.fake_cuda = environ.get(FAULT_FAKE_CUDA_ENV, "") == "1"
+        self.forward_passes = 0
+
+    def before_forward(self) -> None:
+        """Count a forward pass and raise if the injector was asked to fail this one."""
+        self.forward_passes += 1
+        if self.forward_passes in self.fail_on:
+            raise RuntimeError(
+                f"CUDA out of memory (fault injected by {FAULT_MODEL_ERROR_ENV} "
+                f"on forward pass {self.forward_passes})"
+            )
 
 
 class StartupError(RuntimeError):
@@ -370,6 +412,8 @@ class _Stats:
         self.last_error = ""
         self.reloads = 0
         self.reload_failures = 0
+        self.fallbacks = 0
+        self.clock_jumps = 0
         self.latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.model: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.model_total = 0.0
@@ -388,6 +432,8 @@ class _Stats:
                 "last_error": self.last_error,
                 "reloads": self.reloads,
                 "reload_failures": self.reload_failures,
+                "fallbacks": self.fallbacks,
+                "clock_jumps": self.clock_jumps,
                 "latency": list(self.latency),
                 "model": list(self.model),
                 "model_total": self.model_total,
@@ -414,6 +460,7 @@ class FusionNode(Node):
             ).value
         self._settings = _Settings.from_values(self._values)
 
+        self._faults = _FaultInjector(dict(os.environ))
         self._engine_key = self._wanted_engine_key()
         self._desired_key = self._engine_key
         self._engine = self._build_engine(self._engine_key)
@@ -441,6 +488,16 @@ class FusionNode(Node):
 
         self._diag_timer = self.create_timer(
             self._values["diagnostics_period"], self._publish_diagnostics
+        )
+        # A clock that jumps back (a bag replayed in a loop with use_sim_time, a simulator
+        # reset): pairs queued under the old time line must not meet messages of the new one.
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(
+                min_forward=None,
+                min_backward=Duration(seconds=-CLOCK_JUMP_BACK),
+                on_clock_change=False,
+            ),
+            post_callback=self._on_clock_jump,
         )
         self._last_diag = (time.monotonic(), self._stats.snapshot())
         self._last_summary = self._last_diag
@@ -726,9 +783,14 @@ class FusionNode(Node):
         engine = self._engine
         engine.mode = settings.mode
         try:
+            self._faults.before_forward()
             luminance, colour = engine.fuse_luminance(thermal, rgb)
         except ValueError as exc:
             self._error("fusion", f"pair skipped: {_one_line(exc)}")
+            return
+        except RuntimeError as exc:  # out of memory, a lost device: skip, maybe move to CPU
+            self._error("model", f"pair skipped, the model failed: {_one_line(exc)}")
+            self._fall_back_to_cpu(engine)
             return
         model_seconds = float(engine.last_model_seconds)
 
@@ -749,6 +811,55 @@ class FusionNode(Node):
             stats.model_total += model_seconds
             stats.last_model = model_seconds
             stats.last_processing = time.monotonic() - started
+
+    def _on_accelerator(self, engine: FusionEngine) -> bool:
+        return engine.device.type != "cpu" or self._faults.fake_cuda
+
+    def _fall_back_to_cpu(self, failed: FusionEngine) -> None:
+        """Worker side of ``fallback_to_cpu``: load the model on the CPU and use it from now on.
+
+        The parameters are then set to the model in use on the executor thread (as after a
+        failed reload), so ``device`` reads ``cpu`` and no reload back to CUDA is attempted.
+        """
+        if not (self._values["fallback_to_cpu"] and self._on_accelerator(failed)):
+            return
+        weights, device, precision = self._engine_key
+        key = (weights, "cpu", "fp32" if precision == "fp16" else precision)
+        try:
+            engine = self._build_engine(key)
+        except Exception as exc:  # keep the old model: it may work for the next pair
+            self.get_logger().error(f"fallback to the CPU failed: {_one_line(exc)}")
+            return
+        where = "a fake CUDA device (fault injector)" if self._faults.fake_cuda else device
+        self._faults.fake_cuda = False
+        with self._reload_cv:
+            self._engine, self._engine_key, self._desired_key = engine, key, key
+            self._revert_guard.trigger()
+        with self._stats.lock:
+            self._stats.fallbacks += 1
+        self.get_logger().warning(
+            f"the model failed on {where}; fallback_to_cpu: fusing on the CPU from now on "
+            f"({key[2]})"
+        )
+
+    def _on_clock_jump(self, jump: Any) -> None:
+        """Reset pairing and the mailbox when the clock jumped back (see ``__init__``)."""
+        with self._cv:
+            replaced = self._mailbox is not None
+            self._mailbox = None
+        if self._sync is not None:
+            with self._sync.lock:
+                for queue in self._sync.queues:
+                    queue.clear()
+        elif self._pairer is not None:
+            self._pairer.reset()
+        with self._stats.lock:
+            self._stats.clock_jumps += 1
+            if replaced:
+                self._stats.drops["clock_jump"] = self._stats.drops.get("clock_jump", 0) + 1
+        self.get_logger().warning(
+            f"clock jumped back by {-jump.delta.nanoseconds / 1e9:.3f} s: synchronizer reset"
+        )
 
     @staticmethod
     def _image(pixels: np.ndarray, encoding: str, header: Any) -> Image:
@@ -793,12 +904,17 @@ class FusionNode(Node):
             "model_last_s": f"{current['last_model']:.4f}",
             "model_total_s": f"{current['model_total']:.4f}",
             "processing_last_s": f"{current['last_processing']:.4f}",
-            "device": str(self._engine.device),
+            "device": str(self._engine.device)
+            + (" (fake cuda: fault injector)" if self._faults.fake_cuda else ""),
             "precision": self._engine_key[2],
             "weights": self._engine_key[0] or "default",
             "mode": self._settings.mode,
             "reloads": current["reloads"],
             "reload_failures": current["reload_failures"],
+            "fallbacks_to_cpu": current["fallbacks"],
+            "clock_jumps": current["clock_jumps"],
+            "sync_resets": self._pairer.resets if self._pairer is not None else 0,
+            "sync_dropped": self._pairer.dropped if self._pairer is not None else 0,
             "sync_backend": self._backend,
         }
         if new_errors and not fused_now:

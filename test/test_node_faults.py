@@ -1,0 +1,138 @@
+"""Faults the node must survive: a failing model, a stopped camera, a clock jumping back, stop.
+
+The model failure is real code raising in the node process, asked for by the test through the
+node's fault injector (environment variables ``GIFNET_FAULT_INJECT_*``, inert otherwise); the
+machine has no GPU, so ``fallback_to_cpu`` is exercised with the injector's fake CUDA device.
+Everything else is the real node over DDS.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from node_harness import FRAME, clip_pairs, mono8_pair, pixels_of, raw_image, running_node, stamp
+
+from gifnet_ros.demo import stop_node
+from gifnet_ros.node import FAULT_FAKE_CUDA_ENV, FAULT_MODEL_ERROR_ENV
+
+FAILING_PASSES = (3, 5)
+PARAMETERS = {"device": "cpu", "sync.backend": "builtin", "diagnostics_period": 0.1}
+
+
+@pytest.fixture(scope="module")
+def pairs(data_dir):
+    return clip_pairs(data_dir, 2)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory, weights_path, pairs):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(FAULT_MODEL_ERROR_ENV, ",".join(map(str, FAILING_PASSES)))
+        patch.setenv(FAULT_FAKE_CUDA_ENV, "1")
+        with running_node(
+            tmp_path_factory.mktemp("faults"),
+            "faults",
+            {**PARAMETERS, "weights": str(weights_path)},
+            pairs[0],
+        ) as running:
+            yield running
+
+
+def _outcome(node, pair) -> str:
+    """Send one pair and wait until it is fused or counted as a model error."""
+    before = node.client.diagnostics
+    fused, errors = int(before["fused"]), int(before.get("errors.model", 0))
+    node.client.publish(*pair)
+    assert node.client.wait_diagnostics(
+        lambda d: int(d["fused"]) > fused or int(d.get("errors.model", 0)) > errors, 60
+    ), node.log()[-2000:]
+    return "error" if int(node.client.diagnostics.get("errors.model", 0)) > errors else "fused"
+
+
+def test_model_failures_are_skipped_counted_and_fall_back_to_cpu(node, pairs, engine):
+    assert "fake cuda" in node.diagnostics_after("fused", 1)["device"]
+    outcomes = []
+    while len(outcomes) < 8 and outcomes.count("error") < len(FAILING_PASSES):
+        outcomes.append(_outcome(node, mono8_pair(pairs[1], stamp())))
+    assert outcomes.count("error") == len(FAILING_PASSES), outcomes
+    # Each failure skips only its own pair: the next one is fused.
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    np.testing.assert_array_equal(pixels_of(fused), engine.fuse(*pairs[1]))
+    values = node.client.diagnostics
+    assert values["fallbacks_to_cpu"] == "1"  # the first failure moved it; CPU failures do not
+    assert values["device"] == "cpu" and "fake" not in values["device"]
+    assert node.client.get_parameters(["device"])["device"] == "cpu"
+    assert node.wait_log("fallback_to_cpu: fusing on the CPU"), node.log()[-2000:]
+    logged = [line for line in node.log().splitlines() if "the model failed: CUDA out of" in line]
+    assert logged, node.log()[-2000:]
+    assert node.process.poll() is None
+
+
+def test_a_camera_that_stops_and_resumes(node, pairs, engine):
+    """RGB alone for a while (thermal camera gone): counted unpaired, then pairs fuse again."""
+    unpaired = node.client.counter("unpaired.rgb")
+    thermal, rgb = pairs[1]
+    for _ in range(10):
+        node.client.publish(None, raw_image(rgb, "rgb8", stamp(), FRAME["rgb"]))
+        time.sleep(0.1)
+    node.diagnostics_after("unpaired.rgb", unpaired + 10)
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    np.testing.assert_array_equal(pixels_of(fused), engine.fuse(thermal, rgb))
+
+
+def test_sigint_when_idle_exits_within_two_seconds(node):
+    """Ctrl-C: the worker and loader threads stop and the process exits 0 within 2 s."""
+    assert node.client.wait_diagnostics(
+        lambda d: (
+            int(d["pairs"])
+            == int(d["fused"])
+            + sum(int(v) for k, v in d.items() if k.startswith(("errors.", "dropped.")))
+        ),
+        30,
+    )
+    code = stop_node(node.process, timeout=2.0)
+    assert code == 0, f"exit code {code} (None: still running after 2 s)\n{node.log()[-2000:]}"
+    assert "still inside a forward pass" not in node.log()
+    assert "Traceback" not in node.log()
+
+
+# -- a clock that jumps back -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim_node(tmp_path_factory, weights_path, pairs):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(FAULT_MODEL_ERROR_ENV, raising=False)  # no faults here
+        patch.delenv(FAULT_FAKE_CUDA_ENV, raising=False)
+        with running_node(
+            tmp_path_factory.mktemp("simtime"),
+            "simtime",
+            {**PARAMETERS, "weights": str(weights_path), "use_sim_time": True, "max_age": 5.0},
+            pairs[0],
+        ) as running:
+            yield running
+
+
+def test_bag_replayed_in_a_loop_with_sim_time(sim_node, pairs, engine):
+    """/clock runs 1000..1002 s twice (a looped bag): both loops are fused, the jump back is
+    seen once and resets the synchronizer, and nothing is dropped as stale."""
+    from rosgraph_msgs.msg import Clock
+
+    from gifnet_ros.demo import _time_msg
+
+    clock = sim_node.client.node.create_publisher(Clock, "/clock", 10)
+    jumps = sim_node.client.counter("clock_jumps")
+    for loop in range(2):
+        for second in range(3):
+            # One nanosecond apart per loop, so the client can tell the loops' outputs apart.
+            now = (1000 + second) * 1_000_000_000 + loop
+            clock.publish(Clock(clock=_time_msg(now)))
+            time.sleep(0.2)
+            fused = sim_node.fuse(*mono8_pair(pairs[1], now))
+            np.testing.assert_array_equal(pixels_of(fused), engine.fuse(*pairs[1]))
+    values = sim_node.client.diagnostics
+    assert int(values["clock_jumps"]) == jumps + 1
+    assert values["dropped.stale"] == "0"
+    assert sim_node.wait_log("clock jumped back"), sim_node.log()[-2000:]
