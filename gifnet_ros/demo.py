@@ -297,6 +297,8 @@ class FusionClient:
     Runs its own rclpy context and executor thread, so tests and tools can use it next to
     other rclpy code in one process. Fused images are kept by RGB stamp; diagnostics of the
     target node are kept as the latest ``{key: value}`` plus the status level and message.
+    With ``on_fused(msg, received_ns)`` fused images are handed to it instead of kept (a soak
+    run receives gigabytes).
     """
 
     def __init__(
@@ -307,6 +309,7 @@ class FusionClient:
         transports: tuple[str, str] = ("raw", "raw"),
         topics: tuple[str, str] = ("thermal/image", "rgb/image"),
         domain_id: int | None = None,
+        on_fused: Callable[[Any, int], None] | None = None,
     ) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
@@ -316,6 +319,7 @@ class FusionClient:
         from rclpy.qos import QoSProfile
         from sensor_msgs.msg import CompressedImage, Image
 
+        self._fused_hook = on_fused
         self._context = Context()
         rclpy.init(context=self._context, domain_id=domain_id)
         ns = namespace.rstrip("/")
@@ -358,6 +362,9 @@ class FusionClient:
 
     def _on_fused(self, msg: Any) -> None:
         received = time.time_ns()
+        if self._fused_hook is not None:  # long runs: the caller keeps what it needs
+            self._fused_hook(msg, received)
+            return
         with self._lock:
             self.fused[stamp_to_ns(msg.header.stamp)] = (msg, received)
             self._lock.notify_all()

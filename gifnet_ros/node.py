@@ -285,6 +285,48 @@ FAULT_FAKE_CUDA_ENV = "GIFNET_FAULT_INJECT_FAKE_CUDA"
 device (a fake CUDA device, for machines without one), so ``fallback_to_cpu`` can be tested."""
 
 
+LOAD_TEST_STAND_IN_ENV = "GIFNET_LOAD_TEST_STAND_IN_NETWORK"
+"""Load testing only: ``1`` replaces GIFNet by :class:`LoadTestStandInNetwork`, so a soak run
+measures the node (transport, conversion, threads, memory) at camera rates on a CPU."""
+
+
+class LoadTestStandInNetwork:
+    """NOT GIFNet: a stand-in with FusionEngine's interface for load tests of the node.
+
+    The fused luminance is the mean of the thermal image and the RGB luminance (BT.601), with
+    the RGB chroma kept; a few milliseconds at VGA instead of GIFNet's seconds on a CPU. It is
+    only ever built when :data:`LOAD_TEST_STAND_IN_ENV` is set, and says so in the log and in
+    the diagnostics' ``device``.
+    """
+
+    MODES = FusionEngine.MODES
+
+    def __init__(self, mode: str) -> None:
+        import torch
+
+        self.mode = mode
+        self.device = torch.device("cpu")
+        self.last_model_seconds = 0.0
+
+    def fuse_luminance(
+        self, first: np.ndarray, second: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        import cv2
+
+        started = time.perf_counter()
+        if first.shape[:2] != second.shape[:2]:
+            raise ValueError(f"sizes differ: {first.shape[:2]} and {second.shape[:2]}")
+        grey = first if first.ndim == 2 else cv2.cvtColor(first, cv2.COLOR_RGB2GRAY)
+        if second.ndim == 2:
+            luminance, colour = cv2.addWeighted(grey, 0.5, second, 0.5, 0), None
+        else:
+            ycrcb = cv2.cvtColor(second, cv2.COLOR_RGB2YCrCb)
+            ycrcb[..., 0] = cv2.addWeighted(grey, 0.5, ycrcb[..., 0], 0.5, 0)
+            luminance, colour = ycrcb[..., 0].copy(), cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
+        self.last_model_seconds = time.perf_counter() - started
+        return luminance, colour
+
+
 class _FaultInjector:
     """Faults on demand for the robustness tests; inert unless its environment variables are set.
 
@@ -565,6 +607,11 @@ class FusionNode(Node):
     def _build_engine(self, key: tuple[str, str, str]) -> FusionEngine:
         # Thermal normalisation is not passed: the node applies it before alignment.
         weights, device, precision = key
+        if os.environ.get(LOAD_TEST_STAND_IN_ENV) == "1":
+            self.get_logger().warning(
+                f"{LOAD_TEST_STAND_IN_ENV}=1: fusing with a load-test stand-in, NOT GIFNet"
+            )
+            return LoadTestStandInNetwork(self._settings.mode)  # type: ignore[return-value]
         return FusionEngine(
             weights=weights or None, device=device, precision=precision, mode=self._settings.mode
         )
@@ -905,7 +952,12 @@ class FusionNode(Node):
             "model_total_s": f"{current['model_total']:.4f}",
             "processing_last_s": f"{current['last_processing']:.4f}",
             "device": str(self._engine.device)
-            + (" (fake cuda: fault injector)" if self._faults.fake_cuda else ""),
+            + (" (fake cuda: fault injector)" if self._faults.fake_cuda else "")
+            + (
+                " (load-test stand-in, not GIFNet)"
+                if isinstance(self._engine, LoadTestStandInNetwork)
+                else ""
+            ),
             "precision": self._engine_key[2],
             "weights": self._engine_key[0] or "default",
             "mode": self._settings.mode,
