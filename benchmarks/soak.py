@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             latencies.append((received_ns - stamp) / 1e9)
 
     client = FusionClient(namespace, domain_id=domain, on_fused=on_fused)
+    # rclpy's SIGINT handler only shuts the client's context down; Ctrl-C must end the run.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     thermal_msg, rgb_msg = test_pair((args.width, args.height))
     sent = 0
     code = 0
