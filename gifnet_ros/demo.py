@@ -252,8 +252,11 @@ def start_node(
     *,
     params_files: Sequence[Path] = (),
     env: dict[str, str] | None = None,
+    lifecycle: bool = False,
 ) -> subprocess.Popen:
     """Start ``python -m gifnet_ros.node`` in ``namespace`` with its output in ``log_path``.
+
+    ``lifecycle`` starts the managed node (unconfigured until told over its lifecycle services).
 
     ``parameters`` go through a params file written next to the log (a command-line ``-p``
     would re-type values: ``1`` becomes an integer, an empty string nothing at all); files in
@@ -262,7 +265,8 @@ def start_node(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     overrides = log_path.with_suffix(".params.yaml")
     overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
-    command = [sys.executable, "-m", "gifnet_ros.node", "--ros-args", "-r", f"__ns:={namespace}"]
+    command = [sys.executable, "-m", "gifnet_ros.node", *(["--lifecycle"] if lifecycle else [])]
+    command += ["--ros-args", "-r", f"__ns:={namespace}"]
     for path in [*params_files, overrides]:
         command += ["--params-file", str(path)]
     child_env = dict(os.environ if env is None else env)
@@ -348,6 +352,8 @@ class FusionClient:
         self.node.create_subscription(Image, "fused/luminance", self._on_luminance, qos)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos)
         service = f"{ns}/{target}"
+        self._service_base = service
+        self._service_clients: dict[str, Any] = {}
         self._set_client = self.node.create_client(SetParameters, f"{service}/set_parameters")
         self._get_client = self.node.create_client(GetParameters, f"{service}/get_parameters")
         self._executor = SingleThreadedExecutor(context=self._context)
@@ -469,6 +475,15 @@ class FusionClient:
                 if self.wait_fused(stamp, remaining) is not None:
                     return stamp
         raise DemoError(f"no fused image within {timeout:.0f} s")
+
+    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 10.0) -> Any:
+        """Call a service of the target node by its name relative to the node, e.g. ``get_state``
+        (lifecycle_msgs) for a managed node; returns the response."""
+        client = self._service_clients.get(name)
+        if client is None:
+            client = self.node.create_client(srv_type, f"{self._service_base}/{name}")
+            self._service_clients[name] = client
+        return self._call(client, request, timeout)
 
     def _call(self, client: Any, request: Any, timeout: float) -> Any:
         if not client.wait_for_service(timeout_sec=timeout):

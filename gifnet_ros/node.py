@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import gc
 import math
 import os
 import sys
@@ -46,6 +47,7 @@ from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -484,14 +486,22 @@ class _Stats:
             }
 
 
-class FusionNode(Node):
-    """Subscribes thermal/image + rgb/image, publishes fused/image (see the module docstring)."""
+class _FusionCore:
+    """The fusion node's logic, shared by the plain node and the managed (lifecycle) one.
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
+    A mixin over ``rclpy.node.Node``: ``_declare`` sets up the parameters (construction time),
+    ``_bring_up`` loads the model and creates inputs, outputs and threads, ``_tear_down`` undoes
+    that. The plain :class:`FusionNode` brings itself up at once; :class:`FusionLifecycleNode`
+    does it on configure and tears down on cleanup.
+    """
+
+    def _declare(self) -> None:
         self._stats = _Stats()
         self._started = False
+        self._active = threading.Event()  # pairs are fused only while set (lifecycle: active)
         self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._loader: threading.Thread | None = None
         self._values: dict[str, Any] = {spec.name: spec.default for spec in PARAMETERS}
         # Registered before declaring, so values from a params file or the command line go
         # through the same checks as run-time changes and a bad one stops the node at start.
@@ -502,6 +512,9 @@ class FusionNode(Node):
             ).value
         self._settings = _Settings.from_values(self._values)
 
+    def _bring_up(self) -> None:
+        """Load the model, create publishers, inputs, timer and threads; start fusing."""
+        self._stopping = threading.Event()
         self._faults = _FaultInjector(dict(os.environ))
         self._engine_key = self._wanted_engine_key()
         self._desired_key = self._engine_key
@@ -551,6 +564,35 @@ class FusionNode(Node):
             f"{self._fused_pub.topic_name} ({self._describe_engine()}, mode {self._settings.mode}, "
             f"sync {self._backend} slop {self._values['sync.slop']} s)"
         )
+
+    def _tear_down(self) -> bool:
+        """Undo ``_bring_up``: stop the threads, destroy inputs and outputs, free the model.
+
+        Returns False if the worker is still inside a forward pass (see ``close``); it keeps
+        its own reference to the model until the pass ends.
+        """
+        finished = self.close()
+        self._started = False
+        self._jump_handle.unregister()
+        self.destroy_timer(self._diag_timer)
+        for subscription in self._subs:
+            self.destroy_subscription(subscription)
+        for publisher in (self._fused_pub, self._luminance_pub, self._diag_pub):
+            if publisher is not None:
+                self.destroy_publisher(publisher)
+        self._luminance_pub = None
+        self.destroy_guard_condition(self._revert_guard)
+        self._sync = self._pairer = None
+        self._mailbox = None
+        device = self._engine.device
+        self._engine = self._pending_engine = None
+        gc.collect()  # the model's tensors, so that the CUDA cache below can be returned
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+        self.get_logger().info(f"model released ({device}); inputs and outputs destroyed")
+        return finished
 
     # ------------------------------------------------------------------ parameters
 
@@ -748,6 +790,11 @@ class FusionNode(Node):
 
     def _on_pair(self, thermal_msg: Any, rgb_msg: Any) -> None:
         """Synchronizer callback: leave the pair for the worker, never fuse here."""
+        if not self._active.is_set():  # a managed node that is configured but not active
+            with self._stats.lock:
+                self._stats.pairs += 1
+                self._stats.drops["inactive"] = self._stats.drops.get("inactive", 0) + 1
+            return
         with self._cv:
             replaced = self._mailbox is not None
             self._mailbox = (thermal_msg, rgb_msg)
@@ -1024,6 +1071,8 @@ class FusionNode(Node):
         exit (see there).
         """
         self._stopping.set()
+        if self._worker is None or self._loader is None:
+            return True  # never brought up (a managed node not configured)
         with self._cv:
             self._cv.notify_all()
         with self._reload_cv:
@@ -1034,13 +1083,71 @@ class FusionNode(Node):
         return not self._worker.is_alive()
 
 
+class FusionNode(_FusionCore, Node):
+    """Subscribes thermal/image + rgb/image, publishes fused/image (see the module docstring)."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        Node.__init__(self, node_name, **kwargs)
+        self._declare()
+        self._active.set()
+        self._bring_up()
+
+
+class FusionLifecycleNode(_FusionCore, LifecycleNode):
+    """The same node as a managed (lifecycle) node, as perception stacks expect.
+
+    configure: load the model, create inputs and outputs (diagnostics start); activate: fuse;
+    deactivate: stop fusing (pairs are counted as ``dropped.inactive``); cleanup: destroy
+    inputs and outputs and free the model (and the CUDA cache); shutdown from any state: the
+    same. A configuration that cannot run makes configure fail with the one-line reason in
+    the log, and the node stays unconfigured.
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        LifecycleNode.__init__(self, node_name, **kwargs)
+        self._declare()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._bring_up()
+        except (StartupError, WeightsError, ValueError, RuntimeError) as exc:
+            self.get_logger().error(f"cannot configure: {_one_line(exc)}")
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active.set()
+        self.get_logger().info("active: fusing")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active.clear()
+        with self._cv:
+            self._mailbox = None
+        self.get_logger().info("inactive: not fusing")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._tear_down()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active.clear()
+        if self._started:
+            self._tear_down()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self.on_shutdown(state)
+
+
 def _parser() -> argparse.ArgumentParser:
     table = "\n".join(
         f"  {s.name} = {s.default!r}{' (read-only)' if s.read_only else ''}\n"
         + textwrap.fill(s.description, width=88, initial_indent=" " * 6, subsequent_indent=" " * 6)
         for s in PARAMETERS
     )
-    return argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog="fusion_node",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="GIFNet thermal/RGB fusion node: subscribes thermal/image and rgb/image, "
@@ -1048,15 +1155,25 @@ def _parser() -> argparse.ArgumentParser:
         epilog="ROS parameters (set with --ros-args -p NAME:=VALUE or --params-file FILE; "
         "config/fusion.yaml documents each):\n" + table,
     )
+    parser.add_argument(
+        "--lifecycle",
+        action="store_true",
+        help="run as a managed (lifecycle) node: the model is loaded on configure and pairs "
+        "are fused only while active",
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console script ``fusion_node`` / ``gifnet-fusion-node``; ROS arguments pass through."""
+    """Console script ``fusion_node`` / ``gifnet-fusion-node``; ROS arguments pass through.
+
+    ``--lifecycle`` runs the managed node instead (what ``lifecycle_main`` does).
+    """
     argv = list(sys.argv if argv is None else argv)
-    _parser().parse_args(remove_ros_args(args=argv)[1:])
+    options = _parser().parse_args(remove_ros_args(args=argv)[1:])
     rclpy.init(args=argv)
     try:
-        node = FusionNode()
+        node = FusionLifecycleNode() if options.lifecycle else FusionNode()
     except (StartupError, ParameterException, WeightsError, ValueError, RuntimeError) as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {_one_line(exc)}")
         if rclpy.ok():
@@ -1081,6 +1198,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def lifecycle_main(argv: list[str] | None = None) -> int:
+    """Console script ``fusion_lifecycle_node`` / ``gifnet-fusion-lifecycle-node``."""
+    argv = list(sys.argv if argv is None else argv)
+    return main([argv[0], "--lifecycle", *argv[1:]])
 
 
 if __name__ == "__main__":
