@@ -33,6 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import sqlite3
 import statistics
 import sys
 import time
@@ -43,7 +45,7 @@ from typing import Any
 
 import numpy as np
 from rosbags.interfaces import Connection, ConnectionExtRosbag2, MessageDefinitionFormat
-from rosbags.rosbag2 import Reader, Writer
+from rosbags.rosbag2 import Reader, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from tqdm import tqdm
 
@@ -193,22 +195,26 @@ class BagFusion:
 
         scan_started = time.monotonic()
         self._scan(path, reader, thermal, rgb)
+        self._check_counts(path, thermal, rgb)
         pairing = pair_by_stamp(rgb.stamps, thermal.stamps, round(args.slop * 1e9))
         self._report_pairing(pairing, thermal, rgb)
         self.report["timing"]["scan_s"] = round(time.monotonic() - scan_started, 3)
 
         self.engine = self._load_engine()
-        with staged_output(args.output, args.overwrite) as staging:
-            writer = open_writer(staging, args.storage)
-            with writer:
-                writer.set_custom_data("gifnet_ros.source", str(path))
-                writer.set_custom_data(
-                    "gifnet_ros.settings", json.dumps(self.report["settings"], sort_keys=True)
-                )
-                self._fuse_all(path, reader, writer, thermal, rgb, pairing, copies, fused_topic)
-            self.report["output_topics"] = {
-                conn.topic: writer.counts[conn.id] for conn in writer.connections
-            }
+        try:
+            with staged_output(args.output, args.overwrite) as staging:
+                writer = open_writer(staging, args.storage)
+                with writer:
+                    writer.set_custom_data("gifnet_ros.source", str(path))
+                    writer.set_custom_data(
+                        "gifnet_ros.settings", json.dumps(self.report["settings"], sort_keys=True)
+                    )
+                    self._fuse_all(path, reader, writer, thermal, rgb, pairing, copies, fused_topic)
+                self.report["output_topics"] = {
+                    conn.topic: writer.counts[conn.id] for conn in writer.connections
+                }
+        except (OSError, sqlite3.Error, WriterError) as exc:  # a full disk, a size limit
+            raise ToolError(f"{args.output}: writing the bag failed: {_one_line(exc)}") from None
         self.report["output_written"] = True
 
     # -- input -----------------------------------------------------------------------------
@@ -309,6 +315,24 @@ class BagFusion:
             stream = streams[conn.id]
             stream.stamps.append(self._stamp(path, stream, len(stream.stamps), recorded, raw))
             stream.recorded.append(recorded)
+
+    def _check_counts(self, path: Path, thermal: _Stream, rgb: _Stream) -> None:
+        """Report the messages actually stored; say so when metadata.yaml claims otherwise.
+
+        Pairing uses what the storage holds, so a metadata file that lies (edited, or written
+        by a recorder that crashed) changes nothing but this warning.
+        """
+        for stream in (thermal, rgb):
+            claimed = self.report["topics"].get(stream.topic, {}).get("messages")
+            read = len(stream.stamps)
+            if stream.topic in self.report["topics"]:
+                self.report["topics"][stream.topic]["messages_read"] = read
+            if claimed is not None and claimed != read:
+                print(
+                    f"{PROG}: warning: {path}: the bag's metadata says {claimed} messages on "
+                    f"{stream.topic}, its storage holds {read}; using the storage",
+                    file=sys.stderr,
+                )
 
     @staticmethod
     def _stamp(path: Path, stream: _Stream, index: int, recorded: int, raw: bytes) -> int:
@@ -730,6 +754,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; exit status 0 on success, 1 on an error, 130 when interrupted."""
     args = parser().parse_args(argv)
     interrupt_on_sigterm()
+    # A file size limit (ulimit -f) must end in a one-line error and no output, not a core
+    # dump: with SIGXFSZ ignored, the write that crosses the limit fails with EFBIG instead.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     fusion = BagFusion(args)
     code = 0
     try:

@@ -532,3 +532,93 @@ def test_interrupt_leaves_nothing_at_output(clip, tmp_path, weights_path, signum
     assert report["status"] == "interrupted" and not report["output_written"]
     assert 1 <= report["pairs"]["fused"] < n
     assert report["last_fused_rgb_stamp_ns"] is not None
+
+
+# -- storage that lies or fails ---------------------------------------------------------------
+
+
+def test_metadata_that_lies_about_counts_and_duration(clip, tmp_path, weights_path, capsys):
+    """Pairing uses what the storage holds; the report and a warning show both figures."""
+    bag = build(clip, tmp_path / "in", 2)
+    meta_path = bag / "metadata.yaml"
+    document = yaml.safe_load(meta_path.read_text())
+    info = document["rosbag2_bagfile_information"]
+    info["message_count"] *= 10
+    info["duration"]["nanoseconds"] = 10**15
+    for topic in info["topics_with_message_count"]:
+        topic["message_count"] = 20
+    meta_path.write_text(yaml.safe_dump(document))
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
+    assert fuse(bag, out, weights_path, report=report_path) == 0
+    err = capsys.readouterr().err
+    assert f"says 20 messages on {THERMAL}, its storage holds 2" in err
+    report = json.loads(report_path.read_text())
+    assert report["pairs"] == {"planned": 2, "fused": 2, "skipped": 0}
+    assert report["topics"][RGB]["messages"] == 20 and report["topics"][RGB]["messages_read"] == 2
+    assert len(decoded(out, FUSED)) == 2
+
+
+def test_metadata_naming_a_missing_storage_file(clip, tmp_path, capsys):
+    bag = build(clip, tmp_path / "in", 1)
+    meta_path = bag / "metadata.yaml"
+    document = yaml.safe_load(meta_path.read_text())
+    info = document["rosbag2_bagfile_information"]
+    info["relative_file_paths"].append("in_1.mcap")
+    info["files"].append({**info["files"][0], "path": "in_1.mcap"})
+    meta_path.write_text(yaml.safe_dump(document))
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
+    code = fuse(bag, out, Path("unused"), report=report_path)
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert str(bag) in err and "in_1.mcap" in err, err
+    assert not out.exists() and not leftovers(out)
+    assert json.loads(report_path.read_text())["status"] == "error"
+
+
+def test_file_size_limit_while_writing_leaves_no_output(clip, tmp_path, weights_path):
+    """A full disk, simulated by RLIMIT_FSIZE on the tool's process: one line, nothing at
+    OUTPUT, and the report (smaller than the limit) says how far the run got."""
+    import resource
+
+    n = 3
+    bag = build(clip, tmp_path / "in", n)
+    input_size = sum(p.stat().st_size for p in bag.iterdir())
+    limit = input_size // 2  # the output holds the inputs (copied) and the fused images
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gifnet_ros.bag_tool",
+            str(bag),
+            "-o",
+            str(out),
+            "--thermal-topic",
+            THERMAL,
+            "--rgb-topic",
+            RGB,
+            "--weights",
+            str(weights_path),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--report",
+            str(report_path),
+        ],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_file_size,
+        timeout=600,
+    )
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "writing the bag failed" in lines[0], result.stderr[-2000:]
+    assert "File too large" in lines[0] and str(out) in lines[0]
+    assert not out.exists() and not leftovers(out)
+    report = json.loads(report_path.read_text())
+    assert report["status"] == "error" and not report["output_written"]
+    assert report["pairs"]["planned"] == n and 0 <= report["pairs"]["fused"] <= n
