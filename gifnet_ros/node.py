@@ -15,6 +15,15 @@ memory. Model reloads (``device``, ``precision``, ``weights``) are built on a lo
 swapped in by the worker between pairs, so fusion continues with the old model meanwhile and
 keeps it if the new one fails to load.
 
+Failures stay local: a bad message, a pair of mismatched sizes or a model error (CUDA out of
+memory) skips that pair with a throttled one-line log and a counter in the diagnostics; with
+``fallback_to_cpu`` a model failure on a GPU moves the model to the CPU. A clock jumping back
+(a bag replayed in a loop with ``use_sim_time``) resets the synchronizer and the mailbox.
+
+``FusionLifecycleNode`` (``--lifecycle``, console script ``lifecycle_main``) is the same node
+as a managed node: the model is loaded on configure and freed on cleanup, pairs are fused only
+while active.
+
 Run ``gifnet-fusion-node --help`` for the parameters; ``config/fusion.yaml`` documents each.
 """
 
