@@ -1,0 +1,108 @@
+"""gifnet-eval on small RoadScene crops: report files, table contents and bad input."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gifnet_ros import metrics
+from gifnet_ros.evaluate import main
+from gifnet_ros.image_files import pair_folders, read_image
+
+CLASSIC = ["average", "max", "laplacian", "gff"]
+
+
+@pytest.fixture
+def crops(data_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Three 80×64 crops of RoadScene pairs in tmp_path/ir and tmp_path/vis."""
+    ir, vis = tmp_path / "ir", tmp_path / "vis"
+    ir.mkdir()
+    vis.mkdir()
+    found = pair_folders(data_dir / "roadscene" / "ir", data_dir / "roadscene" / "vis")
+    for first, second in found.pairs[:3]:
+        for source, folder in ((first, ir), (second, vis)):
+            image = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
+            cv2.imwrite(str(folder / f"{source.stem}.png"), image[100:164, 200:280])
+    return ir, vis
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_classic_methods_report(crops: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    status = main([str(crops[0]), str(crops[1]), "-o", str(out), "--methods",
+                   ",".join(CLASSIC), "--quiet"])
+    assert status == 0
+    rows = read_rows(out / "metrics.csv")
+    assert [(r["pair"], r["method"]) for r in rows[:4]] == [(rows[0]["pair"], m) for m in CLASSIC]
+    assert len(rows) == 3 * len(CLASSIC)
+    assert set(rows[0]) == {"pair", "method", *metrics.METRICS}
+
+    # The max rule's row holds the metrics of max(thermal, Y) computed here directly (the
+    # engine floors Y in float32, so a few grey levels may differ by one: hence rel=1e-2).
+    name = rows[0]["pair"]
+    thermal = read_image(crops[0] / f"{name}.png").astype(np.float64)
+    visible_y = metrics.luminance(read_image(crops[1] / f"{name}.png"))
+    fused = np.maximum(thermal, np.floor(visible_y))
+    expected = metrics.evaluate(fused, thermal, visible_y)
+    row = next(r for r in rows if r["pair"] == name and r["method"] == "max")
+    for metric in ("EN", "SD", "SF", "AG", "Qabf"):
+        assert float(row[metric]) == pytest.approx(expected[metric], rel=1e-2)
+
+    # The Markdown table: mean ± population SD of each CSV column.
+    table = (out / "metrics.md").read_text()
+    for method in CLASSIC:
+        line = next(t for t in table.splitlines() if t.startswith(f"| {method} |"))
+        values = np.array([float(r["SSIM"]) for r in rows if r["method"] == method])
+        ssim_cell = line.split("|")[2 + metrics.METRICS.index("SSIM")].strip()
+        assert ssim_cell == f"{values.mean():.3f} ± {values.std():.3f}"
+
+    sheet = read_image(out / "sheet_001.png")
+    assert sheet.shape[1] == (2 + len(CLASSIC)) * 320
+    assert not (out / "sheet_002.png").exists()
+
+
+def test_gifnet_is_evaluated_through_the_engine(
+    crops: tuple[Path, Path], tmp_path: Path, weights_path: Path
+) -> None:
+    out = tmp_path / "report"
+    status = main([str(crops[0]), str(crops[1]), "-o", str(out), "--methods", "gifnet,max",
+                   "--limit", "1", "--device", "cpu", "--weights", str(weights_path), "--quiet"])
+    assert status == 0
+    rows = read_rows(out / "metrics.csv")
+    assert [r["method"] for r in rows] == ["gifnet", "max"]
+    assert "| gifnet |" in (out / "metrics.md").read_text()
+
+
+def test_unreadable_pair_is_reported_and_the_rest_evaluated(
+    crops: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ir, vis = crops
+    (ir / "broken.png").write_bytes(b"not an image")
+    (vis / "broken.png").write_bytes(b"not an image")
+    (ir / "lonely.png").write_bytes(b"")
+    out = tmp_path / "report"
+    status = main([str(ir), str(vis), "-o", str(out), "--methods", "average", "--quiet"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "broken.png: cannot read as an image" in err
+    assert "lonely.png: no partner" in err
+    assert len(read_rows(out / "metrics.csv")) == 3
+
+
+def test_bad_usage(crops: tuple[Path, Path], tmp_path: Path,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    ir, vis = crops
+    out = tmp_path / "report"
+    assert main([str(ir), str(vis), "-o", str(out), "--methods", "average,median"]) == 2
+    assert "unknown method(s) median" in capsys.readouterr().err
+    assert main([str(ir), str(tmp_path / "missing"), "-o", str(out)]) == 2
+    assert "missing: not a directory" in capsys.readouterr().err
+    assert not out.exists()
