@@ -51,18 +51,34 @@ def _outcome(node, pair) -> str:
     return "error" if int(node.client.diagnostics.get("errors.model", 0)) > errors else "fused"
 
 
+def _until_model_error(node, pair) -> list[str]:
+    """Send pairs one by one until one is counted as a model error; the outcomes in order."""
+    outcomes: list[str] = []
+    while "error" not in outcomes:
+        assert len(outcomes) < 6, f"no model error after {outcomes}"
+        outcomes.append(_outcome(node, mono8_pair(pair, stamp())))
+    return outcomes
+
+
 def test_model_failures_are_skipped_counted_and_fall_back_to_cpu(node, pairs, engine):
+    """Injected 'CUDA out of memory' on two forward passes: the first with fallback_to_cpu
+    off (counted, stays on the fake CUDA device), the second with it on (moves to the CPU)."""
     assert "fake cuda" in node.diagnostics_after("fused", 1)["device"]
-    outcomes = []
-    while len(outcomes) < 8 and outcomes.count("error") < len(FAILING_PASSES):
-        outcomes.append(_outcome(node, mono8_pair(pairs[1], stamp())))
-    assert outcomes.count("error") == len(FAILING_PASSES), outcomes
-    # Each failure skips only its own pair: the next one is fused.
+    assert node.client.set_parameters({"fallback_to_cpu": False})[0].successful
+    _until_model_error(node, pairs[1])
+    values = node.client.diagnostics
+    assert values["errors.model"] == "1" and values["fallbacks_to_cpu"] == "0"
+    assert "fake cuda" in values["device"]
+
+    assert node.client.set_parameters({"fallback_to_cpu": True})[0].successful
+    _until_model_error(node, pairs[1])
+    # Each failure skips only its own pair: the next one is fused, now on the CPU.
     fused = node.fuse(*mono8_pair(pairs[1], stamp()))
     np.testing.assert_array_equal(pixels_of(fused), engine.fuse(*pairs[1]))
     values = node.client.diagnostics
-    assert values["fallbacks_to_cpu"] == "1"  # the first failure moved it; CPU failures do not
-    assert values["device"] == "cpu" and "fake" not in values["device"]
+    assert values["errors.model"] == str(len(FAILING_PASSES))
+    assert values["fallbacks_to_cpu"] == "1"
+    assert values["device"] == "cpu"
     assert node.client.get_parameters(["device"])["device"] == "cpu"
     assert node.wait_log("fallback_to_cpu: fusing on the CPU"), node.log()[-2000:]
     logged = [line for line in node.log().splitlines() if "the model failed: CUDA out of" in line]
