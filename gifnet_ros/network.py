@@ -68,9 +68,15 @@ NORM_EPS = 1e-5
 _STATS_ROWS = 65536
 
 
+def _tracing() -> bool:
+    """True while torch.export (ONNX) or torch.compile traces the network: sizes may then be
+    symbolic, so no shortcut or cache may depend on their values."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 def _pad(x: Tensor, top: int, bottom: int, left: int, right: int) -> Tensor:
     """Reflection-pad (no edge repeat) an N×H×W×C map; returns a contiguous N×H'×W'×C map."""
-    if top == bottom == left == right == 0:
+    if not _tracing() and top == bottom == left == right == 0:
         return x
     padded = F.pad(x.permute(0, 3, 1, 2), (left, right, top, bottom), mode="reflect")
     return padded.permute(0, 2, 3, 1).contiguous()
@@ -90,9 +96,12 @@ def _reflect_conv(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int = 
     Padding the whole map would copy it; instead the convolution runs with zero
     padding, and only its p-pixel frame, the part zeros and reflections see
     differently, is recomputed from thin reflect-padded strips (3p rows or
-    columns hold everything the frame depends on).
+    columns hold everything the frame depends on). Traced for export, it is the
+    plain padded convolution.
     """
     p = weight.shape[-1] // 2
+    if _tracing():  # a smaller graph; runtimes fuse the padding themselves
+        return _conv(_pad(x, p, p, p, p), weight, bias, groups)
     out = _conv(x, weight, bias, groups, pad=p)
     if p == 0:
         return out
@@ -104,6 +113,17 @@ def _reflect_conv(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int = 
     columns = _conv(_pad(columns, p, p, p, p), weight, bias, groups)
     out[:, :, :p], out[:, :, w - p :] = columns[:1, :, :p], columns[1:, :, -p:]
     return out
+
+
+def _crop(x: Tensor, h: int, w: int) -> Tensor:
+    """The top-left h×w of a 1×H'×W'×C map. While tracing, a row gather: the contiguity
+    checks on a cropped view would pin H' and W' to H and W in an exported graph."""
+    if not _tracing():
+        return x[:, :h, :w]
+    pixel = torch.arange(h * w, device=x.device)
+    y = pixel // w
+    rows = y * x.shape[2] + pixel - y * w
+    return x.reshape(-1, x.shape[-1]).index_select(0, rows).view(1, h, w, x.shape[-1])
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -120,24 +140,39 @@ def _accumulate(x: Tensor, inputs: Tensor, weight: Tensor) -> None:
     x.view(-1, x.shape[-1]).addmm_(flat, weight.to(x.dtype).t())
 
 
+def _staged_sum(x: Tensor) -> Tensor:
+    """Sum of a 1×H×W×C map in float32: along W, then H, then C.
+
+    For exported graphs: runtimes such as ONNX Runtime add a reduction's terms
+    in order, and one sum over a whole map loses the digits the 1e-3 agreement
+    needs; in stages no partial sum runs over more than max(H, W, C) terms.
+    """
+    return x.sum(dim=2, dtype=torch.float32).sum(dim=1).sum()
+
+
 def _moments(x: Tensor, pending: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and σ (section 3.1.1) of x + pending over one sample's H, W and C, in float32.
 
     `pending` is a per-channel bias not yet added to x. Two passes, like the
-    formula: the mean, then the squared deviations in cache-sized pieces,
-    because a one-pass E[x²] - μ² loses digits the 1e-3 agreement needs.
+    formula: the mean, then the squared deviations (on the CPU in cache-sized
+    pieces), because a one-pass E[x²] - μ² loses digits the 1e-3 agreement needs.
     """
+    count = x.numel()
+    if _tracing():
+        mean = _staged_sum(x) / count + pending.mean()
+        return mean, torch.sqrt(_staged_sum((x + (pending - mean)).square()) / count + NORM_EPS)
     flat = x.reshape(-1, x.shape[-1])
-    count = flat.numel()
     mean = flat.sum(dtype=torch.float32) / count + pending.mean()
     offset = pending - mean
-    rows = _STATS_ROWS if x.device.type == "cpu" else flat.shape[0]
-    buffer = torch.empty(min(rows, flat.shape[0]), flat.shape[1], device=x.device)
-    total = torch.zeros((), device=x.device)
-    for start in range(0, flat.shape[0], rows):
-        part = flat[start : start + rows]
-        deviation = torch.add(part, offset, out=buffer[: part.shape[0]])
-        total += deviation.square_().sum()
+    if x.device.type != "cpu":
+        total = (flat + offset).square().sum(dtype=torch.float32)
+    else:
+        buffer = torch.empty(min(_STATS_ROWS, flat.shape[0]), flat.shape[1])
+        total = torch.zeros(())
+        for start in range(0, flat.shape[0], _STATS_ROWS):
+            part = flat[start : start + _STATS_ROWS]
+            deviation = torch.add(part, offset, out=buffer[: part.shape[0]])
+            total += deviation.square_().sum()
     return mean, torch.sqrt(total / count + NORM_EPS)
 
 
@@ -281,16 +316,20 @@ def _window_indices(h: int, w: int, shift: int, device: torch.device) -> tuple[T
     """
     top, bottom = _window_padding(h, shift)
     left, right = _window_padding(w, shift)
-    hp, wp = h + top + bottom, w + left + right
-    ys = _reflect_index(torch.arange(hp) - top, h)
-    xs = _reflect_index(torch.arange(wp) - left, w)
-    source = (ys[:, None] * w + xs).view(hp // WINDOW, WINDOW, wp // WINDOW, WINDOW)
-    gather = source.permute(0, 2, 1, 3).reshape(-1)
-    py, px = torch.arange(h) + top, torch.arange(w) + left
-    window = (py // WINDOW)[:, None] * (wp // WINDOW) + px // WINDOW
-    token = (py % WINDOW)[:, None] * WINDOW + px % WINDOW
-    scatter = window * WINDOW * WINDOW + token
-    return gather.to(device), scatter.reshape(-1).to(device)
+    columns = (w + left + right) // WINDOW  # windows per row
+    size = WINDOW * WINDOW
+    # Flat index arithmetic only (no reshapes, no remainder by a size), so that an ONNX
+    # export keeps H and W symbolic.
+    token = torch.arange((h + top + bottom) // WINDOW * columns * size, device=device)
+    window, inside = token // size, token % size
+    y = window // columns * WINDOW + inside // WINDOW - top
+    x = (window - window // columns * columns) * WINDOW + inside % WINDOW - left
+    gather = _reflect_index(y, h) * w + _reflect_index(x, w)
+    pixel = torch.arange(h * w, device=device)
+    y = pixel // w
+    y, x = y + top, pixel - y * w + left
+    scatter = (y // WINDOW * columns + x // WINDOW) * size + y % WINDOW * WINDOW + x % WINDOW
+    return gather, scatter
 
 
 def _to_windows(x: Tensor, gather: Tensor) -> tuple[Tensor, ...]:
@@ -329,7 +368,8 @@ class InteractionBlock(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Update the 1×H×W×98 maps m (and i) in place; return their new pending biases."""
         _, h, w, _ = m.shape
-        gather, scatter = _window_indices(h, w, self.shift, m.device)
+        indices = _window_indices.__wrapped__ if _tracing() else _window_indices
+        gather, scatter = indices(h, w, self.shift, m.device)
         bias = self.position().to(m.dtype)
         qk_m, v_m, rescale_m, shift_m = self.stream_m.project(m, pending_m, with_queries=True)
         q, k = _to_windows(qk_m, gather)
@@ -400,8 +440,8 @@ class FusionDecoder(nn.Module):
         # conv(pad(m + pending)) = conv(pad(m)) + Σ_taps W·pending: padding copies pixels.
         g_bias = unembed.bias + unembed.weight.sum(dim=(2, 3)) @ pending
         weight = torch.einsum("oj,jcyx->ocyx", on_g, unembed.weight)
-        z = _reflect_conv(m, weight, on_g @ g_bias)[:, :h, :w].contiguous()
-        _accumulate(z, f, on_f)
+        z = _linear(f, on_f, None)
+        z += _crop(_reflect_conv(m, weight, on_g @ g_bias), h, w)
         z.relu_()
         first, *middle, last = self.convs
         weight = torch.einsum("omyx,mc->ocyx", first.weight, self.squeeze[2].weight.flatten(1))
