@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         next_report = started + 60
         next_send = started
         minute, fused_before, sent_before = 1, received["count"], 0
+        warm_up_fused = fused_before
         while True:
             now = time.monotonic()
             if now >= next_report or now >= end:
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         client.wait_diagnostics(lambda d: int(d["pairs"]) == outcome_total(d), 30)
         values = dict(client.diagnostics)
         rss_end = rss_kib(process.pid)
-        code = report(args, sent, values, start_values, received["count"], rss_start, rss_end)
+        fused_here = received["count"] - warm_up_fused
+        code = report(args, sent, values, start_values, fused_here, rss_start, rss_end)
     finally:
         client.close()
         stop_node(process)
