@@ -205,8 +205,8 @@ def test_round_trip_mcap_directory(clip, tmp_path, weights_path, engine):
     assert report["unpaired_rgb"] == {"count": 0, "stamps_ns": []}
     assert report["unpaired_thermal"] == {"count": 0, "stamps_ns": []}
     assert report["topics"] == {
-        THERMAL: {"type": "sensor_msgs/msg/Image", "messages": n},
-        RGB: {"type": "sensor_msgs/msg/Image", "messages": n},
+        THERMAL: {"type": "sensor_msgs/msg/Image", "messages": n, "messages_read": n},
+        RGB: {"type": "sensor_msgs/msg/Image", "messages": n, "messages_read": n},
     }
     assert report["output_topics"] == {THERMAL: n, RGB: n, FUSED: n}
     thermal_in = decoded(bag, THERMAL)
