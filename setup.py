@@ -14,7 +14,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -28,9 +28,12 @@ setup(
         "console_scripts": [
             # ros2 run names (ROS convention: snake_case executables)
             "fusion_node = gifnet_ros.node:main",
+            "fusion_lifecycle_node = gifnet_ros.node:lifecycle_main",
             "fuse_bag = gifnet_ros.bag_tool:main",
             # plain-venv names
             "gifnet-fusion-node = gifnet_ros.node:main",
+            "gifnet-fusion-lifecycle-node = gifnet_ros.node:lifecycle_main",
+            "gifnet-eval = gifnet_ros.evaluate:main",
             "gifnet-fuse-bag = gifnet_ros.bag_tool:main",
             "gifnet-make-bag = gifnet_ros.make_bag:main",
             "gifnet-fuse = gifnet_ros.cli:main",

@@ -21,7 +21,7 @@ accounting does not close.
 DDS: Fast DDS' default shared-memory segment (512 KiB) cannot hold a 0.9 MB rgb8 VGA image;
 such samples then travel as fragments over the network transports and, best effort at 30 Hz,
 about nine in ten RGB images were lost before reaching the node in a trial run. This script
-therefore points Fast DDS at ``fastdds_large_shm.xml`` (a 32 MiB segment) unless a profile is
+therefore points Fast DDS at ``config/fastdds_large_shm.xml`` (a 32 MiB segment) unless a profile is
 set already; ``--default-dds`` measures without it. Robots streaming VGA colour images to a
 Python node on one host want the same profile.
 """
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if not args.default_dds:
-        profile = str(Path(__file__).with_name("fastdds_large_shm.xml"))
+        profile = str(Path(__file__).resolve().parents[1] / "config" / "fastdds_large_shm.xml")
         os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", profile)  # Humble's name
         os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", profile)
 
