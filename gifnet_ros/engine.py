@@ -25,23 +25,44 @@ weights each input's chroma c by |c|, its distance from neutral grey in the
 offset-free YCbCr used here, so the more saturated input wins; ``authors``
 weights by |c - 128|, which reproduces the authors' published images
 (their script omits the +128 chroma offset but weights as if it were there).
+
+Speed options (benchmarks/README.md has the measurements):
+
+- ``backend``: ``torch`` (default) or ``onnxruntime`` with an exported graph
+  (gifnet_ros.export; providers ``cpu``, ``cuda``, ``tensorrt``).
+- ``threads``: torch.set_num_threads for the process (and the ONNX Runtime
+  session's intra-op threads); the physical core count is best.
+- ``compile``: torch.compile the network (once per input size, cached by
+  PyTorch; CUDA graphs on CUDA). Off by default: see the README for when it pays.
+- ``max_pixels`` / ``inference_scale``: fuse the luminance at a reduced size
+  and bring it back to full size (``restore``: ``detail`` adds back the two
+  inputs' high-frequency detail lost by the reduction, ``bilinear`` only
+  upsamples). Settable attributes, like ``mode``.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor
 
-from gifnet_ros.network import GIFNet, load_model
+from gifnet_ros.export import OnnxGIFNet, default_onnx_path, export_onnx
+from gifnet_ros.network import load_model
 from gifnet_ros.thermal import normalize_thermal
 
 MODES = ("thermal_rgb", "nir_rgb", "multi_focus", "multi_exposure", "medical", "grey")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CHROMA_RULES = ("neutral", "authors")
+BACKENDS = ("torch", "onnxruntime")
+RESTORE_RULES = ("detail", "bilinear")
+# Pinned upload buffers kept per (input, shape, dtype); a robot's cameras rarely change size.
+_PINNED_BUFFERS = 8
 _CHROMA_SOURCES = {
     "thermal_rgb": (False, True),
     "nir_rgb": (False, True),
@@ -91,6 +112,35 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def _upsample(image: Tensor, size: tuple[int, int]) -> Tensor:
+    return F.interpolate(image, size, mode="bilinear", align_corners=False)
+
+
+def _onnx_session(
+    weights: str | Path | None,
+    verify_hash: bool,
+    onnx_model: str | Path | None,
+    device: torch.device,
+    providers: Sequence[str] | None,
+    threads: int | None,
+    fp16: bool,
+) -> OnnxGIFNet:
+    """An ONNX Runtime session for the engine: the given ONNX file, or the cached export of
+    the checkpoint (exported on first use, which takes about a minute)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ValueError("backend 'onnxruntime' needs the onnxruntime package") from exc
+    if onnx_model is None:
+        onnx_model = default_onnx_path(weights)
+        if not onnx_model.is_file():
+            export_onnx(load_model(weights, "cpu", verify_hash=verify_hash), onnx_model)
+    elif not Path(onnx_model).is_file():
+        raise ValueError(f"ONNX model {onnx_model} not found (write one with gifnet-export)")
+    names = providers or (["cuda", "cpu"] if device.type == "cuda" else ["cpu"])
+    return OnnxGIFNet(onnx_model, names, threads, fp16)
+
+
 def _size(image: np.ndarray) -> str:
     return f"{image.shape[1]}x{image.shape[0]}"
 
@@ -111,22 +161,73 @@ class FusionEngine:
         thermal_percentiles: tuple[float, float] = (1.0, 99.0),
         chroma_rule: str = "neutral",
         verify_hash: bool = True,
+        backend: str = "torch",
+        onnx_model: str | Path | None = None,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        compile: bool = False,
+        max_pixels: int | None = None,
+        inference_scale: float = 1.0,
+        restore: str = "detail",
     ) -> None:
         self.device = resolve_device(device)
         self.precision = precision
-        self._autocast = autocast_dtype(precision, self.device)
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r} (expected one of {BACKENDS})")
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be at least 1, got {threads}")
+            torch.set_num_threads(threads)  # process-wide, as PyTorch has it
+        self.backend = backend
         self.mode = mode
         self.chroma_rule = chroma_rule
         self.thermal_norm = thermal_norm
         self.thermal_range = thermal_range
         self.thermal_percentiles = thermal_percentiles
-        self.model: GIFNet = load_model(weights, self.device, verify_hash=verify_hash)
+        self.max_pixels = max_pixels
+        self.inference_scale = inference_scale
+        self.restore = restore
+        self._target_size(64, 64)  # validates the three options above now, not at first use
+        self._graphs = False
+        self._network: Callable[[Tensor, Tensor], Tensor]
+        if backend == "torch":
+            self._autocast = autocast_dtype(precision, self.device)
+            self.model: torch.nn.Module | OnnxGIFNet = load_model(
+                weights, self.device, verify_hash=verify_hash
+            )
+            self._network = self.model
+            if compile:
+                self._graphs = self.device.type == "cuda"
+                options = {"mode": "reduce-overhead"} if self._graphs else {}
+                self._network = torch.compile(self.model, dynamic=False, **options)
+        else:
+            if compile:
+                raise ValueError("compile applies to the torch backend only")
+            if precision == "bf16":
+                raise ValueError("precision 'bf16' is not available with onnxruntime")
+            self._autocast = None
+            self.model = _onnx_session(
+                weights,
+                verify_hash,
+                onnx_model,
+                self.device,
+                providers,
+                threads,
+                precision == "fp16",
+            )
+            self._network = self.model
         self._rgb_to_ycbcr = _RGB_TO_YCBCR.to(self.device)
         self._cbcr_to_rgb = _CBCR_TO_RGB.to(self.device)
+        self._pinned: dict[tuple[str, tuple[int, ...], str], Tensor] = {}
         self.last_model_seconds = 0.0
         self._timing: tuple[torch.cuda.Event, torch.cuda.Event] | None = None
 
     # -- public API -------------------------------------------------------------------------
+
+    @property
+    def uses_reduced_size(self) -> bool:
+        """Whether max_pixels or inference_scale can make the network run below full size."""
+        return self.max_pixels is not None or self.inference_scale < 1.0
 
     def fuse(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """Fuse two images: uint8 H×W×3 RGB when the mode's chroma source is colour, else H×W.
@@ -158,8 +259,8 @@ class FusionEngine:
         if min(first.shape[:2]) < 8:
             raise ValueError(f"images of {_size(first)} are too small: GIFNet needs at least 8x8")
         with torch.inference_mode():
-            y1, c1 = self._luma_chroma(self._upload(first))
-            y2, c2 = self._luma_chroma(self._upload(second))
+            y1, c1 = self._luma_chroma(self._upload(first, "first"))
+            y2, c2 = self._luma_chroma(self._upload(second, "second"))
             fused = self._run_model(y1, y2)
             chroma = self._mix_chroma(c1 if use1 else None, c2 if use2 else None)
             luminance_dev = torch.round(fused).to(torch.uint8)
@@ -206,11 +307,22 @@ class FusionEngine:
             "(uint8, uint16 or float) or colour H×W×3 uint8"
         )
 
-    def _upload(self, image: np.ndarray) -> Tensor:
+    def _upload(self, image: np.ndarray, slot: str) -> Tensor:
+        """The image as a tensor on the device. To CUDA through a pinned buffer kept per
+        input and size (allocating pinned memory is slow) with an asynchronous copy; reusing
+        the buffer is safe because every fusion ends with a synchronising download."""
         tensor = torch.from_numpy(np.ascontiguousarray(image))
-        if self.device.type == "cuda":
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor
+        if self.device.type != "cuda":
+            return tensor
+        key = (slot, tuple(image.shape), image.dtype.str)
+        pinned = self._pinned.get(key)
+        if pinned is None:
+            if len(self._pinned) >= _PINNED_BUFFERS:
+                self._pinned.clear()
+            pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            self._pinned[key] = pinned
+        pinned.copy_(tensor)
+        return pinned.to(self.device, non_blocking=True)
 
     def _luma_chroma(self, image: Tensor) -> tuple[Tensor, Tensor | None]:
         """uint8 H×W or H×W×3 → network input Y (1×1×H×W in [0, 1]) and chroma (2×H×W) or None."""
@@ -222,15 +334,52 @@ class FusionEngine:
         return y[None, None], ycbcr[1:]
 
     def run_model(self, first: Tensor, second: Tensor) -> Tensor:
-        """The network alone, at the engine's precision: N×1×H×W float inputs in [0, 1] on the
-        engine's device → fused luminance N×1×H×W in [0, 1] (float32). For benchmarks and
-        for callers that prepare the network inputs themselves."""
-        with torch.inference_mode(), torch.autocast(
-            self.device.type,
-            dtype=self._autocast or torch.float32,
-            enabled=self._autocast is not None,
+        """The network alone, with the engine's backend and precision: N×1×H×W float inputs
+        in [0, 1] on the engine's device → fused luminance N×1×H×W in [0, 1] (float32). For
+        benchmarks and for callers that prepare the network inputs themselves."""
+        if self._graphs:  # a new CUDA-graph step: the previous output may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
+        with (
+            torch.inference_mode(),
+            torch.autocast(
+                self.device.type,
+                dtype=self._autocast or torch.float32,
+                enabled=self._autocast is not None,
+            ),
         ):
-            return self.model(first, second).float()
+            out = self._network(first, second).float()
+        return out.clone() if self._graphs else out
+
+    def _target_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size the network runs at under max_pixels / inference_scale (≥ 8×8)."""
+        if not 0.0 < self.inference_scale <= 1.0:
+            raise ValueError(f"inference_scale must be in (0, 1], got {self.inference_scale}")
+        if self.max_pixels is not None and self.max_pixels < 64:
+            raise ValueError(f"max_pixels must be at least 64 (8x8), got {self.max_pixels}")
+        if self.restore not in RESTORE_RULES:
+            raise ValueError(f"unknown restore rule {self.restore!r} (expected {RESTORE_RULES})")
+        scale = self.inference_scale
+        if self.max_pixels is not None:
+            scale = min(scale, math.sqrt(self.max_pixels / (height * width)))
+        if scale >= 1.0:
+            return height, width
+        return max(8, math.floor(height * scale)), max(8, math.floor(width * scale))
+
+    def _infer(self, first: Tensor, second: Tensor) -> Tensor:
+        """run_model at the target size, brought back to the input size (1×1×H×W in [0, 1])."""
+        height, width = first.shape[-2:]
+        size = self._target_size(height, width)
+        if size == (height, width):
+            return self.run_model(first, second)
+        small = [F.interpolate(y, size, mode="area") for y in (first, second)]
+        fused = _upsample(self.run_model(*small), (height, width))
+        if self.restore == "detail":
+            # Add back the detail both reduced inputs lack: GIFNet passes the fine detail of
+            # both inputs through with gains near one (benchmarks/resolution_quality.py), so
+            # the sum beats picking the stronger one per pixel.
+            for full_size, reduced in zip((first, second), small, strict=True):
+                fused = fused + (full_size - _upsample(reduced, (height, width)))
+        return fused.clamp(0.0, 1.0)
 
     def _run_model(self, first: Tensor, second: Tensor) -> Tensor:
         """The network forward, timed; returns the fused luminance on 0-255 (float32, H×W)."""
@@ -240,7 +389,7 @@ class FusionEngine:
             start.record()
         else:
             began = time.perf_counter()
-        out = self.run_model(first, second)
+        out = self._infer(first, second)
         if on_cuda:
             end.record()
             self._timing = (start, end)  # read after the download has synchronised
