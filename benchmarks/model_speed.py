@@ -10,6 +10,9 @@ variants alike and the ratios are side by side. Each round also times a 2048² f
 matrix product, which gives the machine's fp32 rate for the FLOP floor (model FLOPs / rate).
 FLOPs are counted with torch.utils.flop_counter on the "meta" device (no arithmetic): once
 for the specification (the baseline) and once for what the optimised network executes.
+"first s" is each variant's warm-up run, which includes compilation where there is one
+(torch.compile; the onnxruntime variant exports the graph into the cache beforehand if it
+is not there yet, outside the timings).
 """
 
 from __future__ import annotations
@@ -136,20 +139,24 @@ def runners(args: argparse.Namespace) -> dict[str, Runner]:
         if variant == "baseline":
             out[BASELINE] = baseline_runner(args.weights, args.threads)
             continue
-        backend, precision = variant.split("-")
-        options = {} if backend == "torch" else {"backend": backend}
+        backend, precision, *extra = variant.split("-")
+        options = {"backend": backend, "compile": extra == ["compile"]}
         engine = FusionEngine(args.weights, device="cpu", precision=precision, **options)
-        out[f"{backend} {precision}"] = engine.run_model
+        out[" ".join([backend, precision, *extra])] = engine.run_model
     return out
 
 
 def bench_size(
     height: int, width: int, runs: int, variants: dict[str, Runner]
-) -> tuple[dict[str, list[float]], list[float]]:
-    """Round-robin timing: per variant the list of seconds per pair; the matmul seconds."""
+) -> tuple[dict[str, list[float]], list[float], dict[str, float]]:
+    """Round-robin timing: per variant the list of seconds per pair; the matmul seconds; per
+    variant the seconds of its first (warm-up) run, which includes any compilation."""
     first, second = pair(height, width)
-    for run in variants.values():  # warm-up: allocator, oneDNN kernels, lazy inits
+    warm_up: dict[str, float] = {}
+    for name, run in variants.items():  # allocator, oneDNN kernels, lazy inits, compilation
+        began = time.perf_counter()
         run(first, second)
+        warm_up[name] = time.perf_counter() - began
     times: dict[str, list[float]] = {name: [] for name in variants}
     matmul: list[float] = []
     for _ in range(runs):
@@ -158,7 +165,7 @@ def bench_size(
             began = time.perf_counter()
             run(first, second)
             times[name].append(time.perf_counter() - began)
-    return times, matmul
+    return times, matmul, warm_up
 
 
 def main() -> None:
@@ -172,7 +179,8 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=["baseline", "torch-fp32", "torch-bf16"],
-        help="baseline and/or BACKEND-PRECISION (torch-fp32, torch-bf16, onnxruntime-fp32, ...)",
+        help="baseline and/or BACKEND-PRECISION[-compile] (torch-fp32, torch-bf16, "
+        "onnxruntime-fp32, torch-fp32-compile, ...)",
     )
     p.add_argument(
         "--no-baseline-above",
@@ -196,7 +204,7 @@ def main() -> None:
     )
     print(
         f"{'size':>9} {'variant':>22} {'runs':>4} {'median s':>9} {'min s':>7} "
-        f"{'vs base':>7} {'GFLOP/s':>8} {'floor s':>7} {'/floor':>6}"
+        f"{'vs base':>7} {'GFLOP/s':>8} {'floor s':>7} {'/floor':>6} {'first s':>7}"
     )
     summary = []
     for size in args.sizes:
@@ -210,7 +218,7 @@ def main() -> None:
         }
         spec_flops = count_flops(BaselineGIFNet, height, width)
         executed_flops = count_flops(GIFNet, height, width)
-        times, matmul = bench_size(height, width, runs, chosen)
+        times, matmul, warm_up = bench_size(height, width, runs, chosen)
         rate = 2 * MATMUL_N**3 / statistics.median(matmul)
         floor = spec_flops / rate
         base = statistics.median(times[BASELINE]) if BASELINE in times else None
@@ -219,7 +227,8 @@ def main() -> None:
             ratio = f"{base / median:6.2f}x" if base else "    n/a"
             print(
                 f"{size:>9} {name:>22} {runs:>4} {median:9.3f} {min(seconds):7.3f} {ratio:>7} "
-                f"{spec_flops / median / 1e9:8.1f} {floor:7.3f} {median / floor:6.2f}"
+                f"{spec_flops / median / 1e9:8.1f} {floor:7.3f} {median / floor:6.2f} "
+                f"{warm_up[name]:7.1f}"
             )
         summary.append((size, spec_flops, executed_flops, rate))
     print()

@@ -187,7 +187,7 @@ class FusionEngine:
         self.max_pixels = max_pixels
         self.inference_scale = inference_scale
         self.restore = restore
-        self._target_size(64, 64)  # validates the three options above now, not at first use
+        self.inference_size(64, 64)  # validates the three options above now, not at first use
         self._graphs = False
         self._network: Callable[[Tensor, Tensor], Tensor]
         if backend == "torch":
@@ -350,7 +350,7 @@ class FusionEngine:
             out = self._network(first, second).float()
         return out.clone() if self._graphs else out
 
-    def _target_size(self, height: int, width: int) -> tuple[int, int]:
+    def inference_size(self, height: int, width: int) -> tuple[int, int]:
         """The size the network runs at under max_pixels / inference_scale (≥ 8×8)."""
         if not 0.0 < self.inference_scale <= 1.0:
             raise ValueError(f"inference_scale must be in (0, 1], got {self.inference_scale}")
@@ -368,7 +368,7 @@ class FusionEngine:
     def _infer(self, first: Tensor, second: Tensor) -> Tensor:
         """run_model at the target size, brought back to the input size (1×1×H×W in [0, 1])."""
         height, width = first.shape[-2:]
-        size = self._target_size(height, width)
+        size = self.inference_size(height, width)
         if size == (height, width):
             return self.run_model(first, second)
         small = [F.interpolate(y, size, mode="area") for y in (first, second)]
