@@ -34,6 +34,7 @@ setup(
             "gifnet-fusion-node = gifnet_ros.node:main",
             "gifnet-fusion-lifecycle-node = gifnet_ros.node:lifecycle_main",
             "gifnet-eval = gifnet_ros.evaluate:main",
+            "gifnet-export = gifnet_ros.export:main",
             "gifnet-fuse-bag = gifnet_ros.bag_tool:main",
             "gifnet-make-bag = gifnet_ros.make_bag:main",
             "gifnet-fuse = gifnet_ros.cli:main",
