@@ -130,7 +130,9 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """A 1×1 convolution (weight Cout×Cin) of an N×H×W×C map, as one matrix product."""
     flat = x.reshape(-1, x.shape[-1])
     weight = weight.to(x.dtype).t()
-    out = flat @ weight if bias is None else torch.addmm(bias.to(x.dtype), flat, weight)
+    out = flat @ weight
+    if bias is not None:  # in place afterwards: addmm's broadcast copy of the bias is slower
+        out += bias.to(x.dtype)
     return out.view(*x.shape[:-1], weight.shape[1])
 
 
