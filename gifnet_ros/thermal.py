@@ -63,6 +63,7 @@ def normalize_thermal(
         lo, hi = (float(v) for v in np.percentile(sample, (p_lo, p_hi)))
         if not hi > lo:
             return np.zeros(image.shape, np.uint8)
-    scaled = (values - lo) * (255.0 / (hi - lo))
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite pixels are zeroed below
+        scaled = (values - lo) * (255.0 / (hi - lo))
     scaled[~finite] = 0.0
     return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
