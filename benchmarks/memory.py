@@ -66,7 +66,8 @@ def measure(height: int, width: int, variant: str, weights: Path) -> dict[str, f
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
     )
     if done.returncode != 0:
-        raise RuntimeError(f"{variant} at {width}x{height} failed: {done.stderr.strip()[-500:]}")
+        reason = "killed, out of memory?" if done.returncode < 0 else done.stderr.strip()[-300:]
+        raise RuntimeError(f"{variant} at {width}x{height} failed ({reason})")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -86,7 +87,11 @@ def main() -> None:
     for size in args.sizes:
         width, height = (int(v) for v in size.lower().split("x"))
         for variant in args.variants:
-            result = measure(height, width, variant, args.weights)
+            try:
+                result = measure(height, width, variant, args.weights)
+            except RuntimeError as exc:
+                print(f"{size:>9} {variant:>18} {exc}")
+                continue
             fusion = result["peak"] - result["model"]
             print(
                 f"{size:>9} {variant:>18} {result['model']:9.0f} {result['peak']:8.0f} "

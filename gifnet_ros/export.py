@@ -150,6 +150,9 @@ class OnnxGIFNet:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # Idle worker threads sleep instead of spinning: on a robot the cores between two
+        # frames belong to the other nodes (and, in benchmarks, to the next variant).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         provider_options = [
             {"trt_fp16_enable": True} if fp16 and name == PROVIDERS["tensorrt"] else {}
             for name in self.providers
