@@ -365,30 +365,45 @@ class InteractionBlock(nn.Module):
         self.stream_m = StreamParams()
         self.stream_i = StreamParams() if with_stream_i else None
 
+    def _stream(
+        self,
+        params: StreamParams,
+        x: Tensor,
+        pending: Tensor,
+        windows: tuple[Tensor, Tensor],
+        bias: Tensor,
+        queries: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Steps 1-9 for one stream, x updated in place: (its new pending bias, the windowed
+        queries it used). `queries` replaces the stream's own (stream I of block 0 takes
+        M's). Each intermediate map is dropped once used, which bounds the peak memory."""
+        gather, scatter = windows
+        qk, v, rescale, shift = params.project(x, pending, with_queries=queries is None)
+        *own, keys = _to_windows(qk, gather)
+        del qk
+        (values,) = _to_windows(v, gather)
+        queries = own[0] if queries is None else queries
+        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias)
+        del own, keys, values
+        attended = _from_windows(out, scatter, x.shape[1], x.shape[2])
+        del out
+        return params.finish(x, pending, v, attended, rescale, shift), queries
+
     def forward(
         self, m: Tensor, pending_m: Tensor, i: Tensor | None = None, pending_i: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """Update the 1×H×W×98 maps m (and i) in place; return their new pending biases."""
         _, h, w, _ = m.shape
         indices = _window_indices.__wrapped__ if _tracing() else _window_indices
-        gather, scatter = indices(h, w, self.shift, m.device)
+        windows = indices(h, w, self.shift, m.device)
         bias = self.position().to(m.dtype)
-        qk_m, v_m, rescale_m, shift_m = self.stream_m.project(m, pending_m, with_queries=True)
-        q, k = _to_windows(qk_m, gather)
-        (v,) = _to_windows(v_m, gather)
-        out_m = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        # Stream M is finished before stream I starts (I reads only i and M's queries), so
+        # the two streams' intermediate maps are never alive together.
+        pending_m, queries = self._stream(self.stream_m, m, pending_m, windows, bias)
         if self.stream_i is not None and i is not None and pending_i is not None:
             # With shift 0, stream I attends with M's queries (section 3.1.5).
-            own_queries = self.shift != 0
-            qk_i, v_i, rescale_i, shift_i = self.stream_i.project(i, pending_i, own_queries)
-            *queries_i, keys_i = _to_windows(qk_i, gather)
-            (values_i,) = _to_windows(v_i, gather)
-            queries = queries_i[0] if own_queries else q
-            out_i = F.scaled_dot_product_attention(queries, keys_i, values_i, attn_mask=bias)
-            attended = _from_windows(out_i, scatter, h, w)
-            pending_i = self.stream_i.finish(i, pending_i, v_i, attended, rescale_i, shift_i)
-        attended = _from_windows(out_m, scatter, h, w)
-        pending_m = self.stream_m.finish(m, pending_m, v_m, attended, rescale_m, shift_m)
+            shared = queries if self.shift == 0 else None
+            pending_i, _ = self._stream(self.stream_i, i, pending_i, windows, bias, shared)
         return pending_m, pending_i
 
 
