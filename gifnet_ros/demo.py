@@ -453,6 +453,24 @@ class FusionClient:
         with self._lock:
             return int(self.diagnostics.get(key, 0))
 
+    def settled_diagnostics(self, timeout: float = 20.0) -> dict[str, str]:
+        """The node's counters from a status built after this call (a baseline to count from).
+
+        The latest status can be up to one diagnostics period old, so a baseline taken from it
+        can miss a pair the node finished just before and count that pair as new later. The
+        second status published after the call was certainly built after it.
+        """
+        with self._lock:
+            start = self.diagnostics_count
+        if not self.wait_until(lambda: self.diagnostics_count >= start + 2, timeout):
+            raise DemoError(f"no diagnostics from the fusion node within {timeout:.0f} s")
+        with self._lock:
+            return dict(self.diagnostics)
+
+    def settled_counter(self, key: str) -> int:
+        """An integer counter from a status built after this call (see settled_diagnostics)."""
+        return int(self.settled_diagnostics().get(key, 0))
+
     def wait_diagnostics(self, predicate: Callable[[dict[str, str]], bool], timeout: float) -> bool:
         """Wait for a diagnostics status of the node for which ``predicate(values)`` holds."""
         return self.wait_until(lambda: predicate(self.diagnostics), timeout)

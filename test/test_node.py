@@ -143,7 +143,7 @@ def test_bad_message_is_counted_and_the_next_pair_is_fused(
 ):
     thermal, rgb = pairs[3]
     key = f"errors.{which}_conversion"
-    before = node.client.counter(key)
+    before = node.client.settled_counter(key)
     now = stamp()
     if which == "thermal":
         bad_pair = (
@@ -172,7 +172,7 @@ def test_mismatched_sizes_without_alignment_are_an_error_not_a_crash(node, pairs
     results = node.client.set_parameters({"align.method": "none"})
     assert results[0].successful, results[0].reason
     try:
-        before = node.client.counter("errors.alignment")
+        before = node.client.settled_counter("errors.alignment")
         now = stamp()
         small = np.ascontiguousarray(thermal[: SIZE[1] // 2, : SIZE[0] // 2])
         node.client.publish(
@@ -196,7 +196,7 @@ def test_newest_pair_wins_and_replaced_pairs_are_counted(node, pairs, engine):
     """
     big_thermal = np.tile(pairs[0][0], (4, 4))
     big_rgb = np.tile(pairs[0][1], (4, 4, 1))
-    start = node.client.diagnostics
+    start = node.client.settled_diagnostics()
     fused_before, replaced_before = int(start["fused"]), int(start["dropped.replaced"])
     blocker = stamp()
     node.client.publish(

@@ -82,7 +82,7 @@ def test_compressed_rgb_is_decoded_and_fused(node, pairs, engine, fmt, ext):
 
 def test_undecodable_data_is_counted_and_the_next_pair_is_fused(node, pairs, engine):
     thermal, rgb = pairs[1]
-    before = node.client.counter("errors.rgb_conversion")
+    before = node.client.settled_counter("errors.rgb_conversion")
     now = stamp()
     node.client.publish(
         raw_image(thermal, "mono8", now, FRAME["thermal"]),
@@ -111,7 +111,7 @@ def test_sigint_during_inference_stops_the_node_cleanly(node, pairs):
     """Ctrl-C (what ros2 launch sends first) while the worker is inside a forward pass."""
     big_thermal = np.tile(pairs[0][0], (4, 4))
     big_rgb = np.tile(pairs[0][1], (4, 4, 1))
-    pairs_before = node.client.counter("pairs")
+    pairs_before = node.client.settled_counter("pairs")
     now = stamp()
     node.client.publish(
         raw_image(big_thermal, "mono8", now, FRAME["thermal"]),

@@ -42,7 +42,7 @@ def node(tmp_path_factory, weights_path, pairs):
 
 def _outcome(node, pair) -> str:
     """Send one pair and wait until it is fused or counted as a model error."""
-    before = node.client.diagnostics
+    before = node.client.settled_diagnostics()
     fused, errors = int(before["fused"]), int(before.get("errors.model", 0))
     node.client.publish(*pair)
     assert node.client.wait_diagnostics(
@@ -88,7 +88,7 @@ def test_model_failures_are_skipped_counted_and_fall_back_to_cpu(node, pairs, en
 
 def test_a_camera_that_stops_and_resumes(node, pairs, engine):
     """RGB alone for a while (thermal camera gone): counted unpaired, then pairs fuse again."""
-    unpaired = node.client.counter("unpaired.rgb")
+    unpaired = node.client.settled_counter("unpaired.rgb")
     thermal, rgb = pairs[1]
     for _ in range(10):
         node.client.publish(None, raw_image(rgb, "rgb8", stamp(), FRAME["rgb"]))
@@ -139,7 +139,7 @@ def test_bag_replayed_in_a_loop_with_sim_time(sim_node, pairs, engine):
     from gifnet_ros.demo import _time_msg
 
     clock = sim_node.client.node.create_publisher(Clock, "/clock", 10)
-    jumps = sim_node.client.counter("clock_jumps")
+    jumps = sim_node.client.counter("clock_jumps")  # sim time stands still: no fresh status
     for loop in range(2):
         for second in range(3):
             # One nanosecond apart per loop, so the client can tell the loops' outputs apart.

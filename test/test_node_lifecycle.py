@@ -57,7 +57,7 @@ def _change(client, transition: int) -> bool:
 
 def _send_until_counted(client, pair, key: str) -> None:
     """Send the pair until the node's counter ``key`` goes up (best-effort inputs)."""
-    before = client.counter(key)
+    before = client.settled_counter(key)
     for _ in range(5):
         client.publish(*mono8_pair(pair, stamp()))
         if client.wait_diagnostics(lambda d: int(d.get(key, 0)) > before, 5.0):
@@ -78,7 +78,7 @@ def test_lifecycle_transitions(managed, pairs, engine):
         client.wait_for_node(60, process)
         # Configured but inactive: pairs arrive and are counted, nothing is fused. (Counters
         # are the process's and run on across cycles.)
-        fused = client.counter("fused")
+        fused = client.settled_counter("fused")
         _send_until_counted(client, pairs[1], "dropped.inactive")
         assert client.counter("fused") == fused
 
@@ -91,7 +91,7 @@ def test_lifecycle_transitions(managed, pairs, engine):
 
         assert _change(client, Transition.TRANSITION_DEACTIVATE)
         assert _state(client) == "inactive"
-        fused = client.counter("fused")
+        fused = client.settled_counter("fused")
         _send_until_counted(client, pairs[1], "dropped.inactive")
         assert client.counter("fused") == fused
 

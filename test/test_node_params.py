@@ -185,7 +185,7 @@ def test_cuda_is_rejected_without_a_gpu(node):
 
 
 def test_precision_reload_swaps_the_model_and_back(node, pairs, weights_path, engine):
-    reloads = node.client.counter("reloads")
+    reloads = node.client.settled_counter("reloads")
     (result,) = node.client.set_parameters({"precision": "bf16"})
     assert result.successful, result.reason
     node.diagnostics_after("reloads", reloads + 1)
@@ -206,7 +206,7 @@ def test_failed_reload_keeps_the_old_model_and_restores_the_parameter(
 ):
     garbage = tmp_path / "not_a_checkpoint.model"
     garbage.write_bytes(b"this is not a torch checkpoint" * 100)
-    failures = node.client.counter("reload_failures")
+    failures = node.client.settled_counter("reload_failures")
     (result,) = node.client.set_parameters({"weights": str(garbage)})
     assert result.successful, "an existing file passes the quick check; loading it fails later"
     node.diagnostics_after("reload_failures", failures + 1)
@@ -221,7 +221,7 @@ def test_failed_reload_keeps_the_old_model_and_restores_the_parameter(
 
 def test_max_age_drops_stale_pairs(node, pairs, engine, changed):
     changed(max_age=1.0)
-    stale = node.client.counter("dropped.stale")
+    stale = node.client.settled_counter("dropped.stale")
     # Stamped 1.5 s ago: too old for max_age 1.0 when the idle worker picks it up at once.
     # Still newer than every stamp sent before (hence the pause): the pairer drops a message
     # that arrives after the other stream has moved past it.
@@ -237,7 +237,7 @@ def test_max_age_drops_stale_pairs(node, pairs, engine, changed):
 def test_slop_change_applies_to_the_next_messages(node, pairs, engine, changed):
     """20 ms apart: not a pair with sync.slop 0.005 s, a pair with 0.05 s."""
     changed(sync__slop=0.005)
-    unpaired = node.client.counter("unpaired.rgb")
+    unpaired = node.client.settled_counter("unpaired.rgb")
     first = stamp()
     node.client.publish(
         raw_image(pairs[1][0], "mono8", first + 20_000_000, FRAME["thermal"]),
