@@ -21,23 +21,16 @@ decades. Four rules fuse two grey luminance images (float, 0-255):
   before the normalisation (the paper leaves them unspecified) so the result
   stays a convex mix of the sources; where both are 0 the mix is even.
 
-:class:`ClassicFusion` gives these rules the exact input/output contract of
-:class:`gifnet_ros.engine.FusionEngine` (modes, thermal normalisation, the
-YCbCr split and the chroma source of each mode, size checks) by being a
-FusionEngine whose network forward is replaced by the rule, so the two can
-never disagree about colour. It loads no weights and imports no ROS.
+``FusionEngine(backend="classic_<rule>")`` puts a rule where the network
+would run, so modes, thermal normalisation, the YCbCr split and the chroma
+source of each mode are the engine's own and the two can never disagree about
+colour. This module needs only numpy and OpenCV: no weights, no torch, no ROS.
 """
 
 from __future__ import annotations
 
-import time
-
 import cv2
 import numpy as np
-import torch
-from torch import Tensor
-
-from gifnet_ros.engine import _CBCR_TO_RGB, _RGB_TO_YCBCR, CHROMA_RULES, MODES, FusionEngine
 
 METHODS = ("average", "max", "laplacian", "gff")
 
@@ -139,56 +132,8 @@ def fuse_grey(method: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if method not in _RULES:
         raise ValueError(f"unknown classic fusion method {method!r} (expected one of {METHODS})")
     if a.shape != b.shape:
-        raise ValueError(f"image sizes differ: {a.shape[1]}x{a.shape[0]} and "
-                         f"{b.shape[1]}x{b.shape[0]}")
+        raise ValueError(
+            f"image sizes differ: {a.shape[1]}x{a.shape[0]} and {b.shape[1]}x{b.shape[0]}"
+        )
     fused = _RULES[method](a.astype(np.float32), b.astype(np.float32))
     return np.clip(fused, 0.0, 255.0).astype(np.float32)
-
-
-class ClassicFusion(FusionEngine):
-    """A FusionEngine with a classical rule in place of the network; no weights are loaded.
-
-    ``fuse``, ``fuse_luminance``, ``mode``, ``chroma_rule`` and the thermal
-    settings behave exactly as in FusionEngine. ``last_model_seconds`` is the
-    wall time of the rule itself. Always runs on the CPU (numpy/OpenCV).
-    """
-
-    def __init__(
-        self,
-        method: str,
-        mode: str = "thermal_rgb",
-        thermal_norm: str = "percentile",
-        thermal_range: tuple[float, float] = (0.0, 65535.0),
-        thermal_percentiles: tuple[float, float] = (1.0, 99.0),
-        chroma_rule: str = "neutral",
-    ) -> None:
-        # FusionEngine.__init__ would load the network; set the same attributes without it.
-        if method not in _RULES:
-            raise ValueError(f"unknown classic fusion method {method!r} (expected one of "
-                             f"{METHODS})")
-        if mode not in MODES:
-            raise ValueError(f"unknown fusion mode {mode!r} (expected one of {MODES})")
-        if chroma_rule not in CHROMA_RULES:
-            raise ValueError(f"unknown chroma rule {chroma_rule!r} (expected {CHROMA_RULES})")
-        self.method = method
-        self.device = torch.device("cpu")
-        self.precision = "fp32"
-        self._autocast = None
-        self.mode = mode
-        self.chroma_rule = chroma_rule
-        self.thermal_norm = thermal_norm
-        self.thermal_range = thermal_range
-        self.thermal_percentiles = thermal_percentiles
-        self._rgb_to_ycbcr = _RGB_TO_YCBCR
-        self._cbcr_to_rgb = _CBCR_TO_RGB
-        self.last_model_seconds = 0.0
-        self._timing = None
-
-    def _run_model(self, first: Tensor, second: Tensor) -> Tensor:
-        """The rule in place of the network: 1×1×H×W inputs in [0, 1] → H×W on 0-255."""
-        began = time.perf_counter()
-        fused = fuse_grey(
-            self.method, first[0, 0].numpy() * 255.0, second[0, 0].numpy() * 255.0
-        )
-        self.last_model_seconds = time.perf_counter() - began
-        return torch.from_numpy(fused)

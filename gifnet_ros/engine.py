@@ -29,7 +29,12 @@ weights by |c - 128|, which reproduces the authors' published images
 Speed options (benchmarks/README.md has the measurements):
 
 - ``backend``: ``torch`` (default) or ``onnxruntime`` with an exported graph
-  (gifnet_ros.export; providers ``cpu``, ``cuda``, ``tensorrt``).
+  (gifnet_ros.export; providers ``cpu``, ``cuda``, ``tensorrt``), or a classical
+  rule with no weights (``classic_average``, ``classic_max``,
+  ``classic_laplacian``, ``classic_gff``; gifnet_ros.classic): the same
+  colour, thermal and size handling around a rule in place of the network, so
+  a robot without the checkpoint still fuses and users can compare. Classic
+  backends load nothing, run on the CPU in fp32 and always at full size.
 - ``threads``: torch.set_num_threads for the process (and the ONNX Runtime
   session's intra-op threads); the physical core count is best.
 - ``compile``: torch.compile the network (once per input size, cached by
@@ -52,6 +57,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor
 
+from gifnet_ros.classic import METHODS as CLASSIC_METHODS
+from gifnet_ros.classic import fuse_grey
 from gifnet_ros.export import OnnxGIFNet, default_onnx_path, export_onnx
 from gifnet_ros.network import load_model
 from gifnet_ros.thermal import normalize_thermal
@@ -59,7 +66,8 @@ from gifnet_ros.thermal import normalize_thermal
 MODES = ("thermal_rgb", "nir_rgb", "multi_focus", "multi_exposure", "medical", "grey")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CHROMA_RULES = ("neutral", "authors")
-BACKENDS = ("torch", "onnxruntime")
+CLASSIC_BACKENDS = tuple(f"classic_{method}" for method in CLASSIC_METHODS)
+BACKENDS = ("torch", "onnxruntime", *CLASSIC_BACKENDS)
 RESTORE_RULES = ("detail", "bilinear")
 # Pinned upload buffers kept per (input, shape, dtype); a robot's cameras rarely change size.
 _PINNED_BUFFERS = 8
@@ -110,6 +118,40 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision 'fp16' needs a CUDA device; on CPU use 'bf16' or 'fp32'")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def check_options(backend: str, device: str, precision: str, compile: bool = False) -> torch.device:
+    """The device an engine with these options runs on, or ValueError naming the conflict.
+
+    One place for the rules that tie backend, device and precision together, so the node can
+    reject a parameter change before it starts a reload that would fail.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} (expected one of {BACKENDS})")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (expected one of {PRECISIONS})")
+    if compile and backend != "torch":
+        raise ValueError(f"compile applies to the torch backend only, not {backend!r}")
+    if backend in CLASSIC_BACKENDS:
+        if device not in ("auto", "cpu"):
+            raise ValueError(
+                f"backend {backend!r} runs on the CPU (numpy/OpenCV): device must be auto or "
+                f"cpu, got {device!r}"
+            )
+        if precision != "fp32":
+            raise ValueError(f"backend {backend!r} computes in fp32 only, got {precision!r}")
+        return torch.device("cpu")
+    resolved = resolve_device(device)
+    autocast_dtype(precision, resolved)
+    if backend == "onnxruntime" and precision == "bf16":
+        raise ValueError("precision 'bf16' is not available with onnxruntime")
+    return resolved
+
+
+def _classic_luminance(method: str, first: Tensor, second: Tensor) -> Tensor:
+    """A classical rule on two 1×H×W inputs in [0, 1]: the fused H×W on 0-255 (float32)."""
+    fused = fuse_grey(method, first[0].cpu().numpy() * 255.0, second[0].cpu().numpy() * 255.0)
+    return torch.from_numpy(fused)
 
 
 def _upsample(image: Tensor, size: tuple[int, int]) -> Tensor:
@@ -170,10 +212,12 @@ class FusionEngine:
         inference_scale: float = 1.0,
         restore: str = "detail",
     ) -> None:
-        self.device = resolve_device(device)
+        self.device = check_options(backend, device, precision, compile)
+        if mode not in MODES:
+            raise ValueError(f"unknown fusion mode {mode!r} (expected one of {MODES})")
+        if chroma_rule not in CHROMA_RULES:
+            raise ValueError(f"unknown chroma rule {chroma_rule!r} (expected {CHROMA_RULES})")
         self.precision = precision
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r} (expected one of {BACKENDS})")
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads must be at least 1, got {threads}")
@@ -190,22 +234,21 @@ class FusionEngine:
         self.inference_size(64, 64)  # validates the three options above now, not at first use
         self._graphs = False
         self._network: Callable[[Tensor, Tensor], Tensor]
-        if backend == "torch":
-            self._autocast = autocast_dtype(precision, self.device)
-            self.model: torch.nn.Module | OnnxGIFNet = load_model(
-                weights, self.device, verify_hash=verify_hash
-            )
+        self._autocast = autocast_dtype(precision, self.device) if backend == "torch" else None
+        self.model: torch.nn.Module | OnnxGIFNet | None = None
+        if backend in CLASSIC_BACKENDS:
+            self._classic: str | None = backend.removeprefix("classic_")
+            self._network = self._classic_batch
+        elif backend == "torch":
+            self._classic = None
+            self.model = load_model(weights, self.device, verify_hash=verify_hash)
             self._network = self.model
             if compile:
                 self._graphs = self.device.type == "cuda"
                 options = {"mode": "reduce-overhead"} if self._graphs else {}
                 self._network = torch.compile(self.model, dynamic=False, **options)
         else:
-            if compile:
-                raise ValueError("compile applies to the torch backend only")
-            if precision == "bf16":
-                raise ValueError("precision 'bf16' is not available with onnxruntime")
-            self._autocast = None
+            self._classic = None
             self.model = _onnx_session(
                 weights,
                 verify_hash,
@@ -257,7 +300,11 @@ class FusionEngine:
                 "(align the thermal image to the RGB image first)"
             )
         if min(first.shape[:2]) < 8:
-            raise ValueError(f"images of {_size(first)} are too small: GIFNet needs at least 8x8")
+            what = "GIFNet" if self._classic is None else "the classical rule"
+            raise ValueError(
+                f"images of {_size(first)} are too small: {what} (backend {self.backend}) "
+                "needs at least 8x8"
+            )
         with torch.inference_mode():
             y1, c1 = self._luma_chroma(self._upload(first, "first"))
             y2, c2 = self._luma_chroma(self._upload(second, "second"))
@@ -350,6 +397,13 @@ class FusionEngine:
             out = self._network(first, second).float()
         return out.clone() if self._graphs else out
 
+    def _classic_batch(self, first: Tensor, second: Tensor) -> Tensor:
+        """run_model's network for a classic backend: the rule per sample, in [0, 1]."""
+        fused = [
+            _classic_luminance(self._classic, a, b) for a, b in zip(first, second, strict=True)
+        ]
+        return torch.stack(fused)[:, None] / 255.0
+
     def inference_size(self, height: int, width: int) -> tuple[int, int]:
         """The size the network runs at under max_pixels / inference_scale (≥ 8×8)."""
         if not 0.0 < self.inference_scale <= 1.0:
@@ -383,6 +437,14 @@ class FusionEngine:
 
     def _run_model(self, first: Tensor, second: Tensor) -> Tensor:
         """The network forward, timed; returns the fused luminance on 0-255 (float32, H×W)."""
+        if self._classic is not None:
+            # Full size and straight on 0-255: a rule takes milliseconds, and a round trip
+            # through [0, 1] could move a halfway value (the average's x.5) across a rounding.
+            began = time.perf_counter()
+            fused = _classic_luminance(self._classic, first[0], second[0])
+            self._timing = None
+            self.last_model_seconds = time.perf_counter() - began
+            return fused
         on_cuda = self.device.type == "cuda"
         if on_cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

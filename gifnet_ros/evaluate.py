@@ -1,12 +1,12 @@
 """gifnet-eval: fuse every thermal/visible pair with several methods and measure the results.
 
     gifnet-eval DIR_IR DIR_VIS -o REPORT_DIR [--methods gifnet,average,max,laplacian,gff]
-                [--limit N] [--device auto] [--weights FILE]
+                [--limit N] [--backend torch|onnxruntime] [--device auto] [--weights FILE]
 
 Pairs are matched by file name (as gifnet-fuse does). Every pair is fused
-with every method through the same engine contract (GIFNet through
-FusionEngine, the classical rules through ClassicFusion), and the metrics of
-:mod:`gifnet_ros.metrics` are computed on the fused luminance against the two
+with every method through the same engine contract (FusionEngine: GIFNet with
+the engine flags, each classical rule as a classic_* backend), and the metrics
+of :mod:`gifnet_ros.metrics` are computed on the fused luminance against the two
 luminance inputs the fusion saw. REPORT_DIR receives:
 
 - ``metrics.csv``: one row per pair and method;
@@ -29,6 +29,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -36,14 +37,15 @@ from tqdm import tqdm
 
 from gifnet_ros import metrics
 from gifnet_ros.classic import METHODS as CLASSIC_METHODS
-from gifnet_ros.classic import ClassicFusion
 from gifnet_ros.engine import FusionEngine
+from gifnet_ros.engine_args import add_engine_arguments, engine_options
 from gifnet_ros.image_files import ImageFileError, pair_folders, read_image, write_image
 from gifnet_ros.thermal import normalize_thermal
 from gifnet_ros.weights import WeightsError
 
 PROG = "gifnet-eval"
 ALL_METHODS = ("gifnet", *CLASSIC_METHODS)
+GIFNET_BACKENDS = ("torch", "onnxruntime")
 TILE_WIDTH = 320
 ROWS_PER_SHEET = 6
 LABEL_HEIGHT = 28
@@ -64,9 +66,9 @@ def parser() -> argparse.ArgumentParser:
         help=f"comma-separated methods out of {','.join(ALL_METHODS)} (default: all)",
     )
     p.add_argument("--limit", type=int, help="evaluate only the first N pairs (in name order)")
-    p.add_argument("--device", default="auto", help="GIFNet device: auto, cpu, cuda or cuda:N")
-    p.add_argument("--weights", help="GIFNet checkpoint (default: $GIFNET_WEIGHTS, then cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    # The engine flags configure the gifnet method; the classical ones run on the CPU.
+    add_engine_arguments(p, backends=GIFNET_BACKENDS)
     return p
 
 
@@ -113,8 +115,16 @@ def _tile(image: np.ndarray, label: str) -> np.ndarray:
     height = max(1, round(rgb.shape[0] * TILE_WIDTH / rgb.shape[1]))
     rgb = cv2.resize(rgb, (TILE_WIDTH, height), interpolation=cv2.INTER_AREA)
     band = np.full((LABEL_HEIGHT, TILE_WIDTH, 3), 32, np.uint8)
-    cv2.putText(band, label, (6, LABEL_HEIGHT - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
-                (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(
+        band,
+        label,
+        (6, LABEL_HEIGHT - 9),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.55,
+        (255, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )
     return np.vstack([band, rgb])
 
 
@@ -150,10 +160,11 @@ def _csv_text(rows: list[dict[str, object]]) -> str:
     return buffer.getvalue()
 
 
-def build_fusers(methods: Sequence[str], device: str, weights: str | None) -> dict[str, object]:
-    """One fusion object per method; GIFNet's loads its checkpoint (WeightsError if absent)."""
+def build_fusers(methods: Sequence[str], gifnet: dict[str, Any]) -> dict[str, FusionEngine]:
+    """One engine per method: ``gifnet`` with the ``gifnet`` engine options (it loads the
+    checkpoint: WeightsError if absent), each classical method as its classic_* backend."""
     return {
-        m: FusionEngine(weights=weights, device=device) if m == "gifnet" else ClassicFusion(m)
+        m: FusionEngine(**gifnet) if m == "gifnet" else FusionEngine(backend=f"classic_{m}")
         for m in methods
     }
 
@@ -176,13 +187,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     pairs = found.pairs[: args.limit] if args.limit else found.pairs
     if not pairs:
-        print(f"{PROG}: no same-named image pairs in {args.ir_dir} and {args.vis_dir}",
-              file=sys.stderr)
+        print(
+            f"{PROG}: no same-named image pairs in {args.ir_dir} and {args.vis_dir}",
+            file=sys.stderr,
+        )
         return 1
     for path in found.only_first + found.only_second:
         print(f"{PROG}: {path}: no partner with the same name, skipped", file=sys.stderr)
     try:
-        fusers = build_fusers(methods, args.device, args.weights)
+        fusers = build_fusers(methods, engine_options(args))
     except (WeightsError, ValueError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
@@ -222,8 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({args.ir_dir} | {args.vis_dir}); metric definitions in gifnet_ros/metrics.py.\n\n"
             + summary_table(rows, methods),
         )
-    print(f"{PROG}: {len(pairs) - failures} of {len(pairs)} pairs evaluated with "
-          f"{', '.join(methods)}; report in {args.output}")
+    print(
+        f"{PROG}: {len(pairs) - failures} of {len(pairs)} pairs evaluated with "
+        f"{', '.join(methods)}; report in {args.output}"
+    )
     return 1 if failures else 0
 
 

@@ -102,7 +102,7 @@ def test_unavailable_provider_is_a_clear_error(onnx_path, weights_path):
     ("options", "message"),
     [
         ({"precision": "bf16"}, "'bf16' is not available with onnxruntime"),
-        ({"precision": "fp16"}, "fp16 with ONNX Runtime needs the TensorRT provider"),
+        ({"precision": "fp16"}, "'fp16' needs a CUDA device"),
         ({"compile": True}, "compile applies to the torch backend only"),
         ({"onnx_model": "missing.onnx"}, "ONNX model missing.onnx not found"),
     ],
@@ -111,6 +111,12 @@ def test_backend_option_errors(onnx_path, weights_path, options, message):
     options = {"onnx_model": onnx_path, **options}
     with pytest.raises(ValueError, match=message):
         FusionEngine(weights_path, "cpu", backend="onnxruntime", **options)
+
+
+def test_fp16_session_needs_the_tensorrt_provider(onnx_path):
+    """fp16 reaches an ONNX Runtime session only through TensorRT's half kernels."""
+    with pytest.raises(ExportError, match="needs the TensorRT provider"):
+        OnnxGIFNet(onnx_path, ["cpu"], fp16=True)
 
 
 def test_old_opset_is_refused(model, tmp_path):
