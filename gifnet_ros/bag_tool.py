@@ -57,7 +57,8 @@ from gifnet_ros.conversion import (
     fused_pixels,
     image_to_array,
 )
-from gifnet_ros.engine import PRECISIONS, FusionEngine
+from gifnet_ros.engine import FusionEngine
+from gifnet_ros.engine_args import add_engine_arguments, add_thermal_arguments, engine_options
 from gifnet_ros.pairing import PairingResult, pair_by_stamp
 from gifnet_ros.rosbag_io import (
     COMPRESSED_IMAGE,
@@ -72,7 +73,6 @@ from gifnet_ros.rosbag_io import (
     staged_output,
     typestore,
 )
-from gifnet_ros.thermal import RULES as THERMAL_RULES
 from gifnet_ros.thermal import normalize_thermal
 from gifnet_ros.weights import WeightsError
 
@@ -139,8 +139,11 @@ class BagFusion:
                 "storage": args.storage,
                 "copy_topics": args.copy_topics,
                 "mode": args.mode,
+                "backend": args.backend,
                 "device": args.device,
                 "precision": args.precision,
+                "max_pixels": args.max_pixels,
+                "inference_scale": args.inference_scale,
                 "align": args.align,
                 "thermal_norm": args.thermal_norm,
             },
@@ -385,9 +388,7 @@ class BagFusion:
         args = self.args
         loading = time.monotonic()
         try:
-            engine = FusionEngine(
-                weights=args.weights, device=args.device, precision=args.precision, mode=args.mode
-            )
+            engine = FusionEngine(**engine_options(args), mode=args.mode)
         except (ValueError, WeightsError, OSError, RuntimeError) as exc:
             raise ToolError(f"cannot load the model: {_one_line(exc)}") from None
         self.report["timing"]["model_load_s"] = round(time.monotonic() - loading, 3)
@@ -701,12 +702,6 @@ def parser() -> argparse.ArgumentParser:
         help="input topics copied unchanged: all (default), none, or a comma-separated list",
     )
     p.add_argument("--mode", choices=FusionEngine.MODES, default="thermal_rgb")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument(
-        "--weights",
-        help="checkpoint path (default: $GIFNET_WEIGHTS, then the gifnet-weights cache)",
-    )
     p.add_argument(
         "--align",
         choices=ALIGN_METHODS,
@@ -722,18 +717,6 @@ def parser() -> argparse.ArgumentParser:
         help="3x3 row-major thermal->RGB pixel mapping for --align homography",
     )
     p.add_argument(
-        "--thermal-norm",
-        choices=THERMAL_RULES,
-        default="percentile",
-        help="16-bit/float thermal to 8 bits (default %(default)s)",
-    )
-    p.add_argument(
-        "--thermal-percentiles", type=float, nargs=2, default=(1.0, 99.0), metavar=("LOW", "HIGH")
-    )
-    p.add_argument(
-        "--thermal-range", type=float, nargs=2, default=(0.0, 65535.0), metavar=("MIN", "MAX")
-    )
-    p.add_argument(
         "--skip-bad",
         action="store_true",
         help="skip (and report) pairs with an undecodable image instead of stopping",
@@ -741,6 +724,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="also write the report as JSON to this file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT bag")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_engine_arguments(p)
+    add_thermal_arguments(p)
     return p
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from gifnet_ros.engine import CHROMA_RULES, MODES, PRECISIONS, FusionEngine
+from gifnet_ros.engine import CHROMA_RULES, MODES, FusionEngine
+from gifnet_ros.engine_args import add_engine_arguments, add_thermal_arguments, engine_options
 from gifnet_ros.image_files import ImageFileError, pair_folders, read_image, write_image
-from gifnet_ros.thermal import RULES
 from gifnet_ros.weights import WeightsError
 
 PROG = "gifnet-fuse"
@@ -39,27 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("second", type=Path, help="visible image or folder (the second input)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output file, or folder")
     p.add_argument("--mode", choices=MODES, default="thermal_rgb", help="fusion task")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--weights", help="checkpoint path (default: $GIFNET_WEIGHTS, then the cache)")
     p.add_argument("--chroma-rule", choices=CHROMA_RULES, default="neutral")
-    p.add_argument("--thermal-norm", choices=RULES, default="percentile")
-    p.add_argument(
-        "--thermal-range",
-        type=float,
-        nargs=2,
-        default=(0.0, 65535.0),
-        metavar=("MIN", "MAX"),
-        help="range for --thermal-norm fixed",
-    )
-    p.add_argument(
-        "--thermal-percentiles",
-        type=float,
-        nargs=2,
-        default=(1.0, 99.0),
-        metavar=("LOW", "HIGH"),
-        help="percentiles for --thermal-norm percentile",
-    )
     p.add_argument(
         "--resize",
         action="store_true",
@@ -68,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ext", default=".png", help="output extension in folder mode (default .png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_arguments(p)
+    add_thermal_arguments(p)
     return p
 
 
@@ -95,9 +77,7 @@ def _run(args: argparse.Namespace) -> int:
             if not path.is_file():
                 raise ImageFileError(f"{path}: no such file")
     engine = FusionEngine(
-        args.weights,
-        device=args.device,
-        precision=args.precision,
+        **engine_options(args),
         mode=args.mode,
         thermal_norm=args.thermal_norm,
         thermal_range=tuple(args.thermal_range),

@@ -158,3 +158,51 @@ def test_console_script(crops, weights_path, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert read_image(out).shape == (64, 80, 3)
+
+
+def test_classic_backend_needs_no_weights(crops, tmp_path, monkeypatch):
+    """--backend classic_max with no checkpoint anywhere: the rule's property holds per pixel."""
+    monkeypatch.setenv("GIFNET_WEIGHTS", str(tmp_path / "nowhere.model"))
+    ir_dir, vis_dir = crops
+    ir, vis = ir_dir / "FLIR_00006.png", vis_dir / "FLIR_00006.png"
+    out = tmp_path / "fused.png"
+    assert (
+        main([str(ir), str(vis), "-o", str(out), "--backend", "classic_max", "--mode", "grey"]) == 0
+    )
+    fused = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    thermal = cv2.imread(str(ir), cv2.IMREAD_GRAYSCALE)
+    assert fused.shape == thermal.shape
+    assert (fused >= thermal).all()  # the per-pixel maximum never darkens the thermal image
+    assert (fused > thermal).any()  # and the visible image shows where it is brighter
+
+
+def test_speed_flags_reach_the_engine(crops, engine, weights_path, tmp_path):
+    ir_dir, vis_dir = crops
+    ir, vis = ir_dir / "FLIR_00006.png", vis_dir / "FLIR_00006.png"
+    out = tmp_path / "fused.png"
+    flags = ["--inference-scale", "0.5", "--restore", "bilinear", "--threads", "2"]
+    args = [str(ir), str(vis), "-o", str(out), "--device", "cpu", "--weights", str(weights_path)]
+    assert main([*args, *flags]) == 0
+    fused = cv2.cvtColor(cv2.imread(str(out), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    reduced = FusionEngine(weights_path, "cpu", inference_scale=0.5, restore="bilinear", threads=2)
+    np.testing.assert_array_equal(fused, _expected(reduced, ir, vis))
+    assert not np.array_equal(fused, _expected(engine, ir, vis))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--backend", "classic_gff", "--device", "cuda"], "runs on the CPU"),
+        (["--backend", "classic_max", "--precision", "bf16"], "fp32 only"),
+        (["--inference-scale", "1.5"], "inference_scale must be in (0, 1]"),
+        (["--threads", "0"], "threads must be at least 1"),
+    ],
+)
+def test_bad_engine_flags_are_one_line(crops, weights_path, tmp_path, capsys, flags, message):
+    ir_dir, vis_dir = crops
+    out = tmp_path / "fused.png"
+    args = [str(ir_dir / "FLIR_00006.png"), str(vis_dir / "FLIR_00006.png"), "-o", str(out)]
+    assert main([*args, "--weights", str(weights_path), *flags]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

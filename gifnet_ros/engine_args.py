@@ -1,0 +1,122 @@
+"""The fusion engine's options as command-line flags, shared by the command-line tools.
+
+gifnet-fuse, gifnet-fuse-bag and gifnet-eval build a FusionEngine from the same flags, so a
+user learns them once and a new engine option reaches every tool by one edit here. The
+thermal flags (``--thermal-norm`` and its range and percentiles) are separate because the bag
+tool applies them itself, before alignment, as the node does.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from gifnet_ros.engine import BACKENDS, PRECISIONS, RESTORE_RULES
+from gifnet_ros.thermal import RULES as THERMAL_RULES
+
+
+def _providers(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("--providers needs at least one name")
+    return names
+
+
+def add_engine_arguments(
+    parser: argparse.ArgumentParser, backends: tuple[str, ...] = BACKENDS
+) -> None:
+    """Add the engine flags (backend, device, precision, weights, speed options) to ``parser``."""
+    group = parser.add_argument_group("fusion engine")
+    group.add_argument(
+        "--backend",
+        choices=backends,
+        default="torch",
+        help="torch (default), onnxruntime (an exported graph; the fastest on a CPU), or a "
+        "classical rule that needs no weights (classic_*)",
+    )
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    group.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    group.add_argument(
+        "--weights", help="checkpoint (default: $GIFNET_WEIGHTS, then the gifnet-weights cache)"
+    )
+    group.add_argument(
+        "--onnx-model",
+        help="ONNX file for --backend onnxruntime (default: the checkpoint's cached export, "
+        "written on first use)",
+    )
+    group.add_argument(
+        "--providers",
+        type=_providers,
+        metavar="LIST",
+        help="ONNX Runtime providers in order of preference, comma-separated: cpu, cuda, "
+        "tensorrt (default: cuda,cpu on a CUDA device, else cpu)",
+    )
+    group.add_argument(
+        "--threads", type=int, help="CPU threads for inference (default: PyTorch's choice)"
+    )
+    group.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network (torch backend; compiled once per image size)",
+    )
+    group.add_argument(
+        "--max-pixels",
+        type=int,
+        help="fuse at most this many pixels and restore full size (CPU-only robots)",
+    )
+    group.add_argument(
+        "--inference-scale",
+        type=float,
+        default=1.0,
+        help="fuse at this fraction of the size, in (0, 1], and restore full size (default 1)",
+    )
+    group.add_argument(
+        "--restore",
+        choices=RESTORE_RULES,
+        default="detail",
+        help="how a reduced-size fusion returns to full size (default %(default)s)",
+    )
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """FusionEngine keyword arguments from flags added by add_engine_arguments."""
+    return {
+        "weights": args.weights,
+        "backend": args.backend,
+        "device": args.device,
+        "precision": args.precision,
+        "onnx_model": args.onnx_model,
+        "providers": args.providers,
+        "threads": args.threads,
+        "compile": args.compile,
+        "max_pixels": args.max_pixels,
+        "inference_scale": args.inference_scale,
+        "restore": args.restore,
+    }
+
+
+def add_thermal_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the 16-bit/float thermal normalisation flags (gifnet_ros.thermal's rules)."""
+    group = parser.add_argument_group("thermal normalisation (16-bit or float thermal images)")
+    group.add_argument(
+        "--thermal-norm",
+        choices=THERMAL_RULES,
+        default="percentile",
+        help="per-frame percentile stretch (default) or a fixed range, to 8 bits",
+    )
+    group.add_argument(
+        "--thermal-percentiles",
+        type=float,
+        nargs=2,
+        default=(1.0, 99.0),
+        metavar=("LOW", "HIGH"),
+        help="percentiles for --thermal-norm percentile (default 1 99)",
+    )
+    group.add_argument(
+        "--thermal-range",
+        type=float,
+        nargs=2,
+        default=(0.0, 65535.0),
+        metavar=("MIN", "MAX"),
+        help="input values mapped to 0 and 255 for --thermal-norm fixed",
+    )
