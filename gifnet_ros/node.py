@@ -11,7 +11,8 @@ synchronizer callback only puts the newest pair into a one-slot mailbox and wake
 thread; a pair that is replaced before the worker took it is dropped and counted. Nothing queues
 without bound: the only queues are the synchronizer's (``sync.queue_size`` per input) and the
 mailbox (one pair), so a slow model shows up as counted drops and never as growing latency or
-memory. Model reloads (``device``, ``precision``, ``weights``) are built on a loader thread and
+memory. Model reloads (``backend``, ``device``, ``precision``, ``weights`` and the other
+engine options) are built on a loader thread and
 swapped in by the worker between pairs, so fusion continues with the old model meanwhile and
 keeps it if the new one fails to load.
 
@@ -71,7 +72,15 @@ from gifnet_ros.conversion import (
     fused_pixels,
     image_to_array,
 )
-from gifnet_ros.engine import PRECISIONS, FusionEngine, autocast_dtype, resolve_device
+from gifnet_ros.engine import (
+    BACKENDS,
+    CLASSIC_BACKENDS,
+    PRECISIONS,
+    RESTORE_RULES,
+    FusionEngine,
+    check_options,
+)
+from gifnet_ros.export import PROVIDERS
 from gifnet_ros.pairing import StampPairer, stamp_to_ns
 from gifnet_ros.thermal import RULES as THERMAL_RULES
 from gifnet_ros.weights import WeightsError, resolve_weights
@@ -86,7 +95,17 @@ DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute, like diagnostic_updater: the agg
 OUTPUT_ENCODINGS = ("rgb8", "bgr8", "mono8")
 TRANSPORTS = ("", "raw", "compressed")
 SYNC_BACKENDS = ("auto", "message_filters", "builtin")
-_ENGINE_KEYS = ("weights", "device", "precision")
+_ENGINE_KEYS = (
+    "weights",
+    "device",
+    "precision",
+    "backend",
+    "onnx_model",
+    "onnx_providers",
+    "threads",
+    "compile",
+)
+"""Parameters that need a new engine (a reload); the engine key is their values in this order."""
 
 ERROR_LOG_INTERVAL = 5.0
 """Seconds between two log lines for the same error reason; every error is still counted."""
@@ -138,6 +157,29 @@ PARAMETERS: tuple[_Spec, ...] = (
         _one_of(FusionEngine.MODES),
     ),
     _Spec(
+        "backend",
+        "torch",
+        "Inference backend: torch; onnxruntime (an exported graph, the fastest on a CPU: "
+        "exported on first use and cached, or onnx_model); or a classical rule that needs no "
+        "weights (classic_average, classic_max, classic_laplacian, classic_gff; CPU, fp32, full "
+        "size). Changing it reloads the model.",
+        _one_of(BACKENDS),
+    ),
+    _Spec(
+        "onnx_model",
+        "",
+        "ONNX file for backend onnxruntime (written by gifnet-export); empty: the cached "
+        "export of the checkpoint. Changing it reloads the model.",
+        "an existing .onnx file, or empty",
+    ),
+    _Spec(
+        "onnx_providers",
+        "",
+        "ONNX Runtime execution providers in order of preference, comma-separated (cpu, cuda, "
+        "tensorrt); empty: cuda,cpu on a CUDA device, else cpu. Changing it reloads the model.",
+        "comma-separated names out of " + ", ".join(PROVIDERS),
+    ),
+    _Spec(
         "device",
         "auto",
         "Torch device; 'auto' picks cuda when available. Changing it "
@@ -156,6 +198,42 @@ PARAMETERS: tuple[_Spec, ...] = (
         "Checkpoint path; empty: $GIFNET_WEIGHTS, then the gifnet-weights "
         "cache. Changing it reloads the model.",
         "an existing file, or empty",
+    ),
+    _Spec(
+        "threads",
+        0,
+        "CPU threads for inference (torch and onnxruntime); 0: the library's default. "
+        "Changing it reloads the model.",
+        int_range=(0, 1024),
+    ),
+    _Spec(
+        "compile",
+        False,
+        "torch.compile the network (torch backend only; compiled once per image size, CUDA "
+        "graphs on CUDA). Changing it reloads the model.",
+    ),
+    _Spec(
+        "max_pixels",
+        0,
+        "Fuse the luminance at most at this many pixels and restore full size (CPU-only "
+        "robots); 0: no limit. Takes effect on the next pair.",
+        "0, or at least 64 (8x8)",
+        int_range=(0, 1 << 30),
+    ),
+    _Spec(
+        "inference_scale",
+        1.0,
+        "Fuse at this fraction of the image side and restore full size; 1: full size. "
+        "Takes effect on the next pair.",
+        "0 < scale <= 1",
+        float_range=(0.0, 1.0),
+    ),
+    _Spec(
+        "restore",
+        "detail",
+        "How a reduced-size fusion returns to full size: detail (upsample and add back the "
+        "inputs' fine detail) or bilinear (upsample only).",
+        _one_of(RESTORE_RULES),
     ),
     _Spec(
         "thermal.normalization",
@@ -379,6 +457,34 @@ def _check_weights(value: str) -> str | None:
     return None
 
 
+def _providers(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _check_providers(value: str) -> str | None:
+    unknown = [name for name in _providers(value) if name not in PROVIDERS]
+    if unknown:
+        return f"onnx_providers: unknown {', '.join(unknown)} (known: {', '.join(PROVIDERS)})"
+    return None
+
+
+def _check_onnx_model(value: str) -> str | None:
+    if value and not os.path.isfile(value):
+        return f"onnx_model: {value} is not a file (write one with gifnet-export)"
+    return None
+
+
+def _check_max_pixels(value: int) -> str | None:
+    return None if value == 0 or value >= 64 else f"max_pixels must be 0 or >= 64, got {value}"
+
+
+def _needs_weights(values: dict[str, Any]) -> bool:
+    """Whether the engine these parameter values ask for loads the checkpoint: not for a
+    classical rule, nor for onnxruntime with its own ONNX file."""
+    backend = values["backend"]
+    return backend == "torch" or (backend == "onnxruntime" and not values["onnx_model"])
+
+
 def _check_pair(name: str, values: Sequence[float], low: float, high: float) -> str | None:
     if len(values) != 2 or not all(math.isfinite(v) for v in values):
         return f"{name} needs 2 finite numbers, got {list(values)}"
@@ -404,7 +510,12 @@ def _positive(name: str) -> Callable[[Any], str | None]:
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "mode": _choice("mode", FusionEngine.MODES),
     "precision": _choice("precision", PRECISIONS),
-    "weights": _check_weights,
+    "backend": _choice("backend", BACKENDS),
+    "onnx_model": _check_onnx_model,
+    "onnx_providers": _check_providers,
+    "max_pixels": _check_max_pixels,
+    "inference_scale": _positive("inference_scale"),
+    "restore": _choice("restore", RESTORE_RULES),
     "thermal.normalization": _choice("thermal.normalization", THERMAL_RULES),
     "thermal.percentiles": lambda v: _check_pair("thermal.percentiles", v, 0.0, 100.0),
     "thermal.range": lambda v: _check_pair("thermal.range", v, -math.inf, math.inf),
@@ -430,6 +541,9 @@ class _Settings:
     output_encoding: str
     publish_luminance: bool
     max_age: float
+    max_pixels: int | None
+    inference_scale: float
+    restore: str
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> _Settings:
@@ -444,6 +558,9 @@ class _Settings:
             output_encoding=values["output_encoding"],
             publish_luminance=values["publish_luminance"],
             max_age=values["max_age"],
+            max_pixels=values["max_pixels"] or None,
+            inference_scale=values["inference_scale"],
+            restore=values["restore"],
         )
 
 
@@ -515,10 +632,16 @@ class _FusionCore:
         # Registered before declaring, so values from a params file or the command line go
         # through the same checks as run-time changes and a bad one stops the node at start.
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._declaring = True  # whether weights are needed is known once backend is declared
         for spec in PARAMETERS:
             self._values[spec.name] = self.declare_parameter(
                 spec.name, spec.default, spec.descriptor()
             ).value
+        self._declaring = False
+        if _needs_weights(self._values):
+            reason = _check_weights(self._values["weights"])
+            if reason:
+                raise StartupError(reason)
         self._settings = _Settings.from_values(self._values)
 
     def _bring_up(self) -> None:
@@ -619,14 +742,25 @@ class _FusionCore:
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             candidate[parameter.name] = value
+        changed = {name for name in SPECS if candidate[name] != self._values[name]}
+        needs_check = changed & {"weights", "backend", "onnx_model"} and not self._declaring
+        if needs_check and _needs_weights(candidate):
+            reason = _check_weights(candidate["weights"])
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
         try:
-            # Device and precision are checked together (fp16 needs CUDA), with the engine's
-            # own rules, so a reload is only attempted for a combination it accepts.
-            autocast_dtype(candidate["precision"], resolve_device(candidate["device"]))
+            # Backend, device and precision are checked together (fp16 needs CUDA, classical
+            # rules run on the CPU) with the engine's own rules, so a reload is only attempted
+            # for a combination it accepts.
+            check_options(
+                candidate["backend"],
+                candidate["device"],
+                candidate["precision"],
+                candidate["compile"],
+            )
             settings = _Settings.from_values(candidate)
         except ValueError as exc:  # AlignmentError is a ValueError too
             return SetParametersResult(successful=False, reason=str(exc))
-        changed = {name for name in SPECS if candidate[name] != self._values[name]}
         self._values = candidate
         self._settings = settings  # read by the worker at its next pair
         if self._started:
@@ -652,24 +786,42 @@ class _FusionCore:
                 + ", ".join(f"{n}={self._values[n]}" for n in sorted(changed))
             )
 
-    def _wanted_engine_key(self) -> tuple[str, str, str]:
+    def _wanted_engine_key(self) -> tuple[Any, ...]:
         return tuple(self._values[name] for name in _ENGINE_KEYS)
 
-    def _build_engine(self, key: tuple[str, str, str]) -> FusionEngine:
-        # Thermal normalisation is not passed: the node applies it before alignment.
-        weights, device, precision = key
+    def _build_engine(self, key: tuple[Any, ...]) -> FusionEngine:
+        # Thermal normalisation is not passed: the node applies it before alignment. The
+        # reduced-size options are the worker's to set per pair, like the mode.
+        options = dict(zip(_ENGINE_KEYS, key, strict=True))
         if os.environ.get(LOAD_TEST_STAND_IN_ENV) == "1":
             self.get_logger().warning(
                 f"{LOAD_TEST_STAND_IN_ENV}=1: fusing with a load-test stand-in, NOT GIFNet"
             )
             return LoadTestStandInNetwork(self._settings.mode)  # type: ignore[return-value]
         return FusionEngine(
-            weights=weights or None, device=device, precision=precision, mode=self._settings.mode
+            weights=options["weights"] or None,
+            device=options["device"],
+            precision=options["precision"],
+            mode=self._settings.mode,
+            backend=options["backend"],
+            onnx_model=options["onnx_model"] or None,
+            providers=_providers(options["onnx_providers"]) or None,
+            threads=options["threads"] or None,
+            compile=options["compile"],
         )
 
+    @staticmethod
+    def _key_text(key: tuple[Any, ...], device: Any) -> str:
+        """An engine key for the log: backend, device, precision and the model file."""
+        options = dict(zip(_ENGINE_KEYS, key, strict=True))
+        if options["backend"] in CLASSIC_BACKENDS:
+            return f"{options['backend']}, device {device}, no weights"
+        model = options["onnx_model"] if options["backend"] == "onnxruntime" else ""
+        source = model or options["weights"] or "default weights"
+        return f"{options['backend']}, device {device}, {options['precision']}, {source}"
+
     def _describe_engine(self) -> str:
-        weights = self._engine_key[0] or "default weights"
-        return f"device {self._engine.device}, {self._engine_key[2]}, {weights}"
+        return self._key_text(self._engine_key, self._engine.device)
 
     def _load(self) -> None:
         """Loader thread: build the engine the parameters ask for, off the executor."""
@@ -701,9 +853,7 @@ class _FusionCore:
                 self._engine_key = key
             with self._stats.lock:
                 self._stats.reloads += 1
-            self.get_logger().info(
-                f"model reloaded: device {engine.device}, {key[2]}, {key[0] or 'default weights'}"
-            )
+            self.get_logger().info(f"model reloaded: {self._key_text(key, engine.device)}")
 
     def _revert_engine_parameters(self) -> None:
         """Executor side of a failed reload: show the parameters of the model still in use."""
@@ -885,6 +1035,9 @@ class _FusionCore:
             return
         engine = self._engine
         engine.mode = settings.mode
+        engine.max_pixels = settings.max_pixels
+        engine.inference_scale = settings.inference_scale
+        engine.restore = settings.restore
         try:
             self._faults.before_forward()
             luminance, colour = engine.fuse_luminance(thermal, rgb)
@@ -923,11 +1076,20 @@ class _FusionCore:
 
         The parameters are then set to the model in use on the executor thread (as after a
         failed reload), so ``device`` reads ``cpu`` and no reload back to CUDA is attempted.
+        fp16 becomes fp32, ONNX Runtime providers go back to the CPU default, and compile is
+        dropped (a first CPU compile takes minutes: a fallback must be quick).
         """
         if not (self._values["fallback_to_cpu"] and self._on_accelerator(failed)):
             return
-        weights, device, precision = self._engine_key
-        key = (weights, "cpu", "fp32" if precision == "fp16" else precision)
+        options = dict(zip(_ENGINE_KEYS, self._engine_key, strict=True))
+        device = options["device"]
+        options.update(
+            device="cpu",
+            precision="fp32" if options["precision"] == "fp16" else options["precision"],
+            onnx_providers="",
+            compile=False,
+        )
+        key = tuple(options[name] for name in _ENGINE_KEYS)
         try:
             engine = self._build_engine(key)
         except Exception as exc:  # keep the old model: it may work for the next pair
@@ -942,7 +1104,7 @@ class _FusionCore:
             self._stats.fallbacks += 1
         self.get_logger().warning(
             f"the model failed on {where}; fallback_to_cpu: fusing on the CPU from now on "
-            f"({key[2]})"
+            f"({options['precision']})"
         )
 
     def _on_clock_jump(self, jump: Any) -> None:
@@ -1014,8 +1176,9 @@ class _FusionCore:
                 if isinstance(self._engine, LoadTestStandInNetwork)
                 else ""
             ),
-            "precision": self._engine_key[2],
-            "weights": self._engine_key[0] or "default",
+            "backend": self._engine_key[_ENGINE_KEYS.index("backend")],
+            "precision": self._engine_key[_ENGINE_KEYS.index("precision")],
+            "weights": self._engine_key[_ENGINE_KEYS.index("weights")] or "default",
             "mode": self._settings.mode,
             "reloads": current["reloads"],
             "reload_failures": current["reload_failures"],

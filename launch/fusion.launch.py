@@ -12,7 +12,8 @@ Arguments (``ros2 launch gifnet_ros fusion.launch.py --show-args`` lists them):
 - ``thermal_topic``, ``rgb_topic``, ``fused_topic``: remap the node's ``thermal/image``,
   ``rgb/image`` and ``fused/image``. The inputs' ``/compressed`` variants (image_transport
   naming, used with ``compressed: true``) follow their base topic.
-- ``device``, ``mode``: override the params file; empty (default) keeps its values.
+- ``device``, ``mode``, ``backend``: override the params file; empty (default) keeps its
+  values.
 - ``use_sim_time``: use /clock (bag playback with ``--clock``, simulators).
 
 The topic/parameter logic is in :func:`node_arguments`, a plain function without launch
@@ -33,6 +34,7 @@ ARGUMENTS = {
     "fused_topic": "fused output (sensor_msgs/Image with the RGB header)",
     "device": "auto, cpu, cuda or cuda:N; empty keeps the params file's value",
     "mode": "fusion mode, e.g. thermal_rgb; empty keeps the params file's value",
+    "backend": "torch, onnxruntime or classic_*; empty keeps the params file's value",
     "use_sim_time": "true to follow /clock",
 }
 
@@ -54,6 +56,7 @@ DEFAULTS = {
     "fused_topic": "fused/image",
     "device": "",
     "mode": "",
+    "backend": "",
     "use_sim_time": "false",
 }
 
@@ -63,7 +66,7 @@ def node_arguments(values: dict[str, str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {
         "use_sim_time": values["use_sim_time"].strip().lower() in ("true", "1", "yes", "on")
     }
-    for name in ("device", "mode"):
+    for name in ("device", "mode", "backend"):
         if values[name].strip():
             overrides[name] = values[name].strip()
     remappings = []

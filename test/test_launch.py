@@ -83,13 +83,20 @@ def test_inputs_are_remapped_with_their_compressed_variants(launch_py):
     assert (arguments["package"], arguments["executable"]) == ("gifnet_ros", "fusion_node")
 
 
-def test_device_and_mode_override_the_params_file_only_when_given(launch_py):
+def test_device_mode_and_backend_override_the_params_file_only_when_given(launch_py):
     params_file, overrides = launch_py.node_arguments(_defaults(launch_py))["parameters"]
     assert params_file == "/p.yaml" and overrides == {"use_sim_time": False}
     _, overrides = launch_py.node_arguments(
-        _defaults(launch_py, device="cuda:1", mode="grey", use_sim_time="True")
+        _defaults(
+            launch_py, device="cuda:1", mode="grey", backend="onnxruntime", use_sim_time="True"
+        )
     )["parameters"]
-    assert overrides == {"use_sim_time": True, "device": "cuda:1", "mode": "grey"}
+    assert overrides == {
+        "use_sim_time": True,
+        "device": "cuda:1",
+        "mode": "grey",
+        "backend": "onnxruntime",
+    }
 
 
 def test_default_params_file_is_the_package_config(launch_py):

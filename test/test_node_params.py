@@ -161,6 +161,14 @@ REJECTED = [
     ("qos_depth", 3, "read-only"),
     ("compressed", True, "read-only"),
     ("sync.backend", "message_filters", "read-only"),
+    ("backend", "tensorflow", "backend 'tensorflow'"),
+    ("onnx_providers", "cpu,gpu", "unknown gpu"),
+    ("onnx_model", "/nonexistent/gifnet.onnx", "onnx_model"),
+    ("max_pixels", 10, "max_pixels"),
+    ("inference_scale", 0.0, "inference_scale"),
+    ("restore", "nearest", "restore"),
+    ("threads", -1, ""),  # outside the descriptor's range: rclpy's own reason
+    ("compile", "yes", ""),  # wrong type: rclpy's own reason
 ]
 
 
@@ -255,3 +263,44 @@ def test_slop_change_applies_to_the_next_messages(node, pairs, engine, changed):
     assert got is not None, node.log()[-2000:]
     assert first not in node.client.fused
     np.testing.assert_array_equal(pixels_of(got[0]), engine.fuse(*pairs[1]))
+
+
+def test_reduced_size_fusion_takes_effect_on_the_next_pair(node, pairs, weights_path, changed):
+    thermal, rgb = pairs[1]
+    changed(inference_scale=0.5, restore="bilinear")
+    reduced = FusionEngine(
+        weights=weights_path, device="cpu", inference_scale=0.5, restore="bilinear"
+    )
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    np.testing.assert_array_equal(pixels_of(fused), reduced.fuse(thermal, rgb))
+    changed(inference_scale=1.0, max_pixels=(SIZE[0] * SIZE[1]) // 4)
+    reduced.inference_scale, reduced.max_pixels, reduced.restore = (
+        1.0,
+        SIZE[0] * SIZE[1] // 4,
+        "bilinear",
+    )
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    np.testing.assert_array_equal(pixels_of(fused), reduced.fuse(thermal, rgb))
+
+
+def test_classic_backend_reload_and_its_rules(node, pairs, engine):
+    """backend classic_max: a reload to the rule (no weights involved), whose output keeps
+    every pixel at least as bright as the thermal image; bf16 is refused with it; back to
+    torch, the node fuses with GIFNet again."""
+    reloads = node.client.settled_counter("reloads")
+    results = node.client.set_parameters({"backend": "classic_max", "mode": "grey"})
+    assert all(r.successful for r in results), [r.reason for r in results]
+    node.diagnostics_after("reloads", reloads + 1)
+    thermal, rgb = pairs[1]
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    assert (pixels_of(fused)[..., 0] >= thermal).all()
+    assert node.client.diagnostics["backend"] == "classic_max"
+    (result,) = node.client.set_parameters({"precision": "bf16"})
+    assert not result.successful and "fp32 only" in result.reason
+
+    for name, value in (("backend", "torch"), ("mode", "thermal_rgb")):
+        (result,) = node.client.set_parameters({name: value})
+        assert result.successful, result.reason
+    node.diagnostics_after("reloads", reloads + 2)
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    np.testing.assert_array_equal(pixels_of(fused), engine.fuse(thermal, rgb))

@@ -49,6 +49,7 @@ def _start_and_wait(tmp_path, parameters: dict) -> tuple[int | None, str]:
         ({"align.homography": [1.0, 0.0, 0.0]}, "align.homography needs 9 numbers"),
         ({"weights": "/nonexistent/Final.model"}, "/nonexistent/Final.model"),
         ({"max_age": 1}, "max_age"),  # an integer where a double is declared
+        ({"backend": "classic_gff", "device": "cuda"}, "runs on the CPU"),
     ],
 )
 def test_bad_configuration_stops_the_node_with_one_line(
@@ -59,6 +60,20 @@ def test_bad_configuration_stops_the_node_with_one_line(
     lines = [line for line in log.splitlines() if "cannot start" in line]
     assert len(lines) == 1 and message in lines[0], log
     assert "Traceback" not in log
+
+
+def test_classic_backend_starts_and_fuses_without_any_weights(tmp_path, data_dir, monkeypatch):
+    """No checkpoint anywhere (no parameter, no GIFNET_WEIGHTS, an empty cache): a node with a
+    classical backend still starts and publishes the rule's fusion."""
+    monkeypatch.delenv("GIFNET_WEIGHTS", raising=False)
+    monkeypatch.setenv("GIFNET_CACHE_DIR", str(tmp_path / "empty-cache"))
+    pairs = clip_pairs(data_dir, 2)
+    parameters = {"device": "cpu", "sync.backend": "builtin", "backend": "classic_laplacian"}
+    with running_node(tmp_path, "classic", parameters, pairs[0]) as node:
+        fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+        rule = FusionEngine(backend="classic_laplacian")
+        np.testing.assert_array_equal(pixels_of(fused), rule.fuse(*pairs[1]))
+        assert "classic_laplacian" in node.log()
 
 
 @pytest.mark.skipif(HAVE_MESSAGE_FILTERS, reason="message_filters is installed here")
