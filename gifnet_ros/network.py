@@ -71,7 +71,10 @@ _STATS_ROWS = 65536
 def _tracing() -> bool:
     """True while torch.export (ONNX) or torch.compile traces the network: sizes may then be
     symbolic, so no shortcut or cache may depend on their values."""
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    # torch.compiler.is_exporting came with PyTorch 2.7; before it, torch.export traced
+    # through dynamo, where is_compiling() holds.
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return torch.compiler.is_compiling() or (is_exporting is not None and is_exporting())
 
 
 def _pad(x: Tensor, top: int, bottom: int, left: int, right: int) -> Tensor:
