@@ -20,15 +20,12 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from bag_helpers import SIZE, STORE, clip_paths, decoded, leftovers, stamp, video_frames
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
 
 from gifnet_ros import bag_tool, make_bag
 from gifnet_ros.engine import FusionEngine
 
-STORE = get_typestore(Stores.ROS2_HUMBLE)
-CLIP = "0111_1716"
-SIZE = (64, 48)
 THERMAL, RGB, FUSED = "/thermal/image", "/rgb/image", "/fused/image"
 
 
@@ -37,22 +34,7 @@ THERMAL, RGB, FUSED = "/thermal/image", "/rgb/image", "/fused/image"
 
 @pytest.fixture(scope="module")
 def clip(data_dir: Path) -> tuple[Path, Path]:
-    return (
-        data_dir / "m3svd" / "infrared" / f"{CLIP}.mp4",
-        data_dir / "m3svd" / "visible" / f"{CLIP}.mp4",
-    )
-
-
-def video_frames(path: Path, count: int) -> list[np.ndarray]:
-    """The first frames decoded by OpenCV directly (BGR), resized as the bags are."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    for _ in range(count):
-        ok, frame = capture.read()
-        assert ok
-        frames.append(cv2.resize(frame, SIZE, interpolation=cv2.INTER_AREA))
-    capture.release()
-    return frames
+    return clip_paths(data_dir)
 
 
 def build(clip: tuple[Path, Path], out: Path, frames: int, *extra: str) -> Path:
@@ -102,19 +84,6 @@ def raw_messages(path: Path) -> dict[str, list[tuple[int, bytes]]]:
     return topics
 
 
-def decoded(path: Path, topic: str) -> list[tuple[int, object]]:
-    with Reader(path) as reader:
-        conns = [c for c in reader.connections if c.topic == topic]
-        return [
-            (t, STORE.deserialize_cdr(raw, c.msgtype))
-            for c, t, raw in reader.messages(connections=conns)
-        ]
-
-
-def stamp(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
-
 def pixels(msg) -> np.ndarray:
     channels = 1 if msg.encoding == "mono8" else 3
     image = np.frombuffer(msg.data.tobytes(), np.uint8).reshape(msg.height, msg.width, channels)
@@ -125,7 +94,8 @@ def metadata(path: Path) -> dict:
     return yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
 
 
-def fuse(bag: Path, out: Path, weights: Path, *extra: str, report: Path | None = None) -> int:
+def tool_args(bag: Path, out: Path, weights: Path, *extra: str, report: Path | None = None):
+    """gifnet-fuse-bag's arguments for the test bags' topics, on the CPU."""
     args = [
         str(bag),
         "-o",
@@ -138,16 +108,13 @@ def fuse(bag: Path, out: Path, weights: Path, *extra: str, report: Path | None =
         str(weights),
         "--device",
         "cpu",
-        "--no-progress",
         *extra,
     ]
-    if report is not None:
-        args += ["--report", str(report)]
-    return bag_tool.main(args)
+    return args if report is None else [*args, "--report", str(report)]
 
 
-def leftovers(out: Path) -> list[Path]:
-    return list(out.parent.glob(f".{out.name}.*"))
+def fuse(bag: Path, out: Path, weights: Path, *extra: str, report: Path | None = None) -> int:
+    return bag_tool.main(tool_args(bag, out, weights, "--no-progress", *extra, report=report))
 
 
 # -- round trips -----------------------------------------------------------------------------
@@ -521,22 +488,7 @@ def test_interrupt_leaves_nothing_at_output(clip, tmp_path, weights_path, signum
     script = Path(sys.executable).with_name("gifnet-fuse-bag")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "gifnet_ros.bag_tool"]
     process = subprocess.Popen(
-        [
-            *command,
-            str(bag),
-            "-o",
-            str(out),
-            "--thermal-topic",
-            THERMAL,
-            "--rgb-topic",
-            RGB,
-            "--weights",
-            str(weights_path),
-            "--device",
-            "cpu",
-            "--report",
-            str(report_path),
-        ],
+        [*command, *tool_args(bag, out, weights_path, report=report_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -618,20 +570,7 @@ def test_file_size_limit_while_writing_leaves_no_output(clip, tmp_path, weights_
             sys.executable,
             "-m",
             "gifnet_ros.bag_tool",
-            str(bag),
-            "-o",
-            str(out),
-            "--thermal-topic",
-            THERMAL,
-            "--rgb-topic",
-            RGB,
-            "--weights",
-            str(weights_path),
-            "--device",
-            "cpu",
-            "--no-progress",
-            "--report",
-            str(report_path),
+            *tool_args(bag, out, weights_path, "--no-progress", report=report_path),
         ],
         capture_output=True,
         text=True,

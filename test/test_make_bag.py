@@ -9,52 +9,9 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from rosbags.rosbag2 import Reader
-from rosbags.typesys import Stores, get_typestore
+from bag_helpers import SIZE, clip_paths, leftovers, read_bag, stamp, video_frames
 
 from gifnet_ros.make_bag import main
-
-STORE = get_typestore(Stores.ROS2_HUMBLE)
-CLIP = "0111_1716"  # 30 fps
-SIZE = (64, 48)
-
-
-def clip_paths(data_dir: Path) -> tuple[Path, Path]:
-    return (
-        data_dir / "m3svd" / "infrared" / f"{CLIP}.mp4",
-        data_dir / "m3svd" / "visible" / f"{CLIP}.mp4",
-    )
-
-
-def video_frames(path: Path, count: int, size: tuple[int, int]) -> list[np.ndarray]:
-    """The first frames as OpenCV decodes them (BGR), resized like --resize."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    for _ in range(count):
-        ok, frame = capture.read()
-        assert ok
-        frames.append(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
-    capture.release()
-    return frames
-
-
-def read_bag(path: Path) -> dict[str, list[tuple[int, object]]]:
-    """topic -> [(recording time, message)] in recording order."""
-    topics: dict[str, list[tuple[int, object]]] = {}
-    with Reader(path) as reader:
-        for conn, recorded, raw in reader.messages():
-            topics.setdefault(conn.topic, []).append(
-                (recorded, STORE.deserialize_cdr(raw, conn.msgtype))
-            )
-    return topics
-
-
-def stamp(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
-
-def leftovers(output: Path) -> list[Path]:
-    return list(output.parent.glob(f".{output.name}.*"))
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
