@@ -17,7 +17,7 @@ import os
 import statistics
 from pathlib import Path
 
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as gifnet_ros.network does
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as gifnet_ros (its __init__) does
 
 import cv2
 import numpy as np

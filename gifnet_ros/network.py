@@ -29,9 +29,9 @@ outputs are met to well below 1e-3 on the 0-255 scale):
   selects the fused (flash) CPU kernel where a 3-D bias falls back to the
   unfused one.
 
-Large fresh allocations cost page faults on every call, so the module asks
-PyTorch for transparent-huge-page backed allocations (``THP_MEM_ALLOC_ENABLE``)
-when it is the first to import torch; see benchmarks/README.md.
+Large fresh allocations cost page faults on every call, so the package asks
+PyTorch for transparent-huge-page backed allocations (``THP_MEM_ALLOC_ENABLE``,
+set in ``gifnet_ros/__init__.py``); see benchmarks/README.md.
 
 This module imports no ROS: the engine, the node and the offline tools all
 share it.
@@ -41,12 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-
-# Read by PyTorch's CPU allocator once, at its first allocation: only effective when set
-# before torch is imported. A user's own setting wins.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
 import math
 from collections.abc import Mapping
 from pathlib import Path
