@@ -628,6 +628,11 @@ def _parser() -> argparse.ArgumentParser:
         "default 0: send the next pair when the previous one came back",
     )
     parser.add_argument("--compressed", action="store_true", help="send JPEG CompressedImage")
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        help="node backend: torch, onnxruntime or classic_* (no weights) (default %(default)s)",
+    )
     parser.add_argument("--device", default="auto", help="node device (default %(default)s)")
     parser.add_argument("--precision", default="fp32", help="node precision (default %(default)s)")
     parser.add_argument("--mode", default="thermal_rgb", help="fusion mode (default %(default)s)")
@@ -663,8 +668,11 @@ def _load_pairs(args: argparse.Namespace) -> tuple[list[Pair], str]:
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     """Run the demo; returns the report (also written to ``args.out``)."""
     dds_environment(args.domain_id)
-    weights, weights_source = _demo_weights(args.weights)
-    print(f"weights: {weights} ({weights_source})")
+    if args.backend.startswith("classic_"):
+        weights, weights_source = "", f"none needed by backend {args.backend}"
+    else:
+        weights, weights_source = _demo_weights(args.weights)
+    print(f"weights: {weights or '-'} ({weights_source})")
     pairs, source = _load_pairs(args)
     height, width = pairs[0][1].shape[:2]
     print(f"input: {len(pairs)} pairs of {width}x{height} from {source}")
@@ -672,6 +680,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     namespace = args.namespace or f"/gifnet_demo_{os.getpid()}"
     parameters = {
         "weights": weights,
+        "backend": args.backend,
         "device": args.device,
         "precision": args.precision,
         "mode": args.mode,

@@ -58,6 +58,19 @@ def test_demo_streams_the_shared_clip_and_writes_pngs_and_report(tmp_path, data_
     assert not list(out.glob("*.part"))
 
 
+def test_demo_with_a_classic_backend_needs_no_weights(tmp_path, data_dir):
+    out = tmp_path / "out"
+    result = _run_demo(
+        tmp_path, data_dir, "--backend", "classic_average", "--frames", "1", "--out", str(out),
+        *SMALL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "none needed by backend classic_average" in result.stdout
+    (pair,) = m3svd_pairs("0111_1716", 1, (64, 48), 30, shared=data_dir.parent)
+    rule = FusionEngine(backend="classic_average")
+    np.testing.assert_array_equal(_png(out / "fused_000.png"), rule.fuse(*pair))
+
+
 def test_demo_plays_a_bag(tmp_path, data_dir, weights_path):
     videos = data_dir / "m3svd"
     bag = tmp_path / "bag"
