@@ -1,6 +1,7 @@
 """Throughput of gifnet-fuse-bag on a bag built from a shared M3SVD clip; prints a table.
 
     .venv/bin/python benchmarks/bag_tool_throughput.py --sizes 640x480 160x120 --max-frames 20
+    .venv/bin/python benchmarks/bag_tool_throughput.py --backend onnxruntime   # whole clip, VGA
 
 For each size a bag is built with gifnet-make-bag (mono16 thermal, 3 ms jitter, 5 ms thermal
 offset) in a temporary directory and fused with gifnet-fuse-bag; the figures come from the
@@ -22,7 +23,13 @@ SHARED = ROOT.parent / "shared"
 
 
 def run(
-    clip: str, size: str, frames: int | None, storage: str, device: str, weights: Path
+    clip: str,
+    size: str,
+    frames: int | None,
+    storage: str,
+    device: str,
+    weights: Path,
+    backend: str,
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         bag, out, report = Path(tmp, "in"), Path(tmp, "out"), Path(tmp, "report.json")
@@ -37,7 +44,7 @@ def run(
         code = bag_tool.main([  # its own summary goes to stdout above the table row
             str(bag), "-o", str(out), "--thermal-topic", "/thermal/image", "--rgb-topic",
             "/rgb/image", "--weights", str(weights), "--device", device, "--storage", storage,
-            "--report", str(report), "--no-progress",
+            "--report", str(report), "--no-progress", "--backend", backend,
         ])
         assert code == 0
         return json.loads(report.read_text())
@@ -50,12 +57,15 @@ def main() -> None:
     p.add_argument("--max-frames", type=int, help="default: the whole clip")
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="torch", help="engine backend (default torch)")
     p.add_argument("--weights", type=Path, default=SHARED / "gifnet" / "weights" / "Final.model")
     args = p.parse_args()
     print(f"{'size':>9} {'pairs':>6} {'scan s':>7} {'fusion s':>9} {'pairs/s':>8} "
           f"{'s/pair':>7} {'model':>6} {'other ms/pair':>14}")
     for size in args.sizes:
-        report = run(args.clip, size, args.max_frames, args.storage, args.device, args.weights)
+        report = run(
+            args.clip, size, args.max_frames, args.storage, args.device, args.weights, args.backend
+        )
         timing, fused = report["timing"], report["pairs"]["fused"]
         print(
             f"{size:>9} {fused:>6} {timing['scan_s']:>7.2f} {timing['fusion_s']:>9.1f} "
@@ -64,7 +74,7 @@ def main() -> None:
             f"{1000 * (timing['fusion_s'] - timing['model_s']) / fused:>14.1f}",
             flush=True,
         )
-    print(f"clip {args.clip}, storage {args.storage}, device {args.device}")
+    print(f"clip {args.clip}, storage {args.storage}, device {args.device}, backend {args.backend}")
 
 
 if __name__ == "__main__":
