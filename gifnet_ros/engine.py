@@ -236,11 +236,11 @@ class FusionEngine:
         self._network: Callable[[Tensor, Tensor], Tensor]
         self._autocast = autocast_dtype(precision, self.device) if backend == "torch" else None
         self.model: torch.nn.Module | OnnxGIFNet | None = None
-        if backend in CLASSIC_BACKENDS:
-            self._classic: str | None = backend.removeprefix("classic_")
+        # The classical rule's name for a classic_* backend, else None.
+        self._classic = backend.removeprefix("classic_") if backend in CLASSIC_BACKENDS else None
+        if self._classic is not None:
             self._network = self._classic_batch
         elif backend == "torch":
-            self._classic = None
             self.model = load_model(weights, self.device, verify_hash=verify_hash)
             self._network = self.model
             if compile:
@@ -248,7 +248,6 @@ class FusionEngine:
                 options = {"mode": "reduce-overhead"} if self._graphs else {}
                 self._network = torch.compile(self.model, dynamic=False, **options)
         else:
-            self._classic = None
             self.model = _onnx_session(
                 weights,
                 verify_hash,

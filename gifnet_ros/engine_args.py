@@ -12,11 +12,12 @@ import argparse
 from typing import Any
 
 from gifnet_ros.engine import BACKENDS, PRECISIONS, RESTORE_RULES
+from gifnet_ros.export import split_providers
 from gifnet_ros.thermal import RULES as THERMAL_RULES
 
 
 def _providers(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = split_providers(text)
     if not names:
         raise argparse.ArgumentTypeError("--providers needs at least one name")
     return names

@@ -108,6 +108,11 @@ def export_onnx(model: GIFNet, path: str | Path, opset: int = OPSET) -> Path:
     return path
 
 
+def split_providers(text: str) -> list[str]:
+    """Provider names from a comma-separated list (the node parameter and the tools' flag)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def provider_names(names: Sequence[str]) -> list[str]:
     """Short (cpu, cuda, tensorrt) or full ONNX Runtime provider names → full names, checked
     against what this onnxruntime build offers; ExportError names what is missing."""

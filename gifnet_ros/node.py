@@ -80,7 +80,7 @@ from gifnet_ros.engine import (
     FusionEngine,
     check_options,
 )
-from gifnet_ros.export import PROVIDERS
+from gifnet_ros.export import PROVIDERS, split_providers
 from gifnet_ros.pairing import StampPairer, stamp_to_ns
 from gifnet_ros.thermal import RULES as THERMAL_RULES
 from gifnet_ros.weights import WeightsError, resolve_weights
@@ -105,7 +105,7 @@ _ENGINE_KEYS = (
     "threads",
     "compile",
 )
-"""Parameters that need a new engine (a reload); the engine key is their values in this order."""
+"""Parameters that need a new engine (a reload); an engine key maps each to its value."""
 
 ERROR_LOG_INTERVAL = 5.0
 """Seconds between two log lines for the same error reason; every error is still counted."""
@@ -457,12 +457,8 @@ def _check_weights(value: str) -> str | None:
     return None
 
 
-def _providers(value: str) -> list[str]:
-    return [name.strip() for name in value.split(",") if name.strip()]
-
-
 def _check_providers(value: str) -> str | None:
-    unknown = [name for name in _providers(value) if name not in PROVIDERS]
+    unknown = [name for name in split_providers(value) if name not in PROVIDERS]
     if unknown:
         return f"onnx_providers: unknown {', '.join(unknown)} (known: {', '.join(PROVIDERS)})"
     return None
@@ -786,13 +782,12 @@ class _FusionCore:
                 + ", ".join(f"{n}={self._values[n]}" for n in sorted(changed))
             )
 
-    def _wanted_engine_key(self) -> tuple[Any, ...]:
-        return tuple(self._values[name] for name in _ENGINE_KEYS)
+    def _wanted_engine_key(self) -> dict[str, Any]:
+        return {name: self._values[name] for name in _ENGINE_KEYS}
 
-    def _build_engine(self, key: tuple[Any, ...]) -> FusionEngine:
+    def _build_engine(self, options: dict[str, Any]) -> FusionEngine:
         # Thermal normalisation is not passed: the node applies it before alignment. The
         # reduced-size options are the worker's to set per pair, like the mode.
-        options = dict(zip(_ENGINE_KEYS, key, strict=True))
         if os.environ.get(LOAD_TEST_STAND_IN_ENV) == "1":
             self.get_logger().warning(
                 f"{LOAD_TEST_STAND_IN_ENV}=1: fusing with a load-test stand-in, NOT GIFNet"
@@ -805,15 +800,14 @@ class _FusionCore:
             mode=self._settings.mode,
             backend=options["backend"],
             onnx_model=options["onnx_model"] or None,
-            providers=_providers(options["onnx_providers"]) or None,
+            providers=split_providers(options["onnx_providers"]) or None,
             threads=options["threads"] or None,
             compile=options["compile"],
         )
 
     @staticmethod
-    def _key_text(key: tuple[Any, ...], device: Any) -> str:
+    def _key_text(options: dict[str, Any], device: Any) -> str:
         """An engine key for the log: backend, device, precision and the model file."""
-        options = dict(zip(_ENGINE_KEYS, key, strict=True))
         if options["backend"] in CLASSIC_BACKENDS:
             return f"{options['backend']}, device {device}, no weights"
         model = options["onnx_model"] if options["backend"] == "onnxruntime" else ""
@@ -857,9 +851,8 @@ class _FusionCore:
 
     def _revert_engine_parameters(self) -> None:
         """Executor side of a failed reload: show the parameters of the model still in use."""
-        key = self._engine_key
         self.set_parameters(
-            [Parameter(name, value=value) for name, value in zip(_ENGINE_KEYS, key, strict=True)]
+            [Parameter(name, value=value) for name, value in self._engine_key.items()]
         )
 
     # ------------------------------------------------------------------ inputs
@@ -1081,15 +1074,15 @@ class _FusionCore:
         """
         if not (self._values["fallback_to_cpu"] and self._on_accelerator(failed)):
             return
-        options = dict(zip(_ENGINE_KEYS, self._engine_key, strict=True))
-        device = options["device"]
-        options.update(
-            device="cpu",
-            precision="fp32" if options["precision"] == "fp16" else options["precision"],
-            onnx_providers="",
-            compile=False,
-        )
-        key = tuple(options[name] for name in _ENGINE_KEYS)
+        failed_key = self._engine_key
+        device = failed_key["device"]
+        key = {
+            **failed_key,
+            "device": "cpu",
+            "precision": "fp32" if failed_key["precision"] == "fp16" else failed_key["precision"],
+            "onnx_providers": "",
+            "compile": False,
+        }
         try:
             engine = self._build_engine(key)
         except Exception as exc:  # keep the old model: it may work for the next pair
@@ -1104,7 +1097,7 @@ class _FusionCore:
             self._stats.fallbacks += 1
         self.get_logger().warning(
             f"the model failed on {where}; fallback_to_cpu: fusing on the CPU from now on "
-            f"({options['precision']})"
+            f"({key['precision']})"
         )
 
     def _on_clock_jump(self, jump: Any) -> None:
@@ -1176,9 +1169,9 @@ class _FusionCore:
                 if isinstance(self._engine, LoadTestStandInNetwork)
                 else ""
             ),
-            "backend": self._engine_key[_ENGINE_KEYS.index("backend")],
-            "precision": self._engine_key[_ENGINE_KEYS.index("precision")],
-            "weights": self._engine_key[_ENGINE_KEYS.index("weights")] or "default",
+            "backend": self._engine_key["backend"],
+            "precision": self._engine_key["precision"],
+            "weights": self._engine_key["weights"] or "default",
             "mode": self._settings.mode,
             "reloads": current["reloads"],
             "reload_failures": current["reload_failures"],
