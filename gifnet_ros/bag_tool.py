@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sqlite3
 import statistics
@@ -59,6 +58,7 @@ from gifnet_ros.conversion import (
 )
 from gifnet_ros.engine import FusionEngine
 from gifnet_ros.engine_args import add_engine_arguments, add_thermal_arguments, engine_options
+from gifnet_ros.image_files import write_bytes_atomic
 from gifnet_ros.pairing import PairingResult, pair_by_stamp
 from gifnet_ros.rosbag_io import (
     COMPRESSED_IMAGE,
@@ -730,9 +730,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _write_report(path: Path, report: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(temporary, path)
+    write_bytes_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

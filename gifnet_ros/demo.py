@@ -28,7 +28,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +38,7 @@ import cv2
 import numpy as np
 import yaml
 
+from gifnet_ros.image_files import write_bytes_atomic
 from gifnet_ros.pairing import stamp_to_ns
 
 FRAME_ID_THERMAL = "thermal_camera"
@@ -556,13 +556,6 @@ def _demo_weights(explicit: str | None) -> tuple[str, str]:
         raise DemoError(str(exc)) from None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file, so an interrupted demo leaves no half-written output."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".part") as handle:
-        handle.write(data)
-    os.replace(handle.name, path)
-
-
 def _png(rgb_or_grey: np.ndarray) -> bytes:
     pixels = rgb_or_grey if rgb_or_grey.ndim == 2 else rgb_or_grey[..., ::-1]
     ok, encoded = cv2.imencode(".png", pixels)
@@ -766,8 +759,8 @@ def _report(
 
             fused = image_to_array(msg)
             name = f"fused_{index:03d}.png"
-            _write_atomic(args.out / name, _png(fused))
-            _write_atomic(
+            write_bytes_atomic(args.out / name, _png(fused))
+            write_bytes_atomic(
                 args.out / f"montage_{index:03d}.png", _png(_montage(*pairs[index], fused))
             )
             saved.append(name)
@@ -792,9 +785,9 @@ def _report(
         "seconds": round(elapsed, 2),
         "images": saved,
     }
-    _write_atomic(args.out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    write_bytes_atomic(args.out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
     text = _report_text(report)
-    _write_atomic(args.out / "report.txt", text.encode())
+    write_bytes_atomic(args.out / "report.txt", text.encode())
     return report
 
 

@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,13 @@ from gifnet_ros import metrics
 from gifnet_ros.classic import METHODS as CLASSIC_METHODS
 from gifnet_ros.engine import FusionEngine
 from gifnet_ros.engine_args import add_engine_arguments, engine_options
-from gifnet_ros.image_files import ImageFileError, pair_folders, read_image, write_image
+from gifnet_ros.image_files import (
+    ImageFileError,
+    pair_folders,
+    read_image,
+    write_bytes_atomic,
+    write_image,
+)
 from gifnet_ros.thermal import normalize_thermal
 from gifnet_ros.weights import WeightsError
 
@@ -139,18 +143,6 @@ def _sheet(rows: list[list[np.ndarray]]) -> np.ndarray:
     return np.vstack(stacked)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write `text` atomically (temporary file beside it, then rename)."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def _csv_text(rows: list[dict[str, object]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["pair", "method", *metrics.METRICS])
@@ -228,13 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if rows:
         count = len({r["pair"] for r in rows})
-        _write_text(args.output / "metrics.csv", _csv_text(rows))
-        _write_text(
-            args.output / "metrics.md",
+        write_bytes_atomic(args.output / "metrics.csv", _csv_text(rows).encode())
+        table = (
             f"Mean ± standard deviation over {count} pairs "
             f"({args.ir_dir} | {args.vis_dir}); metric definitions in gifnet_ros/metrics.py.\n\n"
-            + summary_table(rows, methods),
+            + summary_table(rows, methods)
         )
+        write_bytes_atomic(args.output / "metrics.md", table.encode())
     print(
         f"{PROG}: {len(pairs) - failures} of {len(pairs)} pairs evaluated with "
         f"{', '.join(methods)}; report in {args.output}"

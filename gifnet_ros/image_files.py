@@ -1,14 +1,15 @@
 """Image files on disk: read in the engine's channel order, pair folders by name, write safely.
 
-Shared by the command-line tools (gifnet-fuse, gifnet-make-bag) so that they
-agree on which files are images, how folder pairs are matched and how colour
-channels are ordered. No ROS here.
+Shared by the command-line tools (gifnet-fuse, gifnet-make-bag, gifnet-eval,
+gifnet-fuse-bag's report, gifnet-demo) so that they agree on which files are
+images, how folder pairs are matched, how colour channels are ordered, and how
+an output is written without ever leaving half a file. No ROS here.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,26 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader never sees half a file.
+
+    The bytes go to a uniquely named temporary file beside `path`, which is
+    renamed into place when complete and removed on any failure, so an existing
+    good file survives a failed write. The file gets the usual permissions
+    (0666 less the umask), like any other file the tool writes.
+    """
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
 def write_image(path: Path, image: np.ndarray) -> None:
     """Write grey or RGB `image` to `path` atomically: a reader never sees half a file.
 
@@ -45,14 +66,7 @@ def write_image(path: Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(path.suffix or ".png", pixels)
     if not ok:
         raise ImageFileError(f"{path}: cannot encode a {image.dtype} image as {path.suffix!r}")
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, encoded.tobytes())
 
 
 @dataclass
