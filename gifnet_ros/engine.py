@@ -213,10 +213,6 @@ class FusionEngine:
         restore: str = "detail",
     ) -> None:
         self.device = check_options(backend, device, precision, compile)
-        if mode not in MODES:
-            raise ValueError(f"unknown fusion mode {mode!r} (expected one of {MODES})")
-        if chroma_rule not in CHROMA_RULES:
-            raise ValueError(f"unknown chroma rule {chroma_rule!r} (expected {CHROMA_RULES})")
         self.precision = precision
         if threads is not None:
             if threads < 1:
@@ -231,7 +227,8 @@ class FusionEngine:
         self.max_pixels = max_pixels
         self.inference_scale = inference_scale
         self.restore = restore
-        self.inference_size(64, 64)  # validates the three options above now, not at first use
+        self._check_choices()  # mode and chroma rule now, not at first use
+        self.inference_size(64, 64)  # the same for the three size options above
         self._graphs = False
         self._network: Callable[[Tensor, Tensor], Tensor]
         self._autocast = autocast_dtype(precision, self.device) if backend == "torch" else None
@@ -266,11 +263,6 @@ class FusionEngine:
 
     # -- public API -------------------------------------------------------------------------
 
-    @property
-    def uses_reduced_size(self) -> bool:
-        """Whether max_pixels or inference_scale can make the network run below full size."""
-        return self.max_pixels is not None or self.inference_scale < 1.0
-
     def fuse(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """Fuse two images: uint8 H×W×3 RGB when the mode's chroma source is colour, else H×W.
 
@@ -286,10 +278,7 @@ class FusionEngine:
         self, first: np.ndarray, second: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Like fuse(), but return (fused luminance H×W uint8, colour result or None)."""
-        if self.mode not in MODES:
-            raise ValueError(f"unknown fusion mode {self.mode!r} (expected one of {MODES})")
-        if self.chroma_rule not in CHROMA_RULES:
-            raise ValueError(f"unknown chroma rule {self.chroma_rule!r} (expected {CHROMA_RULES})")
+        self._check_choices()
         use1, use2 = _CHROMA_SOURCES[self.mode]
         first = self._prepare(first, "first", use1)
         second = self._prepare(second, "second", use2)
@@ -320,6 +309,13 @@ class FusionEngine:
         return luminance, colour
 
     # -- steps ---------------------------------------------------------------------------------
+
+    def _check_choices(self) -> None:
+        """Mode and chroma rule are settable attributes: checked at construction and per pair."""
+        if self.mode not in MODES:
+            raise ValueError(f"unknown fusion mode {self.mode!r} (expected one of {MODES})")
+        if self.chroma_rule not in CHROMA_RULES:
+            raise ValueError(f"unknown chroma rule {self.chroma_rule!r} (expected {CHROMA_RULES})")
 
     def _prepare(self, image: np.ndarray, which: str, chroma_source: bool) -> np.ndarray:
         """Check shape and dtype; bring grey 16-bit/float images to uint8 by the thermal rule.
@@ -436,28 +432,25 @@ class FusionEngine:
 
     def _run_model(self, first: Tensor, second: Tensor) -> Tensor:
         """The network forward, timed; returns the fused luminance on 0-255 (float32, H×W)."""
-        if self._classic is not None:
-            # Full size and straight on 0-255: a rule takes milliseconds, and a round trip
-            # through [0, 1] could move a halfway value (the average's x.5) across a rounding.
-            began = time.perf_counter()
-            fused = _classic_luminance(self._classic, first[0], second[0])
-            self._timing = None
-            self.last_model_seconds = time.perf_counter() - began
-            return fused
         on_cuda = self.device.type == "cuda"
         if on_cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
         else:
             began = time.perf_counter()
-        out = self._infer(first, second)
+        if self._classic is not None:
+            # Full size and straight on 0-255: a rule takes milliseconds, and a round trip
+            # through [0, 1] could move a halfway value (the average's x.5) across a rounding.
+            fused = _classic_luminance(self._classic, first[0], second[0])
+        else:
+            fused = self._infer(first, second)[0, 0].float() * 255.0
         if on_cuda:
             end.record()
             self._timing = (start, end)  # read after the download has synchronised
         else:
             self._timing = None
             self.last_model_seconds = time.perf_counter() - began
-        return out[0, 0].float() * 255.0
+        return fused
 
     def _mix_chroma(self, first: Tensor | None, second: Tensor | None) -> Tensor | None:
         if first is None or second is None:
