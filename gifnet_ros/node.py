@@ -65,6 +65,7 @@ from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 
 from gifnet_ros.align import IDENTITY, NO_CROP, Alignment, AlignmentError, thermal_for_fusion
+from gifnet_ros.align import METHODS as ALIGN_METHODS
 from gifnet_ros.conversion import (
     ImageConversionError,
     array_to_image_fields,
@@ -260,7 +261,7 @@ PARAMETERS: tuple[_Spec, ...] = (
         "resize",
         "How the thermal image is put on the RGB pixel grid: "
         "resize to the RGB size, warp by align.homography, or none (sizes must match).",
-        _one_of(("resize", "homography", "none")),
+        _one_of(ALIGN_METHODS),
     ),
     _Spec(
         "align.homography",
@@ -915,13 +916,12 @@ class _FusionCore:
         """Apply sync.slop / sync.queue_size (at start and on change) to the synchronizer."""
         slop, queue_size = self._values["sync.slop"], self._values["sync.queue_size"]
         if self._sync is not None:
-            from rclpy.duration import Duration
-
             with self._sync.lock:  # ApproximateTimeSynchronizer reads both under this lock
                 self._sync.slop = Duration(seconds=slop)
                 self._sync.queue_size = queue_size
+        elif self._pairer is not None:
+            self._pairer.configure(slop, queue_size)
         else:
-            # Queued messages are dropped (and counted) rather than re-sorted under new rules.
             self._pairer = StampPairer(slop, queue_size, self._on_pair)
 
     def _count_thermal(self, _msg: Any) -> None:

@@ -143,6 +143,15 @@ def pair_by_stamp(
     )
 
 
+def _checked_rules(slop: float, queue_size: int) -> tuple[int, int]:
+    """(slop in ns, queue size) after checking them; ValueError says which is wrong."""
+    if not slop >= 0:
+        raise ValueError(f"slop must be >= 0 seconds, got {slop!r}")
+    if int(queue_size) != queue_size or queue_size < 1:
+        raise ValueError(f"queue_size must be a positive integer, got {queue_size!r}")
+    return round(slop * 1e9), int(queue_size)
+
+
 class _Stream:
     """Queued messages of one stream, sorted by (stamp, arrival index)."""
 
@@ -166,6 +175,11 @@ class _Stream:
     def drop(self, key: tuple[int, int]) -> None:
         self.remove(key)
         self.dropped += 1
+
+    def drop_all(self) -> None:
+        """Drop (and count) every queued message."""
+        for key in list(self.keys):
+            self.drop(key)
 
     def nearest(self, stamp: int) -> tuple[int, int] | None:
         """The queued key nearest to ``stamp``; ties go to the lower stamp, then lower index."""
@@ -223,14 +237,9 @@ class StampPairer:
         *,
         backwards_reset: float = 1.0,
     ) -> None:
-        if not slop >= 0:
-            raise ValueError(f"slop must be >= 0 seconds, got {slop!r}")
-        if int(queue_size) != queue_size or queue_size < 1:
-            raise ValueError(f"queue_size must be a positive integer, got {queue_size!r}")
         if not backwards_reset > 0:
             raise ValueError(f"backwards_reset must be > 0 seconds, got {backwards_reset!r}")
-        self.slop_ns = round(slop * 1e9)
-        self.queue_size = int(queue_size)
+        self.slop_ns, self.queue_size = _checked_rules(slop, queue_size)
         self.backwards_reset_ns = round(backwards_reset * 1e9)
         self._callback = callback
         self._lock = threading.Lock()
@@ -238,6 +247,14 @@ class StampPairer:
         self._thermal = _Stream()
         self.overflowed = 0
         self.resets = 0
+
+    def configure(self, slop: float, queue_size: int) -> None:
+        """New slop and queue size for the messages to come. What is queued is dropped (and
+        counted) rather than re-sorted under the new rules; the counters carry on."""
+        rules = _checked_rules(slop, queue_size)
+        with self._lock:
+            self._reset_locked()
+            self.slop_ns, self.queue_size = rules
 
     @property
     def dropped_rgb(self) -> int:
@@ -278,14 +295,12 @@ class StampPairer:
             while (edge := self._best_edge()) is not None:
                 ready.append(self._take(edge))
             for stream in (self._rgb, self._thermal):
-                for key in list(stream.keys):
-                    stream.drop(key)
+                stream.drop_all()
         self._emit(ready)
 
     def _reset_locked(self) -> None:
         for stream in (self._rgb, self._thermal):
-            for key in list(stream.keys):
-                stream.drop(key)
+            stream.drop_all()
             stream.arrivals = 0
             stream.latest = None
 

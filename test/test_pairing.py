@@ -294,6 +294,29 @@ def test_online_reset_and_parameter_errors():
         StampPairer(0.1, 4, rec, backwards_reset=0)
 
 
+def test_configure_drops_and_counts_the_queue_and_applies_the_new_rules():
+    """A slop change at run time: what is queued is dropped and counted, the counters carry on,
+    and the next messages are paired under the new slop and queue size."""
+    rec = Recorder()
+    pairer = StampPairer(0.010, queue_size=4, callback=rec)
+    pairer.add_rgb("r0", 0)
+    pairer.add_rgb("r1", 33 * MS)
+    pairer.configure(0.030, 2)
+    assert pairer.dropped_rgb == 2 and rec.pairs == []
+    pairer.add_rgb("r2", 100 * MS)
+    pairer.add_thermal("t2", 120 * MS)  # 20 ms apart: only a pair under the new 30 ms slop
+    pairer.add_rgb("r3", 200 * MS)
+    pairer.add_thermal("t3", 200 * MS)
+    assert rec.pairs == [("r2", "t2"), ("r3", "t3")]
+    for k in range(4):  # the new queue size: two RGB messages at most
+        pairer.add_rgb(k, (300 + 33 * k) * MS)
+    assert pairer.overflowed == 2 and pairer.dropped_rgb == 4
+    with pytest.raises(ValueError, match="slop"):
+        pairer.configure(-1.0, 2)
+    with pytest.raises(ValueError, match="queue_size"):
+        pairer.configure(0.01, 0)
+
+
 def test_online_is_thread_safe():
     """Two producer threads (like two executor callback threads): every message once."""
     rec = Recorder()
