@@ -178,8 +178,9 @@ class OnnxGIFNet:
         out = torch.empty_like(first, dtype=torch.float32)
         kind = "cuda" if first.device.type == "cuda" else "cpu"
         index = first.device.index or 0
-        for name, tensor in zip(INPUT_NAMES, (first, second), strict=True):
-            tensor = tensor.float().contiguous()
+        # Bound by address only: the converted inputs must outlive the run, so keep them here.
+        inputs = [tensor.float().contiguous() for tensor in (first, second)]
+        for name, tensor in zip(INPUT_NAMES, inputs, strict=True):
             binding.bind_input(name, kind, index, np.float32, list(tensor.shape), tensor.data_ptr())
         binding.bind_output(OUTPUT_NAME, kind, index, np.float32, list(out.shape), out.data_ptr())
         self.session.run_with_iobinding(binding)
@@ -195,8 +196,9 @@ def _check(model: GIFNet, path: Path) -> float:
         with torch.inference_mode():
             expected = model(first, second)
         got = session(first, second)
-        worst = max(worst, float((got - expected).abs().max()) * 255.0)
-        print(f"{width}x{height}: max |onnxruntime - torch| = {worst:.2e} (0-255 scale)")
+        error = float((got - expected).abs().max()) * 255.0
+        worst = max(worst, error)
+        print(f"{width}x{height}: max |onnxruntime - torch| = {error:.2e} (0-255 scale)")
     return worst
 
 
