@@ -94,6 +94,8 @@ _BASELINE_CHILD = """
 import sys
 sys.path.insert(0, {bench!r})
 import torch
+if {threads}:
+    torch.set_num_threads({threads})
 from baseline_network import load_baseline
 from model_speed import pair
 model = load_baseline({weights!r})
