@@ -300,7 +300,7 @@ class FusionClient:
 
     Runs its own rclpy context and executor thread, so tests and tools can use it next to
     other rclpy code in one process. Fused images are kept by RGB stamp; diagnostics of the
-    target node are kept as the latest ``{key: value}`` plus the status level and message.
+    target node are kept as the latest ``{key: value}``, with a count of statuses received.
     With ``on_fused(msg, received_ns)`` fused images are handed to it instead of kept (a soak
     run receives gigabytes).
     """
@@ -344,8 +344,6 @@ class FusionClient:
         self.fused: dict[int, tuple[Any, int]] = {}
         self.luminance: dict[int, Any] = {}
         self.diagnostics: dict[str, str] = {}
-        self.diagnostics_level: int | None = None
-        self.diagnostics_message = ""
         self.diagnostics_count = 0
         self._status_name = f"{target}: fusion"
         self._fused_sub = self.node.create_subscription(Image, "fused/image", self._on_fused, qos)
@@ -385,10 +383,6 @@ class FusionClient:
             if status.name == self._status_name:
                 with self._lock:
                     self.diagnostics = {kv.key: kv.value for kv in status.values}
-                    self.diagnostics_level = (
-                        ord(status.level) if isinstance(status.level, bytes) else int(status.level)
-                    )
-                    self.diagnostics_message = status.message
                     self.diagnostics_count += 1
                     self._lock.notify_all()
 

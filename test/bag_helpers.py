@@ -10,6 +10,8 @@ import numpy as np
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
+from gifnet_ros.pairing import stamp_to_ns
+
 STORE = get_typestore(Stores.ROS2_HUMBLE)
 CLIP = "0111_1716"  # 30 fps
 SIZE = (64, 48)
@@ -54,7 +56,8 @@ def decoded(path: Path, topic: str) -> list[tuple[int, object]]:
 
 
 def stamp(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    """A message's header stamp in nanoseconds."""
+    return stamp_to_ns(msg.header.stamp)
 
 
 def leftovers(output: Path) -> list[Path]:

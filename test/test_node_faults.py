@@ -12,7 +12,16 @@ import time
 
 import numpy as np
 import pytest
-from node_harness import FRAME, clip_pairs, mono8_pair, pixels_of, raw_image, running_node, stamp
+from node_harness import (
+    FRAME,
+    clip_pairs,
+    mono8_pair,
+    pixels_of,
+    raw_image,
+    running_node,
+    stamp,
+    time_msg,
+)
 
 from gifnet_ros.demo import stop_node
 from gifnet_ros.node import FAULT_FAKE_CUDA_ENV, FAULT_MODEL_ERROR_ENV
@@ -136,15 +145,13 @@ def test_bag_replayed_in_a_loop_with_sim_time(sim_node, pairs, engine):
     seen once and resets the synchronizer, and nothing is dropped as stale."""
     from rosgraph_msgs.msg import Clock
 
-    from gifnet_ros.demo import _time_msg
-
     clock = sim_node.client.node.create_publisher(Clock, "/clock", 10)
     jumps = sim_node.client.counter("clock_jumps")  # sim time stands still: no fresh status
     for loop in range(2):
         for second in range(3):
             # One nanosecond apart per loop, so the client can tell the loops' outputs apart.
             now = (1000 + second) * 1_000_000_000 + loop
-            clock.publish(Clock(clock=_time_msg(now)))
+            clock.publish(Clock(clock=time_msg(now)))
             time.sleep(0.2)
             fused = sim_node.fuse(*mono8_pair(pairs[1], now))
             np.testing.assert_array_equal(pixels_of(fused), engine.fuse(*pairs[1]))
