@@ -17,9 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 from tqdm import tqdm
 
+from gifnet_ros.align import Alignment
 from gifnet_ros.engine import CHROMA_RULES, MODES, FusionEngine
 from gifnet_ros.engine_args import add_engine_arguments, add_thermal_arguments, engine_options
 from gifnet_ros.image_files import ImageFileError, pair_folders, read_image, write_image
@@ -55,8 +55,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _fuse_files(engine: FusionEngine, first: Path, second: Path, out: Path, resize: bool) -> None:
     a, b = read_image(first), read_image(second)
-    if resize and a.shape[:2] != b.shape[:2]:
-        a = cv2.resize(a, (b.shape[1], b.shape[0]), interpolation=cv2.INTER_LINEAR)
+    if resize:
+        a = Alignment().apply(a, b.shape)  # resize to the second's size, as the node does
     try:
         fused = engine.fuse(a, b)
     except ValueError as exc:

@@ -88,11 +88,11 @@ def parse_methods(text: str) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def source_luminance(image: np.ndarray) -> np.ndarray:
-    """The luminance (0-255 float) a fusion sees: thermal normalised by the engine's default."""
-    if image.ndim == 2 and image.dtype != np.uint8:
-        image = normalize_thermal(image)
-    return metrics.luminance(image)
+def read_source(path: Path) -> np.ndarray:
+    """An input image as every method sees it: 16-bit or float grey (thermal) normalised once
+    by the engine's default rule, which each engine would otherwise repeat; 8-bit unchanged."""
+    image = read_image(path)
+    return normalize_thermal(image) if image.ndim == 2 and image.dtype != np.uint8 else image
 
 
 def summary_table(rows: list[dict[str, object]], methods: Sequence[str]) -> str:
@@ -114,8 +114,6 @@ def summary_table(rows: list[dict[str, object]], methods: Sequence[str]) -> str:
 def _tile(image: np.ndarray, label: str) -> np.ndarray:
     """An RGB tile TILE_WIDTH wide with `label` on a dark band above it."""
     rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
-    if rgb.dtype != np.uint8:
-        rgb = np.repeat(normalize_thermal(image)[:, :, None], 3, axis=2)
     height = max(1, round(rgb.shape[0] * TILE_WIDTH / rgb.shape[1]))
     rgb = cv2.resize(rgb, (TILE_WIDTH, height), interpolation=cv2.INTER_AREA)
     band = np.full((LABEL_HEIGHT, TILE_WIDTH, 3), 32, np.uint8)
@@ -198,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sheets = failures = 0
     for ir_path, vis_path in tqdm(pairs, desc=PROG, unit="pair", disable=args.quiet):
         try:
-            thermal, visible = read_image(ir_path), read_image(vis_path)
-            a, b = source_luminance(thermal), source_luminance(visible)
+            thermal, visible = read_source(ir_path), read_source(vis_path)
+            a, b = metrics.luminance(thermal), metrics.luminance(visible)
             results = {m: fuser.fuse_luminance(thermal, visible) for m, fuser in fusers.items()}
         except (ImageFileError, ValueError) as exc:
             tqdm.write(f"{PROG}: {ir_path.stem}: {exc}", file=sys.stderr)

@@ -106,3 +106,27 @@ def test_bad_usage(crops: tuple[Path, Path], tmp_path: Path,
     assert main([str(ir), str(tmp_path / "missing"), "-o", str(out)]) == 2
     assert "missing: not a directory" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_sixteen_bit_thermal_is_evaluated_as_its_normalised_frame(
+    crops: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Radiometric 16-bit thermal PNGs: the metrics, and the contact sheet, are those of the
+    same folders with the thermal frames normalised to 8 bits by the default rule beforehand."""
+    from gifnet_ros.thermal import normalize_thermal
+
+    ir16, ir8 = tmp_path / "ir16", tmp_path / "ir8"
+    ir16.mkdir()
+    ir8.mkdir()
+    for path in crops[0].iterdir():
+        counts = read_image(path).astype(np.uint16) * 37 + 7000
+        cv2.imwrite(str(ir16 / path.name), counts)
+        cv2.imwrite(str(ir8 / path.name), normalize_thermal(counts))
+    reports = {}
+    for name, folder in (("16", ir16), ("8", ir8)):
+        out = tmp_path / f"report{name}"
+        args = [str(folder), str(crops[1]), "-o", str(out), "--methods", "average,max", "--quiet"]
+        assert main(args) == 0
+        reports[name] = (read_rows(out / "metrics.csv"), read_image(out / "sheet_001.png"))
+    assert reports["16"][0] == reports["8"][0]
+    np.testing.assert_array_equal(reports["16"][1], reports["8"][1])
