@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -13,6 +14,12 @@ WEIGHTS = SHARED / "gifnet" / "weights" / "Final.model"
 REFERENCE = SHARED / "gifnet" / "reference"
 DATA = SHARED / "data"
 REFERENCE_CASES = sorted(p.name[: -len("_y.npy")] for p in REFERENCE.glob("*_y.npy"))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two 8-bit images in dB (inf when they are equal)."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +48,23 @@ def engine(weights_path):
     from gifnet_ros.engine import FusionEngine
 
     return FusionEngine(weights=weights_path, device="cpu")
+
+
+ROADSCENE_CROPS = ("FLIR_00006", "FLIR_00018", "FLIR_00060")
+
+
+@pytest.fixture
+def crops(tmp_path: Path, data_dir: Path) -> tuple[Path, Path]:
+    """80×64 crops of three RoadScene pairs as PNGs in tmp_path/ir and tmp_path/vis (files
+    made for the test only), for the tools that read image folders."""
+    import cv2
+
+    ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vis"
+    for name in ROADSCENE_CROPS:
+        for kind, folder in (("ir", ir_dir), ("vis", vis_dir)):
+            folder.mkdir(exist_ok=True)
+            image = cv2.imread(
+                str(data_dir / "roadscene" / kind / f"{name}.jpg"), cv2.IMREAD_UNCHANGED
+            )
+            cv2.imwrite(str(folder / f"{name}.png"), image[100:164, 200:280])
+    return ir_dir, vis_dir

@@ -10,27 +10,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROADSCENE_CROPS, ROOT
 
 from gifnet_ros.cli import main
 from gifnet_ros.engine import FusionEngine
 from gifnet_ros.image_files import read_image, write_image
 
-NAMES = ("FLIR_00006", "FLIR_00018", "FLIR_00060")
-
-
-@pytest.fixture
-def crops(tmp_path, data_dir) -> tuple[Path, Path]:
-    """Small crops of three RoadScene pairs in two folders (files made for the test only)."""
-    ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vis"
-    ir_dir.mkdir()
-    vis_dir.mkdir()
-    for name in NAMES:
-        ir = cv2.imread(str(data_dir / f"roadscene/ir/{name}.jpg"), cv2.IMREAD_GRAYSCALE)
-        vis = cv2.imread(str(data_dir / f"roadscene/vis/{name}.jpg"), cv2.IMREAD_COLOR)
-        cv2.imwrite(str(ir_dir / f"{name}.png"), ir[100:164, 200:280])
-        cv2.imwrite(str(vis_dir / f"{name}.png"), vis[100:164, 200:280])
-    return ir_dir, vis_dir
+NAMES = ROADSCENE_CROPS
 
 
 def _expected(engine: FusionEngine, ir: Path, vis: Path) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from conftest import psnr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -504,11 +505,6 @@ def test_png_round_trip_property(pixels: np.ndarray) -> None:
     np.testing.assert_array_equal(
         compressed_to_array(CompressedImage(format=fmt, data=data)), pixels
     )
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * math.log10(255.0**2 / mse)
 
 
 def roadscene(data_dir: Path, kind: str) -> Path:

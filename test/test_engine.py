@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, REFERENCE
+from conftest import DATA, REFERENCE, psnr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -214,19 +214,14 @@ def test_precision_rules():
         autocast_dtype("int8", cpu)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
 def test_bf16_stays_within_40_db_of_fp32(engine, weights_path):
     bf16 = FusionEngine(weights_path, "cpu", precision="bf16", mode="grey")
     engine.mode = "grey"
     for name in ("Medical", "RS_FLIR_00548"):
         a, b = _grey(REFERENCE / f"{name}_a.png"), _grey(REFERENCE / f"{name}_b.png")
-        psnr = _psnr(bf16.fuse(a, b), engine.fuse(a, b))
-        print(f"{name}: bf16 vs fp32 PSNR {psnr:.1f} dB")
-        assert psnr >= 40.0
+        db = psnr(bf16.fuse(a, b), engine.fuse(a, b))
+        print(f"{name}: bf16 vs fp32 PSNR {db:.1f} dB")
+        assert db >= 40.0
 
 
 def test_model_time_is_reported(engine):

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import psnr
 
 from gifnet_ros.engine import FusionEngine
 
@@ -29,11 +30,6 @@ def full(weights_path, pair) -> np.ndarray:
     return FusionEngine(weights_path, "cpu", mode="grey").fuse(*pair)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
 @pytest.mark.parametrize("options", [{"inference_scale": 1.0}, {"max_pixels": 128 * 160}])
 def test_options_that_do_not_reduce_change_nothing(weights_path, pair, full, options):
     engine = FusionEngine(weights_path, "cpu", mode="grey", **options)
@@ -43,17 +39,17 @@ def test_options_that_do_not_reduce_change_nothing(weights_path, pair, full, opt
 def test_reduced_size_keeps_the_full_size_and_detail_restoration_pays(weights_path, pair, full):
     """Half-size fusion comes back at full size; re-injecting the inputs' detail is closer to
     full-resolution fusion than upsampling alone (the reason the option exists)."""
-    psnr = {}
+    db = {}
     for restore in ("detail", "bilinear"):
         engine = FusionEngine(
             weights_path, "cpu", mode="grey", inference_scale=0.5, restore=restore
         )
         out = engine.fuse(*pair)
         assert out.shape == full.shape and out.dtype == np.uint8
-        psnr[restore] = _psnr(out, full)
-    print(f"half size vs full: {psnr}")
-    assert psnr["detail"] > psnr["bilinear"] + 0.5
-    assert psnr["detail"] > 20.0
+        db[restore] = psnr(out, full)
+    print(f"half size vs full: {db}")
+    assert db["detail"] > db["bilinear"] + 0.5
+    assert db["detail"] > 20.0
 
 
 def test_max_pixels_bounds_the_network_size(weights_path, pair, full):

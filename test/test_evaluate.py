@@ -11,23 +11,9 @@ import pytest
 
 from gifnet_ros import metrics
 from gifnet_ros.evaluate import main
-from gifnet_ros.image_files import pair_folders, read_image
+from gifnet_ros.image_files import read_image
 
 CLASSIC = ["average", "max", "laplacian", "gff"]
-
-
-@pytest.fixture
-def crops(data_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """Three 80×64 crops of RoadScene pairs in tmp_path/ir and tmp_path/vis."""
-    ir, vis = tmp_path / "ir", tmp_path / "vis"
-    ir.mkdir()
-    vis.mkdir()
-    found = pair_folders(data_dir / "roadscene" / "ir", data_dir / "roadscene" / "vis")
-    for first, second in found.pairs[:3]:
-        for source, folder in ((first, ir), (second, vis)):
-            image = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
-            cv2.imwrite(str(folder / f"{source.stem}.png"), image[100:164, 200:280])
-    return ir, vis
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
