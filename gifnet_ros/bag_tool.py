@@ -51,7 +51,6 @@ from tqdm import tqdm
 from gifnet_ros.align import METHODS as ALIGN_METHODS
 from gifnet_ros.align import Alignment, thermal_for_fusion
 from gifnet_ros.conversion import (
-    array_to_image_fields,
     compressed_to_array,
     fused_pixels,
     image_to_array,
@@ -68,6 +67,7 @@ from gifnet_ros.rosbag_io import (
     ToolError,
     check_output,
     header_stamp_ns,
+    image_cdr,
     interrupt_on_sigterm,
     open_writer,
     staged_output,
@@ -593,13 +593,9 @@ class BagFusion:
             self.progress.update(1)
             return
         self.model_seconds += engine.last_model_seconds
-        fields = array_to_image_fields(
-            fused_pixels(args.fused_encoding, luminance, colour), args.fused_encoding
-        )
-        fields["data"] = np.frombuffer(fields["data"], np.uint8)
-        store = typestore()
-        message = store.types[IMAGE](header=rgb_msg.header, **fields)
-        writer.write(connection, rgb_item.recorded, store.serialize_cdr(message, IMAGE))
+        pixels = fused_pixels(args.fused_encoding, luminance, colour)
+        message = image_cdr(rgb_msg.header, pixels, args.fused_encoding)
+        writer.write(connection, rgb_item.recorded, message)
         self.report["pairs"]["fused"] += 1
         self.report["last_fused_rgb_stamp_ns"] = rgb.stamps[rgb_item.index]
         self.progress.update(1)

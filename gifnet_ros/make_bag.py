@@ -22,6 +22,7 @@ image_transport's ``/compressed`` suffix.
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -30,13 +31,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gifnet_ros.conversion import ImageConversionError, array_to_compressed, array_to_image_fields
+from gifnet_ros.conversion import ImageConversionError, array_to_compressed
 from gifnet_ros.image_files import ImageFileError, pair_folders, read_image
 from gifnet_ros.rosbag_io import (
     COMPRESSED_IMAGE,
     IMAGE,
     STORAGES,
     ToolError,
+    image_cdr,
     interrupt_on_sigterm,
     open_writer,
     staged_output,
@@ -245,7 +247,7 @@ def make_bag(args: argparse.Namespace) -> int:
     types = store.types
     frames = source_pairs(args.thermal, args.rgb)
 
-    def message(pixels: np.ndarray, encoding: str, frame_id: str, stamp: int) -> bytes:
+    def message(pixels: np.ndarray, encoding: str, frame_id: str, stamp: int) -> memoryview:
         header = types["std_msgs/msg/Header"](
             stamp=types["builtin_interfaces/msg/Time"](
                 sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000
@@ -253,18 +255,13 @@ def make_bag(args: argparse.Namespace) -> int:
             frame_id=frame_id,
         )
         try:
-            if args.compressed:
-                fmt, data = array_to_compressed(pixels, args.compressed)
-                msg = types[COMPRESSED_IMAGE](
-                    header=header, format=fmt, data=np.frombuffer(data, np.uint8)
-                )
-            else:
-                fields = array_to_image_fields(pixels, encoding)
-                fields["data"] = np.frombuffer(fields["data"], np.uint8)
-                msg = types[IMAGE](header=header, **fields)
+            if not args.compressed:
+                return image_cdr(header, pixels, encoding)
+            fmt, data = array_to_compressed(pixels, args.compressed)
         except ImageConversionError as exc:
             raise ToolError(f"{frame_id}: {exc}") from None
-        return bytes(store.serialize_cdr(msg, msgtype))
+        msg = types[COMPRESSED_IMAGE](header=header, format=fmt, data=np.frombuffer(data, np.uint8))
+        return store.serialize_cdr(msg, msgtype)
 
     count = 0
     with staged_output(args.output, args.overwrite) as path:
@@ -272,9 +269,8 @@ def make_bag(args: argparse.Namespace) -> int:
         with writer:
             thermal_conn = writer.add_connection(thermal_topic, msgtype, typestore=store)
             rgb_conn = writer.add_connection(rgb_topic, msgtype, typestore=store)
-            for thermal_frame, rgb_frame in frames:
-                if args.max_frames is not None and count >= args.max_frames:
-                    break
+            # islice stops before decoding a frame pair past --max-frames (None: no limit).
+            for thermal_frame, rgb_frame in itertools.islice(frames, args.max_frames):
                 if args.resize:
                     thermal_frame = cv2.resize(
                         thermal_frame, args.resize, interpolation=cv2.INTER_AREA

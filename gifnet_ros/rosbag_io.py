@@ -19,9 +19,12 @@ from functools import cache
 from pathlib import Path
 from types import FrameType
 
+import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
+
+from gifnet_ros.conversion import array_to_image_fields
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -44,6 +47,15 @@ def typestore() -> Typestore:
     same in every ROS 2 distribution since, so the bags suit Humble and newer alike.
     """
     return get_typestore(Stores.ROS2_HUMBLE)
+
+
+def image_cdr(header: object, pixels: np.ndarray, encoding: str) -> memoryview:
+    """A ``sensor_msgs/Image`` of ``pixels`` (the node's conversion) with ``header``,
+    serialized for a bag. ImageConversionError when the pixels do not fit the encoding."""
+    fields = array_to_image_fields(pixels, encoding)
+    fields["data"] = np.frombuffer(fields["data"], np.uint8)
+    store = typestore()
+    return store.serialize_cdr(store.types[IMAGE](header=header, **fields), IMAGE)
 
 
 def header_stamp_ns(raw: bytes | memoryview) -> int:
