@@ -17,9 +17,10 @@ import tempfile
 from pathlib import Path
 
 from gifnet_ros import bag_tool, make_bag
+from gifnet_ros.demo import find_shared
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo
 
 
 def run(

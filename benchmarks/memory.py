@@ -18,8 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gifnet_ros.demo import find_shared  # the children measure memory, not this process
+
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT.parent / "shared" / "gifnet" / "weights" / "Final.model"
+SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo
+WEIGHTS = SHARED / "gifnet" / "weights" / "Final.model"
 
 _CHILD = r"""
 import json, os, resource, sys

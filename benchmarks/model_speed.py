@@ -36,11 +36,12 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_network import GIFNet as BaselineGIFNet
 
+from gifnet_ros.demo import find_shared
 from gifnet_ros.engine import FusionEngine
 from gifnet_ros.network import GIFNet
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo
 REFERENCE = SHARED / "gifnet" / "reference"
 MATMUL_N = 2048
 BASELINE = "baseline eager fp32"

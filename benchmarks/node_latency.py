@@ -33,6 +33,7 @@ import numpy as np
 from gifnet_ros.demo import (
     FusionClient,
     dds_environment,
+    find_shared,
     m3svd_pairs,
     parse_size,
     start_node,
@@ -40,7 +41,7 @@ from gifnet_ros.demo import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("GIFNET_SHARED", ROOT.parent / "shared"))
+SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo
 COLUMNS = ("latency", "model", "overhead", "overhead p95", "in-node")
 
 

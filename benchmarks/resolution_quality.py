@@ -22,10 +22,11 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as gifnet_ros (its __init_
 import cv2
 import numpy as np
 
+from gifnet_ros.demo import find_shared
 from gifnet_ros.engine import RESTORE_RULES, FusionEngine
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -64,7 +64,7 @@ def default_weights() -> str:
     return str(checkpoint) if checkpoint and checkpoint.is_file() else ""
 
 
-def test_pair(size: tuple[int, int]) -> tuple[Any, Any]:
+def synthetic_pair(size: tuple[int, int]) -> tuple[Any, Any]:
     """Synthetic VGA frames (content does not matter to the stand-in): thermal mono8, RGB rgb8."""
     import numpy as np
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     client = FusionClient(namespace, domain_id=domain, on_fused=on_fused)
     # rclpy's SIGINT handler only shuts the client's context down; Ctrl-C must end the run.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    thermal_msg, rgb_msg = test_pair((args.width, args.height))
+    thermal_msg, rgb_msg = synthetic_pair((args.width, args.height))
     sent = 0
     code = 0
     try:
