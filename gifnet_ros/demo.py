@@ -155,32 +155,44 @@ def bag_pairs(
     from gifnet_ros.pairing import pair_by_stamp
     from gifnet_ros.rosbag_io import typestore
 
-    messages: dict[str, list[tuple[int, Any]]] = {thermal_topic: [], rgb_topic: []}
-    try:
-        with AnyReader([bag], default_typestore=typestore()) as reader:
-            connections = [c for c in reader.connections if c.topic in messages]
-            found = {c.topic for c in connections}
-            if found != set(messages):
-                topics = sorted({c.topic for c in reader.connections})
-                raise DemoError(
-                    f"bag {bag} lacks topic(s) {sorted(set(messages) - found)}; it has {topics}"
-                )
-            for connection, _, raw in reader.messages(connections=connections):
-                msg = reader.deserialize(raw, connection.msgtype)
-                messages[connection.topic].append((stamp_to_ns(msg.header.stamp), msg))
-    except DemoError:
-        raise
-    except Exception as exc:  # rosbags raises several types for unreadable bags
-        raise DemoError(f"cannot read bag {bag}: {exc}") from None
+    topics = (thermal_topic, rgb_topic)
 
-    thermal_msgs, rgb_msgs = messages[thermal_topic], messages[rgb_topic]
-    result = pair_by_stamp(
-        [s for s, _ in rgb_msgs], [s for s, _ in thermal_msgs], round(slop * 1e9)
+    def read(keep: dict[str, set[int]] | None) -> dict[str, dict[int, Any]]:
+        """Per topic, index in recording order -> without ``keep`` every message's stamp, with
+        it only the messages at those indices, so a long recording never sits in memory."""
+        found: dict[str, dict[int, Any]] = {topic: {} for topic in topics}
+        try:
+            with AnyReader([bag], default_typestore=typestore()) as reader:
+                connections = [c for c in reader.connections if c.topic in found]
+                missing = set(topics) - {c.topic for c in connections}
+                if missing:
+                    present = sorted({c.topic for c in reader.connections})
+                    raise DemoError(f"bag {bag} lacks topic(s) {sorted(missing)}; it has {present}")
+                seen = dict.fromkeys(topics, 0)
+                for connection, _, raw in reader.messages(connections=connections):
+                    topic, index = connection.topic, seen[connection.topic]
+                    seen[topic] += 1
+                    if keep is None:
+                        msg = reader.deserialize(raw, connection.msgtype)
+                        found[topic][index] = stamp_to_ns(msg.header.stamp)
+                    elif index in keep[topic]:
+                        found[topic][index] = reader.deserialize(raw, connection.msgtype)
+        except DemoError:
+            raise
+        except Exception as exc:  # rosbags raises several types for unreadable bags
+            raise DemoError(f"cannot read bag {bag}: {exc}") from None
+        return found
+
+    stamps = read(None)
+    rgb_stamps, thermal_stamps = (
+        list(stamps[topic].values()) for topic in (rgb_topic, thermal_topic)
     )
+    chosen = pair_by_stamp(rgb_stamps, thermal_stamps, round(slop * 1e9)).pairs[:frames]
+    msgs = read({rgb_topic: {r for r, _ in chosen}, thermal_topic: {t for _, t in chosen}})
     pairs: list[Pair] = []
-    for rgb_index, thermal_index in result.pairs[:frames]:
+    for rgb_index, thermal_index in chosen:
         arrays = []
-        for msg in (thermal_msgs[thermal_index][1], rgb_msgs[rgb_index][1]):
+        for msg in (msgs[thermal_topic][thermal_index], msgs[rgb_topic][rgb_index]):
             convert = compressed_to_array if hasattr(msg, "format") else image_to_array
             try:
                 arrays.append(convert(msg))

@@ -115,3 +115,23 @@ def test_demo_input_errors_are_one_line(tmp_path, data_dir, weights_path, argume
     assert result.returncode == 1
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+def test_bag_pairs_returns_the_first_stamp_matched_frames(tmp_path, data_dir):
+    """--bag input: the first pairs by stamp (jittered), decoded from only the messages used."""
+    from bag_helpers import SIZE, clip_paths, video_frames
+
+    from gifnet_ros.demo import bag_pairs
+    from gifnet_ros.make_bag import main as make_bag
+
+    thermal_video, rgb_video = clip_paths(data_dir)
+    bag = tmp_path / "bag"
+    args = ["--thermal", str(thermal_video), "--rgb", str(rgb_video), "--max-frames", "4",
+            "--resize", f"{SIZE[0]}x{SIZE[1]}", "--jitter-ms", "3", str(bag)]  # fmt: skip
+    assert make_bag(args) == 0
+    pairs = bag_pairs(bag, "/thermal/image", "/rgb/image", 2, None)
+    thermal, rgb = video_frames(thermal_video, 2), video_frames(rgb_video, 2)
+    assert len(pairs) == 2
+    for k, (grey, colour) in enumerate(pairs):
+        np.testing.assert_array_equal(grey, cv2.cvtColor(thermal[k], cv2.COLOR_BGR2GRAY))
+        np.testing.assert_array_equal(colour, cv2.cvtColor(rgb[k], cv2.COLOR_BGR2RGB))
