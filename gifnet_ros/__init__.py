@@ -1,8 +1,9 @@
 """gifnet_ros: GIFNet thermal/visible image fusion for ROS 2.
 
-`load_model` and `FusionEngine` are imported lazily, so that modules with no
-need for PyTorch (image conversion, stamp pairing) load fast and a node
-process pays for torch only once it builds its engine.
+`load_model`, `load_tim` (TIM, the second network) and `FusionEngine` are
+imported lazily, so that modules with no need for PyTorch (image conversion,
+stamp pairing) load fast and a node process pays for torch only once it builds
+its engine.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 if TYPE_CHECKING:
     from gifnet_ros.engine import FusionEngine
     from gifnet_ros.network import load_model
+    from gifnet_ros.tim import load_tim
 
-__all__ = ["FusionEngine", "load_model"]
+__all__ = ["FusionEngine", "load_model", "load_tim"]
 
 
 def __getattr__(name: str) -> Any:
@@ -32,4 +34,8 @@ def __getattr__(name: str) -> Any:
         from gifnet_ros.network import load_model
 
         return load_model
+    if name == "load_tim":
+        from gifnet_ros.tim import load_tim
+
+        return load_tim
     raise AttributeError(f"module 'gifnet_ros' has no attribute {name!r}")

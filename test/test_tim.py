@@ -1,0 +1,159 @@
+"""TIM (gifnet_ros.tim) against the cases the authors' own modules computed, and its promises:
+any size ≥ 8, batch samples independent, clear errors for weights that do not fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
+from conftest import SHARED
+from PIL import Image
+
+from gifnet_ros.tim import PROJECT_FORMAT, TIM, load_tim
+from gifnet_ros.weights import WeightsError
+
+TIM_REFERENCE = SHARED / "tim" / "reference"
+CASES = (
+    sorted(json.loads((TIM_REFERENCE / "cases.json").read_text())) if TIM_REFERENCE.is_dir() else []
+)
+OUTPUTS = ("ivif_model_1", "ivif", "light")
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def reference() -> Path:
+    if not TIM_REFERENCE.is_dir():
+        pytest.skip(f"TIM reference cases not found at {TIM_REFERENCE}")
+    return TIM_REFERENCE
+
+
+@pytest.fixture(scope="module")
+def ivif(reference: Path) -> TIM:
+    """The ivif pipeline with the reference's seeded random weights in the authors' format."""
+    return load_tim("ivif", (reference / "ivif_model_1.pt", reference / "ivif_model_2.pt"))
+
+
+@pytest.fixture(scope="module")
+def light(reference: Path) -> TIM:
+    return load_tim("light", reference / "light_model_1.pt")
+
+
+def _image(path: Path) -> torch.Tensor:
+    """A grey PNG as the authors' scripts feed it: 1×1×H×W float32, png / 255."""
+    return torch.from_numpy(np.asarray(Image.open(path), dtype=np.float32) / 255.0)[None, None]
+
+
+def test_reference_cases_present(reference: Path) -> None:
+    assert CASES, f"no cases in {reference / 'cases.json'}"
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("case", CASES)
+def test_matches_authors_modules(case: str, output: str, ivif: TIM, light: TIM) -> None:
+    ir, vis = _image(TIM_REFERENCE / f"{case}_ir.png"), _image(TIM_REFERENCE / f"{case}_vis.png")
+    expected = np.load(TIM_REFERENCE / f"{case}_{output}_out.npy")
+    with torch.no_grad():
+        if output == "ivif_model_1":
+            got = ivif.model_1(ir, vis)
+        else:
+            got = (ivif if output == "ivif" else light)(ir, vis)
+    assert got.shape == (1, 1, *expected.shape)
+    diff = float(np.abs(got[0, 0].numpy() - expected).max())
+    assert diff <= TOLERANCE, f"{case} {output}: max |difference| {diff:.3g}"
+
+
+def _pair(height: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two smooth-plus-noise images: structure for the attention layers to react to."""
+    g = torch.Generator().manual_seed(seed)
+    base = F.interpolate(torch.rand(1, 1, 4, 4, generator=g), (height, width), mode="bilinear")
+    ir = (base + 0.1 * torch.rand(1, 1, height, width, generator=g)).clamp(0, 1)
+    vis = (1 - base + 0.1 * torch.rand(1, 1, height, width, generator=g)).clamp(0, 1)
+    return ir, vis
+
+
+@pytest.mark.parametrize("variant", ["ivif", "light"])
+@pytest.mark.parametrize("size", [(8, 8), (37, 45), (64, 48)])
+def test_batch_samples_fused_independently(variant: str, size: tuple[int, int], request) -> None:
+    model = request.getfixturevalue(variant)
+    pairs = [_pair(*size, seed) for seed in range(3)]
+    with torch.no_grad():
+        alone = [model(ir, vis) for ir, vis in pairs]
+        batch = model(torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]))
+    assert batch.shape == (3, 1, *size)
+    for k, single in enumerate(alone):
+        torch.testing.assert_close(batch[k : k + 1], single, rtol=0, atol=1e-5)
+    # The samples differ, so the comparison above could fail.
+    assert (alone[0] - alone[1]).abs().max() > 1e-3
+
+
+def test_sizes_not_a_multiple_of_four_are_reflection_padded(ivif: TIM) -> None:
+    """The documented rule: pad bottom/right by reflection to a multiple of 4, fuse, crop."""
+    ir, vis = _pair(37, 45, seed=7)
+    padded = [F.pad(t, (0, 3, 0, 3), mode="reflect") for t in (ir, vis)]
+    with torch.no_grad():
+        got = ivif(ir, vis)
+        expected = ivif(*padded)[..., :37, :45]
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_output_is_not_clamped(ivif: TIM) -> None:
+    """The reference weights give values outside [0, 1]; the network must pass them on."""
+    ir, vis = _pair(32, 32, seed=3)
+    with torch.no_grad():
+        out = ivif(ir, vis)
+    assert out.min() < 0 or out.max() > 1
+
+
+@pytest.mark.parametrize(
+    ("shapes", "message"),
+    [
+        (((1, 1, 7, 16), (1, 1, 7, 16)), "at least 8"),
+        (((1, 1, 16, 16), (1, 1, 16, 12)), "one shape"),
+        (((1, 3, 16, 16), (1, 3, 16, 16)), "N×1×H×W"),
+    ],
+)
+def test_bad_inputs_rejected(shapes, message: str) -> None:
+    model = TIM("light").eval()
+    with pytest.raises(ValueError, match=message):
+        model(torch.zeros(shapes[0]), torch.zeros(shapes[1]))
+
+
+def test_unknown_variant() -> None:
+    with pytest.raises(ValueError, match="unknown TIM variant 'nir'"):
+        TIM("nir")
+
+
+def test_light_without_weights_has_a_clear_error() -> None:
+    with pytest.raises(WeightsError, match="no project weights for tim_light; pass the authors"):
+        load_tim("light")
+
+
+def test_weights_of_the_wrong_network_are_rejected(reference: Path) -> None:
+    with pytest.raises(WeightsError, match=r"light_model_1\.pt does not fit TIM Stage1: .*missing"):
+        load_tim("ivif", (reference / "light_model_1.pt", reference / "ivif_model_2.pt"))
+    with pytest.raises(WeightsError, match="ivif weights: expected a pair of paths"):
+        load_tim("ivif", [reference / "ivif_model_1.pt"] * 3)
+    with pytest.raises(WeightsError, match="not a gifnet-train-tim file"):
+        load_tim("ivif", reference / "ivif_model_1.pt")
+
+
+def test_unreadable_and_non_state_dict_files(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match=r"cannot read TIM weights file .*missing\.pt"):
+        load_tim("light", tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match=r"junk\.pt is not a loadable state dict"):
+        load_tim("light", junk)
+
+
+def test_project_file_of_another_variant_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "light.pt"
+    record = {"format": PROJECT_FORMAT, "variant": "light", "state_dict": TIM("light").state_dict()}
+    torch.save(record, path)
+    assert load_tim("light", path).variant == "light"
+    with pytest.raises(WeightsError, match="holds TIM 'light' weights, not 'ivif'"):
+        load_tim("ivif", path)
