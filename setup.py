@@ -1,10 +1,41 @@
 """ament_python package definition; also installs with pip in a plain venv."""
 
+import sys
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "gifnet_ros"
+
+# The command-line tools, by ROS executable name (snake_case): `ros2 run gifnet_ros NAME`.
+TOOLS = {
+    "fusion_node": "gifnet_ros.node:main",
+    "fusion_lifecycle_node": "gifnet_ros.node:lifecycle_main",
+    "fuse": "gifnet_ros.cli:main",
+    "fuse_bag": "gifnet_ros.bag_tool:main",
+    "make_bag": "gifnet_ros.make_bag:main",
+    "eval": "gifnet_ros.evaluate:main",
+    "export": "gifnet_ros.export:main",
+    "weights": "gifnet_ros.weights:main",
+    "demo": "gifnet_ros.demo:main",
+}
+
+
+def console_scripts() -> list[str]:
+    """Each tool once, named for where it lands.
+
+    `setup.py install` and `setup.py develop` (how colcon, and bloom's Debian rules, install
+    an ament_python package) put scripts where setup.cfg says, lib/gifnet_ros, which
+    `ros2 run` and `ros2 pkg executables` list: there they keep their ROS names. pip builds
+    a wheel instead and puts them on PATH, shared with every other package: there they are
+    prefixed, gifnet-NAME with dashes (gifnet-fuse-bag, ...).
+    """
+    ros_layout = not {"install", "develop"}.isdisjoint(sys.argv[1:])
+    return [
+        f"{name if ros_layout else 'gifnet-' + name.replace('_', '-')} = {target}"
+        for name, target in TOOLS.items()
+    ]
+
 
 setup(
     name=PACKAGE,
@@ -22,24 +53,6 @@ setup(
     maintainer_email="maintainers@users.noreply.b-seed-a61c28ea.example",
     description="GIFNet infrared/visible image fusion for ROS 2: live node and offline rosbag tool",
     license="MIT",
-    tests_require=["pytest"],
     python_requires=">=3.10",
-    entry_points={
-        "console_scripts": [
-            # ros2 run names (ROS convention: snake_case executables)
-            "fusion_node = gifnet_ros.node:main",
-            "fusion_lifecycle_node = gifnet_ros.node:lifecycle_main",
-            "fuse_bag = gifnet_ros.bag_tool:main",
-            # plain-venv names
-            "gifnet-fusion-node = gifnet_ros.node:main",
-            "gifnet-fusion-lifecycle-node = gifnet_ros.node:lifecycle_main",
-            "gifnet-eval = gifnet_ros.evaluate:main",
-            "gifnet-export = gifnet_ros.export:main",
-            "gifnet-fuse-bag = gifnet_ros.bag_tool:main",
-            "gifnet-make-bag = gifnet_ros.make_bag:main",
-            "gifnet-fuse = gifnet_ros.cli:main",
-            "gifnet-weights = gifnet_ros.weights:main",
-            "gifnet-demo = gifnet_ros.demo:main",
-        ],
-    },
+    entry_points={"console_scripts": console_scripts()},
 )
