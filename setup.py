@@ -48,6 +48,8 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     install_requires=["setuptools"],
+    # How `colcon test` picks pytest for an ament_python package (tests_require is gone).
+    extras_require={"test": ["pytest"]},
     zip_safe=True,
     maintainer="gifnet_ros maintainers",
     maintainer_email="maintainers@users.noreply.b-seed-a61c28ea.example",
