@@ -61,16 +61,17 @@ from gifnet_ros.classic import METHODS as CLASSIC_METHODS
 from gifnet_ros.classic import fuse_grey
 from gifnet_ros.export import OnnxGIFNet, default_onnx_path, export_onnx
 from gifnet_ros.network import load_model
+from gifnet_ros.precision import PRECISIONS, choose_precision, probe
 from gifnet_ros.thermal import normalize_thermal
 
 MODES = ("thermal_rgb", "nir_rgb", "multi_focus", "multi_exposure", "medical", "grey")
-PRECISIONS = ("fp32", "bf16", "fp16")
 CHROMA_RULES = ("neutral", "authors")
 CLASSIC_BACKENDS = tuple(f"classic_{method}" for method in CLASSIC_METHODS)
 BACKENDS = ("torch", "onnxruntime", *CLASSIC_BACKENDS)
 RESTORE_RULES = ("detail", "bilinear")
-# Pinned upload buffers kept per (input, shape, dtype); a robot's cameras rarely change size.
-_PINNED_BUFFERS = 8
+# Pinned upload buffers kept per (input and batch slot, shape, dtype): two per pair of a batch
+# of up to 16; a robot's cameras rarely change size.
+_PINNED_BUFFERS = 32
 _CHROMA_SOURCES = {
     "thermal_rgb": (False, True),
     "nir_rgb": (False, True),
@@ -112,8 +113,8 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision on a device (None for fp32), or ValueError."""
-    if precision not in PRECISIONS:
+    """The autocast dtype for a concrete precision on a device (None for fp32), or ValueError."""
+    if precision not in PRECISIONS[1:]:
         raise ValueError(f"unknown precision {precision!r} (expected one of {PRECISIONS})")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision 'fp16' needs a CUDA device; on CPU use 'bf16' or 'fp32'")
@@ -124,7 +125,8 @@ def check_options(backend: str, device: str, precision: str, compile: bool = Fal
     """The device an engine with these options runs on, or ValueError naming the conflict.
 
     One place for the rules that tie backend, device and precision together, so the node can
-    reject a parameter change before it starts a reload that would fail.
+    reject a parameter change before it starts a reload that would fail. ``auto`` fits every
+    backend and device (gifnet_ros.precision picks what each can do).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (expected one of {BACKENDS})")
@@ -138,10 +140,12 @@ def check_options(backend: str, device: str, precision: str, compile: bool = Fal
                 f"backend {backend!r} runs on the CPU (numpy/OpenCV): device must be auto or "
                 f"cpu, got {device!r}"
             )
-        if precision != "fp32":
+        if precision not in ("auto", "fp32"):
             raise ValueError(f"backend {backend!r} computes in fp32 only, got {precision!r}")
         return torch.device("cpu")
     resolved = resolve_device(device)
+    if precision == "auto":
+        return resolved
     autocast_dtype(precision, resolved)
     if backend == "onnxruntime" and precision == "bf16":
         raise ValueError("precision 'bf16' is not available with onnxruntime")
@@ -196,7 +200,7 @@ class FusionEngine:
         self,
         weights: str | Path | None = None,
         device: str = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
         mode: str = "thermal_rgb",
         thermal_norm: str = "percentile",
         thermal_range: tuple[float, float] = (0.0, 65535.0),
@@ -213,7 +217,13 @@ class FusionEngine:
         restore: str = "detail",
     ) -> None:
         self.device = check_options(backend, device, precision, compile)
-        self.precision = precision
+        # The precision it runs at ("fp32", "bf16" or "fp16"), and why: what the node's
+        # diagnostics and the tools' reports show.
+        self.precision, self.precision_reason = precision, "requested"
+        if precision == "auto":
+            self.precision, self.precision_reason = choose_precision(
+                backend, self.device.type, probe(self.device), providers
+            )
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads must be at least 1, got {threads}")
@@ -231,7 +241,7 @@ class FusionEngine:
         self.inference_size(64, 64)  # the same for the three size options above
         self._graphs = False
         self._network: Callable[[Tensor, Tensor], Tensor]
-        self._autocast = autocast_dtype(precision, self.device) if backend == "torch" else None
+        self._autocast = autocast_dtype(self.precision, self.device) if backend == "torch" else None
         self.model: torch.nn.Module | OnnxGIFNet | None = None
         # The classical rule's name for a classic_* backend, else None.
         self._classic = backend.removeprefix("classic_") if backend in CLASSIC_BACKENDS else None
@@ -252,7 +262,7 @@ class FusionEngine:
                 self.device,
                 providers,
                 threads,
-                precision == "fp16",
+                self.precision == "fp16",
             )
             self._network = self.model
         self._rgb_to_ycbcr = _RGB_TO_YCBCR.to(self.device)
@@ -271,42 +281,77 @@ class FusionEngine:
         visible image; colour arrays are H×W×3 in RGB order. Different sizes
         are a ValueError naming both.
         """
-        luminance, colour = self.fuse_luminance(first, second)
-        return luminance if colour is None else colour
+        return self.fuse_batch([(first, second)])[0]
+
+    def fuse_batch(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """fuse() for several pairs of one size in one network call: the same images as one
+        fuse() per pair (each sample is fused on its own inside the network), with one upload,
+        one launch sequence and one download per batch, which is what keeps a GPU busy."""
+        return [
+            luminance if colour is None else colour
+            for luminance, colour in self.fuse_luminance_batch(pairs)
+        ]
 
     def fuse_luminance(
         self, first: np.ndarray, second: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Like fuse(), but return (fused luminance H×W uint8, colour result or None)."""
+        return self.fuse_luminance_batch([(first, second)])[0]
+
+    def fuse_luminance_batch(
+        self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """fuse_luminance() for several pairs of one size (see fuse_batch)."""
         self._check_choices()
+        if not pairs:
+            return []
         use1, use2 = _CHROMA_SOURCES[self.mode]
-        first = self._prepare(first, "first", use1)
-        second = self._prepare(second, "second", use2)
-        if first.shape[:2] != second.shape[:2]:
-            raise ValueError(
-                f"image sizes differ: first is {_size(first)}, second is {_size(second)} "
-                "(align the thermal image to the RGB image first)"
-            )
-        if min(first.shape[:2]) < 8:
+        prepared = [
+            (self._prepare(first, "first", use1), self._prepare(second, "second", use2))
+            for first, second in pairs
+        ]
+        for first, second in prepared:
+            if first.shape[:2] != second.shape[:2]:
+                raise ValueError(
+                    f"image sizes differ: first is {_size(first)}, second is {_size(second)} "
+                    "(align the thermal image to the RGB image first)"
+                )
+            if first.shape[:2] != prepared[0][0].shape[:2]:
+                raise ValueError(
+                    f"a batch holds pairs of one size: {_size(first)} after "
+                    f"{_size(prepared[0][0])} (fuse them in separate batches)"
+                )
+        if min(prepared[0][0].shape[:2]) < 8:
             what = "GIFNet" if self._classic is None else "the classical rule"
             raise ValueError(
-                f"images of {_size(first)} are too small: {what} (backend {self.backend}) "
-                "needs at least 8x8"
+                f"images of {_size(prepared[0][0])} are too small: {what} (backend "
+                f"{self.backend}) needs at least 8x8"
             )
         with torch.inference_mode():
-            y1, c1 = self._luma_chroma(self._upload(first, "first"))
-            y2, c2 = self._luma_chroma(self._upload(second, "second"))
-            fused = self._run_model(y1, y2)
-            chroma = self._mix_chroma(c1 if use1 else None, c2 if use2 else None)
-            luminance_dev = torch.round(fused).to(torch.uint8)
-            colour_dev = None if chroma is None else self._to_rgb(fused, chroma)
+            firsts = [
+                self._luma_chroma(self._upload(a, f"first{k}")) for k, (a, _) in enumerate(prepared)
+            ]
+            seconds = [
+                self._luma_chroma(self._upload(b, f"second{k}"))
+                for k, (_, b) in enumerate(prepared)
+            ]
+            fused = self._run_model(
+                torch.cat([y for y, _ in firsts]), torch.cat([y for y, _ in seconds])
+            )
+            results = []
+            for k, ((_, c1), (_, c2)) in enumerate(zip(firsts, seconds, strict=True)):
+                chroma = self._mix_chroma(c1 if use1 else None, c2 if use2 else None)
+                colour = None if chroma is None else self._to_rgb(fused[k], chroma)
+                results.append((torch.round(fused[k]).to(torch.uint8), colour))
             # The only device→host copies of a fusion; they synchronise once.
-            luminance = luminance_dev.cpu().numpy()
-            colour = None if colour_dev is None else colour_dev.cpu().numpy()
+            out = [
+                (luminance.cpu().numpy(), None if colour is None else colour.cpu().numpy())
+                for luminance, colour in results
+            ]
         if self._timing is not None:
             start, end = self._timing
             self.last_model_seconds = start.elapsed_time(end) / 1000.0
-        return luminance, colour
+        return out
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -415,7 +460,7 @@ class FusionEngine:
         return max(8, math.floor(height * scale)), max(8, math.floor(width * scale))
 
     def _infer(self, first: Tensor, second: Tensor) -> Tensor:
-        """run_model at the target size, brought back to the input size (1×1×H×W in [0, 1])."""
+        """run_model at the target size, brought back to the input size (N×1×H×W in [0, 1])."""
         height, width = first.shape[-2:]
         size = self.inference_size(height, width)
         if size == (height, width):
@@ -431,7 +476,8 @@ class FusionEngine:
         return fused.clamp(0.0, 1.0)
 
     def _run_model(self, first: Tensor, second: Tensor) -> Tensor:
-        """The network forward, timed; returns the fused luminance on 0-255 (float32, H×W)."""
+        """The network forward on N×1×H×W inputs, timed; returns the fused luminance on 0-255
+        (float32, N×H×W)."""
         on_cuda = self.device.type == "cuda"
         if on_cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -441,9 +487,14 @@ class FusionEngine:
         if self._classic is not None:
             # Full size and straight on 0-255: a rule takes milliseconds, and a round trip
             # through [0, 1] could move a halfway value (the average's x.5) across a rounding.
-            fused = _classic_luminance(self._classic, first[0], second[0])
+            fused = torch.stack(
+                [
+                    _classic_luminance(self._classic, a, b)
+                    for a, b in zip(first, second, strict=True)
+                ]
+            )
         else:
-            fused = self._infer(first, second)[0, 0].float() * 255.0
+            fused = self._infer(first, second)[:, 0].float() * 255.0
         if on_cuda:
             end.record()
             self._timing = (start, end)  # read after the download has synchronised

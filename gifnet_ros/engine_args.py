@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gifnet_ros.engine import BACKENDS, PRECISIONS, RESTORE_RULES
+from gifnet_ros.engine import BACKENDS, PRECISIONS, RESTORE_RULES, FusionEngine
 from gifnet_ros.export import split_providers
 from gifnet_ros.thermal import RULES as THERMAL_RULES
 
@@ -21,6 +21,23 @@ def _providers(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("--providers needs at least one name")
     return names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def batch_size(args: argparse.Namespace, engine: FusionEngine) -> int:
+    """--batch, or the default for the engine's device: 8 on CUDA, 1 elsewhere."""
+    if args.batch is not None:
+        return args.batch
+    return 8 if engine.device.type == "cuda" else 1
 
 
 def add_engine_arguments(
@@ -36,7 +53,19 @@ def add_engine_arguments(
         "classical rule that needs no weights (classic_*)",
     )
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    group.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default: bf16 on CPUs with native bf16, fp16 on CUDA GPUs with tensor "
+        "cores, else fp32; see gifnet_ros.precision), or fp32 (exact), bf16, fp16 (CUDA)",
+    )
+    group.add_argument(
+        "--batch",
+        type=_positive_int,
+        help="pairs of one size fused per network call (default: 8 on CUDA, 1 on the CPU, "
+        "where a batch gains nothing and only holds more memory)",
+    )
     group.add_argument(
         "--weights", help="checkpoint (default: $GIFNET_WEIGHTS, then the gifnet-weights cache)"
     )

@@ -40,14 +40,15 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def engine(weights_path):
-    """The reference FusionEngine (CPU, default settings) that outputs are compared with.
+    """The reference FusionEngine (CPU, fp32: the exact mode, otherwise default settings) that
+    outputs are compared with.
 
     Shared by the whole session; a test module that changes an engine's
     settings defines its own.
     """
     from gifnet_ros.engine import FusionEngine
 
-    return FusionEngine(weights=weights_path, device="cpu")
+    return FusionEngine(weights=weights_path, device="cpu", precision="fp32")
 
 
 ROADSCENE_CROPS = ("FLIR_00006", "FLIR_00018", "FLIR_00060")

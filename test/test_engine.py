@@ -18,7 +18,7 @@ SAMPLES = DATA / "gifnet_samples"
 
 @pytest.fixture(scope="module")
 def engine(weights_path):
-    return FusionEngine(weights_path, device="cpu")
+    return FusionEngine(weights_path, device="cpu", precision="fp32")
 
 
 @pytest.fixture(autouse=True)
@@ -148,7 +148,9 @@ def test_sixteen_bit_thermal_is_normalised_by_the_engine_rule(engine, weights_pa
     rgb = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
     direct = engine.fuse(thermal, rgb)
     assert np.array_equal(direct, engine.fuse(normalize_thermal(thermal), rgb))
-    fixed = FusionEngine(weights_path, "cpu", thermal_norm="fixed", thermal_range=(7000.0, 9000.0))
+    fixed = FusionEngine(
+        weights_path, "cpu", "fp32", thermal_norm="fixed", thermal_range=(7000.0, 9000.0)
+    )
     assert np.array_equal(
         fixed.fuse(thermal, rgb),
         engine.fuse(normalize_thermal(thermal, "fixed", value_range=(7000.0, 9000.0)), rgb),
@@ -227,3 +229,47 @@ def test_bf16_stays_within_40_db_of_fp32(engine, weights_path):
 def test_model_time_is_reported(engine):
     engine.fuse(np.zeros((16, 16), np.uint8), np.zeros((16, 16, 3), np.uint8))
     assert 0.0 < engine.last_model_seconds < 60.0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"mode": "thermal_rgb"},
+        {"mode": "grey"},
+        {"mode": "multi_exposure"},
+        {"mode": "thermal_rgb", "inference_scale": 0.5},
+        {"mode": "thermal_rgb", "backend": "classic_laplacian"},
+    ],
+    ids=["colour", "grey", "two-colour", "reduced-size", "classic"],
+)
+def test_fuse_batch_is_bit_equal_to_one_fuse_per_pair(weights_path, options):
+    """fp32 on the CPU: a batch gives exactly the images of one fuse() per pair."""
+    rng = np.random.default_rng(7)
+    colour_first = options["mode"] == "multi_exposure"
+    pairs = [
+        (
+            rng.integers(0, 256, (40, 56, 3) if colour_first else (40, 56), dtype=np.uint8),
+            rng.integers(0, 256, (40, 56, 3), dtype=np.uint8),
+        )
+        for _ in range(3)
+    ]
+    pairs.append(
+        (pairs[0][1], pairs[0][0]) if colour_first else (pairs[0][0].T.copy().T, pairs[1][1])
+    )
+    weights = None if "backend" in options else weights_path
+    engine = FusionEngine(weights, "cpu", "fp32", **options)
+    batch = engine.fuse_batch(pairs)
+    assert len(batch) == len(pairs)
+    for (first, second), out in zip(pairs, batch, strict=True):
+        assert np.array_equal(out, engine.fuse(first, second))
+    assert not np.array_equal(batch[0], batch[1])  # the samples really differ
+
+
+def test_fuse_batch_takes_one_size_and_nothing_is_nothing(engine):
+    rng = np.random.default_rng(8)
+    small = (rng.integers(0, 256, (16, 24), dtype=np.uint8),) * 2
+    large = (rng.integers(0, 256, (24, 24), dtype=np.uint8),) * 2
+    with pytest.raises(ValueError, match="one size: 24x24 after 24x16") as err:
+        engine.fuse_batch([small, large])
+    assert "\n" not in str(err.value)
+    assert engine.fuse_batch([]) == []

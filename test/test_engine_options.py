@@ -103,7 +103,7 @@ def test_threads_sets_torch_threads(weights_path):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_cuda_fuses_like_the_cpu(weights_path, pair, precision):
     """Pinned uploads, on-device colour and the timed forward on a real GPU."""
-    cpu = FusionEngine(weights_path, "cpu").fuse(*pair)
+    cpu = FusionEngine(weights_path, "cpu", "fp32").fuse(*pair)
     engine = FusionEngine(weights_path, "cuda", precision=precision)
     for _ in range(2):  # the second call reuses the pinned buffers
         out = engine.fuse(*pair)

@@ -81,7 +81,7 @@ def test_engine_backend_fuses_like_torch(onnx_path, weights_path, data_dir):
     vis = cv2.imread(str(data_dir / "roadscene/vis/FLIR_04302.jpg"), cv2.IMREAD_COLOR)
     ir, vis = ir[40:136, 100:228], cv2.cvtColor(vis[40:136, 100:228], cv2.COLOR_BGR2RGB)
     engine = FusionEngine(weights_path, "cpu", backend="onnxruntime", onnx_model=onnx_path)
-    reference = FusionEngine(weights_path, "cpu")
+    reference = FusionEngine(weights_path, "cpu", "fp32")
     out, expected = engine.fuse(ir, vis), reference.fuse(ir, vis)
     assert out.shape == expected.shape == (96, 128, 3)
     assert np.abs(out.astype(int) - expected).max() <= 1  # rounding ties only
