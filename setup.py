@@ -14,6 +14,7 @@ TOOLS = {
     "fuse": "gifnet_ros.cli:main",
     "fuse_bag": "gifnet_ros.bag_tool:main",
     "make_bag": "gifnet_ros.make_bag:main",
+    "calibrate": "gifnet_ros.calibrate:main",
     "eval": "gifnet_ros.evaluate:main",
     "export": "gifnet_ros.export:main",
     "weights": "gifnet_ros.weights:main",
