@@ -13,10 +13,25 @@ Conventions (the network wants them, and every caller relies on them):
 * Grey images come back as ``HxW`` ``uint8`` (``mono8``/``8UC1``), ``uint16``
   (``mono16``/``16UC1``) or ``float32`` (``32FC1``) in native byte order. Values are not scaled:
   a thermal camera's kelvin or degrees, NaN and inf included, reach ``thermal.py`` untouched.
+* 16-bit colour (``rgb16``, ``bgr16``, ``rgba16``, ``bgra16``, ``bayer_*16``) comes back as
+  8-bit RGB scaled by 255/65535 and rounded, i.e. ``round(x / 257)``: the full range maps onto
+  the full range, as the ``none`` rule of ``thermal.py`` maps 16-bit grey, and unlike ``x >> 8``
+  it does not darken by half a level on average. Grey 16-bit keeps its counts because thermal
+  counts fill a narrow, scene-dependent band that only a per-frame stretch can use; colour
+  pixels are already display-referred, so a fixed scale is the faithful one.
+* YUV 4:2:2 (``uyvy``/``yuv422``, ``yuyv``/``yuv422_yuy2``) is converted with OpenCV's
+  BT.601 limited-range formula, as cv_bridge converts it for a subscriber asking for ``rgb8``.
+  The width must be even: two pixels share one U and one V sample.
+* Bayer mosaics (``bayer_rggb8``, ``bayer_bggr8``, ``bayer_gbrg8``, ``bayer_grbg8`` and their
+  ``16`` variants) are demosaiced bilinearly by OpenCV, at full depth before any scaling: this is
+  cv_bridge's Bayer to ``rgb8`` conversion and image_proc's ``debayer:=0``. (image_proc's
+  DebayerNode defaults to VNG, which OpenCV has for 8-bit mosaics only.)
 * Returned arrays are fresh C-contiguous copies. The message buffer may be reused by the
   middleware (or by the caller) after the callback returns, so a view would change under the
-  network's feet. The copy is made exactly once, fused with the row crop, channel reorder and
-  byte swap, so it costs one pass over the pixels.
+  network's feet. For 8-bit encodings the copy is made exactly once, fused with the row crop,
+  channel reorder and byte swap, so it costs one pass over the pixels; 16-bit colour takes one
+  more pass for the scaling, and a swapped or unaligned 16-bit mosaic one more before OpenCV
+  can read it.
 
 Buffer size rule for raw images: ROS defines ``len(data) == step * height``. We accept a
 buffer whose last row lacks its padding (``step * (height - 1) + width * bytes_per_pixel``
@@ -45,28 +60,37 @@ class ImageConversionError(ValueError):
 class _Layout:
     """How one ROS encoding lays a pixel out in memory.
 
-    For colour encodings, ``to_rgb``/``from_rgb`` are the OpenCV colour conversion codes to and
-    from RGB (None: already RGB). ``cv2.cvtColor`` does the reorder, the alpha drop or fill,
-    and the copy in one pass about a hundred times faster than a reversed-stride numpy copy
-    (0.05 ms against 5.6 ms for 640x480 ``bgr8``), and it reads padded rows in place.
+    ``channels`` counts the values stored per pixel (2 for YUV 4:2:2: a chroma and a luma
+    byte; 1 for a Bayer mosaic). For colour encodings, ``to_rgb``/``from_rgb`` are the OpenCV
+    colour conversion codes to and from RGB (None: already RGB). ``cv2.cvtColor`` does the
+    reorder, the alpha drop or fill, the 4:2:2 chroma upsampling or the demosaic, and the copy
+    in one pass about a hundred times faster than a reversed-stride numpy copy (0.05 ms against
+    5.6 ms for 640x480 ``bgr8``), and it reads padded rows in place. ``pixels_per_group`` is 2
+    where pixel pairs share samples (YUV 4:2:2), so the width must be a multiple of it.
     """
 
     dtype: np.dtype
     channels: int = 1
     to_rgb: int | None = None
     from_rgb: int | None = None
+    pixels_per_group: int = 1
 
     @property
     def bytes_per_pixel(self) -> int:
         return self.dtype.itemsize * self.channels
 
+    @property
+    def grey(self) -> bool:
+        return self.channels == 1 and self.to_rgb is None
+
 
 _U8 = np.dtype(np.uint8)
+_U16 = np.dtype(np.uint16)
 _LAYOUTS: dict[str, _Layout] = {
     "mono8": _Layout(_U8),
     "8UC1": _Layout(_U8),
-    "mono16": _Layout(np.dtype(np.uint16)),
-    "16UC1": _Layout(np.dtype(np.uint16)),
+    "mono16": _Layout(_U16),
+    "16UC1": _Layout(_U16),
     "32FC1": _Layout(np.dtype(np.float32)),
     "rgb8": _Layout(_U8, 3),
     "bgr8": _Layout(_U8, 3, cv2.COLOR_BGR2RGB, cv2.COLOR_RGB2BGR),
@@ -75,8 +99,43 @@ _LAYOUTS: dict[str, _Layout] = {
     "bgra8": _Layout(_U8, 4, cv2.COLOR_BGRA2RGB, cv2.COLOR_RGB2BGRA),
 }
 
-SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_LAYOUTS)
-"""Raw ``sensor_msgs/Image`` encodings understood in both directions."""
+# OpenCV names a Bayer pattern by the second row's first two pixels (its historical
+# convention; 4.x added aliases such as COLOR_BayerRGGB2RGB, which Humble's OpenCV 4.5 lacks):
+# ROS bayer_rggb is OpenCV's BayerBG, as in cv_bridge and image_proc.
+_UYVY = _Layout(_U8, 2, cv2.COLOR_YUV2RGB_UYVY, pixels_per_group=2)
+_YUYV = _Layout(_U8, 2, cv2.COLOR_YUV2RGB_YUYV, pixels_per_group=2)
+_READ_ONLY_LAYOUTS: dict[str, _Layout] = {
+    "rgb16": _Layout(_U16, 3),
+    "bgr16": _Layout(_U16, 3, cv2.COLOR_BGR2RGB),
+    "rgba16": _Layout(_U16, 4, cv2.COLOR_RGBA2RGB),
+    "bgra16": _Layout(_U16, 4, cv2.COLOR_BGRA2RGB),
+    "uyvy": _UYVY,
+    "yuv422": _UYVY,  # the older name of uyvy in sensor_msgs/image_encodings
+    "yuyv": _YUYV,
+    "yuv422_yuy2": _YUYV,  # the older name of yuyv
+    **{
+        f"bayer_{pattern}{bits}": _Layout(dtype, 1, code)
+        for pattern, code in (
+            ("rggb", cv2.COLOR_BayerBG2RGB),
+            ("bggr", cv2.COLOR_BayerRG2RGB),
+            ("gbrg", cv2.COLOR_BayerGR2RGB),
+            ("grbg", cv2.COLOR_BayerGB2RGB),
+        )
+        for bits, dtype in ((8, _U8), (16, _U16))
+    },
+}
+
+_READABLE_LAYOUTS = {**_LAYOUTS, **_READ_ONLY_LAYOUTS}
+
+SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_READABLE_LAYOUTS)
+"""Raw ``sensor_msgs/Image`` encodings :func:`image_to_array` reads (the node's inputs)."""
+
+WRITABLE_ENCODINGS: tuple[str, ...] = tuple(_LAYOUTS)
+"""The ones :func:`array_to_image_fields` also writes: the others would need a 16-bit colour,
+a chroma-subsampled or a mosaiced array, which nothing in the package produces."""
+
+# 16-bit colour -> 8-bit: round(x * 255 / 65535); cv2.convertScaleAbs rounds and saturates.
+_SIXTEEN_TO_EIGHT = 255.0 / 65535.0
 
 _IMAGE_FIELDS = ("height", "width", "encoding", "is_bigendian", "step", "data")
 _COMPRESSED_FIELDS = ("format", "data")
@@ -87,13 +146,20 @@ _DEPTH_HEADER = struct.Struct("<iff")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _layout(encoding: str) -> _Layout:
+def _layout(encoding: str, writing: bool = False) -> _Layout:
     try:
-        return _LAYOUTS[encoding]
-    except (KeyError, TypeError):
+        return (_LAYOUTS if writing else _READABLE_LAYOUTS)[encoding]
+    except (KeyError, TypeError):  # TypeError: an unhashable value in the encoding field
+        read_only = writing and isinstance(encoding, str) and encoding in _READ_ONLY_LAYOUTS
+    if read_only:
         raise ImageConversionError(
-            f"unsupported encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})"
-        ) from None
+            f"encoding {encoding!r} is read, not written, here "
+            f"(written: {', '.join(WRITABLE_ENCODINGS)})"
+        )
+    supported = WRITABLE_ENCODINGS if writing else SUPPORTED_ENCODINGS
+    raise ImageConversionError(
+        f"unsupported encoding {encoding!r} (supported: {', '.join(supported)})"
+    )
 
 
 def _fields(msg: Any, names: tuple[str, ...], kind: str) -> list[Any]:
@@ -148,6 +214,10 @@ def image_to_array(msg: Any) -> np.ndarray:
     height, width, step = int(height), int(width), int(step)
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"image size {width}x{height} for {encoding!r} is empty")
+    if width % layout.pixels_per_group:
+        raise ImageConversionError(
+            f"width {width} of {encoding!r} is odd: 4:2:2 pixels come in pairs sharing U and V"
+        )
     row_bytes = width * layout.bytes_per_pixel
     if step < row_bytes:
         raise ImageConversionError(
@@ -172,14 +242,21 @@ def image_to_array(msg: Any) -> np.ndarray:
     rows = as_strided(buffer, shape=(height, row_bytes), strides=(step, 1), writeable=False)
     stored = layout.dtype.newbyteorder(">" if is_bigendian else "<")
     pixels = rows.view(stored)
-    # The single copy, which also crops the padding: grey images are swapped to native byte
-    # order by astype, colour ones (all 8-bit) are reordered to RGB by cvtColor.
-    if layout.channels == 1:
+    # The copy, which also crops the padding: grey images are swapped to native byte order by
+    # astype, colour ones reordered, upsampled or demosaiced to RGB by cvtColor.
+    if layout.grey:
         return pixels.astype(layout.dtype, order="C")
-    pixels = pixels.reshape(height, width, layout.channels)
-    if layout.to_rgb is None:
+    if layout.dtype.itemsize > 1 and not (pixels.dtype.isnative and pixels.flags.aligned):
+        pixels = pixels.astype(layout.dtype)  # OpenCV reads neither swapped nor unaligned words
+    if layout.channels > 1:
+        pixels = pixels.reshape(height, width, layout.channels)
+    if layout.to_rgb is not None:
+        pixels = cv2.cvtColor(pixels, layout.to_rgb)
+    elif layout.dtype.itemsize == 1:
         return pixels.copy()
-    return cv2.cvtColor(pixels, layout.to_rgb)
+    if pixels.dtype == _U16:
+        return cv2.convertScaleAbs(pixels, alpha=_SIXTEEN_TO_EIGHT)
+    return pixels
 
 
 def array_to_image_fields(array: np.ndarray, encoding: str) -> dict[str, Any]:
@@ -191,11 +268,11 @@ def array_to_image_fields(array: np.ndarray, encoding: str) -> dict[str, Any]:
     with alpha 255 for ``rgba8``/``bgra8``). Rows are unpadded and data is little-endian, so
     ``is_bigendian`` is 0 on every host. A dtype or shape that does not match the encoding is
     refused rather than cast, because a silent cast (float64 -> float32, int -> uint8) changes
-    the values the receiver sees.
+    the values the receiver sees. Only :data:`WRITABLE_ENCODINGS` are written.
     """
-    layout = _layout(encoding)
+    layout = _layout(encoding, writing=True)
     array = np.asarray(array)
-    grey = layout.channels == 1
+    grey = layout.grey
     expected_shape = "HxW" if grey else "HxWx3 RGB"
     shape_ok = array.ndim == 2 if grey else array.ndim == 3 and array.shape[2] == 3
     dtype_ok = array.dtype.kind == layout.dtype.kind and array.dtype.itemsize == (

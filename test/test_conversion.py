@@ -29,12 +29,14 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from gifnet_ros.conversion import (
     SUPPORTED_ENCODINGS,
+    WRITABLE_ENCODINGS,
     ImageConversionError,
     array_to_compressed,
     array_to_image_fields,
     compressed_to_array,
     image_to_array,
 )
+from gifnet_ros.thermal import normalize_thermal
 
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 BagImage = TYPESTORE.types["sensor_msgs/msg/Image"]
@@ -62,8 +64,22 @@ ALPHA = 77
 FLOATS = [-273.15, 0.0, 1.5e-3, 310.25, math.nan, math.inf, -math.inf, 65535.5, -0.0, 1e30]
 
 
+# Camera encodings that are read only, from sensor_msgs/image_encodings.hpp (Kilted): the
+# memory order of each 16-bit colour encoding, the byte order of each 4:2:2 pixel pair
+# (``uyvy``/``yuyv`` are the new names of ``yuv422``/``yuv422_yuy2``), and each Bayer
+# mosaic's top-left 2x2 colours, row 0 then row 1, which is what the ROS name spells.
+COLOUR16 = {"rgb16": "RGB", "bgr16": "BGR", "rgba16": "RGBA", "bgra16": "BGRA"}
+YUV422 = {"uyvy": "UYVY", "yuv422": "UYVY", "yuyv": "YUYV", "yuv422_yuy2": "YUYV"}
+BAYER = {
+    f"bayer_{pattern}{bits}": (pattern.upper(), bits)
+    for pattern in ("rggb", "bggr", "gbrg", "grbg")
+    for bits in (8, 16)
+}
+
+
 def test_spec_covers_the_supported_encodings() -> None:
-    assert set(SUPPORTED_ENCODINGS) == set(SPEC)
+    assert set(SUPPORTED_ENCODINGS) == set(SPEC) | set(COLOUR16) | set(YUV422) | set(BAYER)
+    assert set(WRITABLE_ENCODINGS) == set(SPEC)
 
 
 def channel_value(encoding: str, row: int, col: int, channel: int) -> float | int:
@@ -327,8 +343,20 @@ def assert_one_line_error(call: Any, *fragments: str) -> None:
 
 IMAGE_ERRORS = {
     "unknown_encoding": (
-        raw("yuv422", step=80, data=bytes(2400)),
-        ["unsupported encoding 'yuv422'", "supported: mono8", "32FC1", "bgra8"],
+        PlainImage(30, 40, "nv12", 0, 40, bytes(1800)),
+        ["unsupported encoding 'nv12'", "supported: mono8", "32FC1", "yuv422", "bayer_grbg16"],
+    ),
+    "yuv_odd_width": (
+        PlainImage(3, 7, "yuyv", 0, 14, bytes(42)),
+        ["width 7 of 'yuyv' is odd", "pairs"],
+    ),
+    "rgb16_step_too_small": (
+        PlainImage(30, 40, "rgb16", 0, 200, bytes(6000)),
+        ["step 200 is smaller than width*bytes_per_pixel = 240", "'rgb16' 40x30"],
+    ),
+    "bayer16_data_too_short": (
+        PlainImage(4, 4, "bayer_rggb16", 1, 8, bytes(31)),
+        ["data has 31 bytes", "step*height = 32", "'bayer_rggb16' 4x4"],
     ),
     "encoding_none": (PlainImage(1, 1, None, 0, 1, b"x"), ["unsupported encoding None"]),
     "zero_height": (raw("mono8", height=0), ["40x0", "'mono8'", "empty"]),
@@ -383,7 +411,12 @@ FIELD_ERRORS = {
     "int16_for_mono16": (np.zeros((2, 2), np.int16), "mono16", ["'mono16'", "int16"]),
     "uint8_for_mono16": (np.zeros((2, 2), np.uint8), "16UC1", ["'16UC1'", "uint8"]),
     "empty": (np.zeros((0, 3), np.uint8), "mono8", ["3x0", "empty"]),
-    "unknown_encoding": (np.zeros((2, 2), np.uint8), "yuv422", ["unsupported encoding 'yuv422'"]),
+    "unknown_encoding": (np.zeros((2, 2), np.uint8), "nv12", ["unsupported encoding 'nv12'"]),
+    "read_only_encoding": (
+        np.zeros((2, 2, 3), np.uint8),
+        "yuv422",
+        ["encoding 'yuv422' is read, not written", "written: mono8", "bgra8"],
+    ),
 }
 
 
@@ -391,6 +424,220 @@ FIELD_ERRORS = {
 def test_array_to_image_fields_errors(name: str) -> None:
     array, encoding, fragments = FIELD_ERRORS[name]
     assert_one_line_error(lambda: array_to_image_fields(array, encoding), *fragments)
+
+
+# --------------------------------------------------------------------------- camera encodings
+
+
+def packed(samples: np.ndarray, itemsize: int, bigendian: bool, pad: int) -> tuple[bytes, int]:
+    """(data, step): ``samples`` (H x values per row) stored as ``itemsize``-byte words in the
+    given byte order, each row followed by ``pad`` bytes."""
+    words = np.asarray(samples).astype(np.dtype(f"{'>' if bigendian else '<'}u{itemsize}"))
+    rows = words.reshape(words.shape[0], -1).view(np.uint8)
+    padded = np.full((rows.shape[0], rows.shape[1] + pad), PAD_BYTE, np.uint8)
+    padded[:, : rows.shape[1]] = rows
+    return padded.tobytes(), padded.shape[1]
+
+
+def sixteen_to_eight(values: np.ndarray) -> np.ndarray:
+    """round(x * 255 / 65535) in integers: that is x / 257, which never ends in .5 since 257 is
+    odd, so adding half the divisor and flooring rounds it."""
+    return ((values.astype(np.int64) + 128) // 257).astype(np.uint8)
+
+
+@pytest.mark.parametrize("maker", sorted(MAKERS))
+@pytest.mark.parametrize("bigendian", [False, True], ids=["le", "be"])
+@pytest.mark.parametrize("pad", [0, 3], ids=["dense", "padded"])
+@pytest.mark.parametrize("encoding", sorted(COLOUR16))
+def test_16bit_colour_is_reordered_and_scaled_to_8bit(
+    encoding: str, pad: int, bigendian: bool, maker: str
+) -> None:
+    rgb = pattern((5, 7, 3), np.uint16)
+    rgb[0, :3] = [[0, 128, 129], [32896, 65535, 65407], [257, 385, 386]]  # rounding edges
+    by_letter = {"R": rgb[..., 0], "G": rgb[..., 1], "B": rgb[..., 2]}
+    by_letter["A"] = np.full(rgb.shape[:2], 4321, np.uint16)
+    stored = np.stack([by_letter[letter] for letter in COLOUR16[encoding]], axis=-1)
+    data, step = packed(stored.reshape(5, -1), 2, bigendian, pad)
+    out = image_to_array(MAKERS[maker](encoding, 5, 7, step, data, bigendian))
+    assert out.dtype == np.uint8 and out.shape == (5, 7, 3) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, sixteen_to_eight(rgb))
+    np.testing.assert_array_equal(out[0, :3], [[0, 0, 1], [128, 255, 255], [1, 1, 2]])
+
+
+def test_16bit_colour_scale_is_the_thermal_none_rule() -> None:
+    # Every 16-bit value, in all three channels: colour and grey 16-bit share one mapping.
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    data, step = packed(np.repeat(values, 3, axis=1), 2, False, 0)
+    out = image_to_array(PlainImage(256, 256, "bgr16", 0, step, data))
+    for channel in range(3):
+        np.testing.assert_array_equal(out[..., channel], sixteen_to_eight(values))
+        np.testing.assert_array_equal(out[..., channel], normalize_thermal(values, "none"))
+
+
+def bt601_studio_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 studio-swing YCbCr (Y 16..235, Cb/Cr 16..240 around 128) to 8-bit RGB.
+
+    Y below 16 counts as 16 (OpenCV's decoder has no footroom), the rest is the standard's
+    matrix: R = 1.164 (Y-16) + 1.596 Cr, G = 1.164 (Y-16) - 0.813 Cr - 0.391 Cb,
+    B = 1.164 (Y-16) + 2.018 Cb.
+    """
+    luma = 1.164 * (np.maximum(y.astype(float), 16.0) - 16.0)
+    cb, cr = u.astype(float) - 128.0, v.astype(float) - 128.0
+    rgb = np.stack([luma + 1.596 * cr, luma - 0.813 * cr - 0.391 * cb, luma + 2.018 * cb], -1)
+    return np.clip(np.rint(rgb), 0, 255)
+
+
+def yuv422_samples(y: np.ndarray, u: np.ndarray, v: np.ndarray, order: str) -> np.ndarray:
+    """The H x 2W bytes of a 4:2:2 image: per pixel pair, its four samples in ``order``."""
+    by_name = {"Y0": y[:, 0::2], "Y1": y[:, 1::2], "U": u, "V": v}
+    names = {"UYVY": ("U", "Y0", "V", "Y1"), "YUYV": ("Y0", "U", "Y1", "V")}[order]
+    return np.stack([by_name[name] for name in names], axis=-1).reshape(y.shape[0], -1)
+
+
+@pytest.mark.parametrize("maker", sorted(MAKERS))
+@pytest.mark.parametrize("pad", [0, 3], ids=["dense", "padded"])
+@pytest.mark.parametrize("encoding", sorted(YUV422))
+def test_yuv422_matches_the_bt601_formula(encoding: str, pad: int, maker: str) -> None:
+    rng = np.random.default_rng(sorted(YUV422).index(encoding))
+    y = rng.integers(0, 256, (6, 10), dtype=np.uint8)
+    u, v = rng.integers(0, 256, (2, 6, 5), dtype=np.uint8)
+    data, step = packed(yuv422_samples(y, u, v, YUV422[encoding]), 1, False, pad)
+    out = image_to_array(MAKERS[maker](encoding, 6, 10, step, data, False))
+    assert out.dtype == np.uint8 and out.shape == (6, 10, 3) and out.flags.c_contiguous
+    # One pair shares its chroma: the expected image repeats U and V over both pixels.
+    expected = bt601_studio_rgb(y, np.repeat(u, 2, axis=1), np.repeat(v, 2, axis=1))
+    # OpenCV's fixed-point coefficients round a few values the other way.
+    assert np.abs(out.astype(float) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("order", ["UYVY", "YUYV"])
+def test_yuv422_primaries(order: str) -> None:
+    # BT.601 studio-swing codes of white, black and the primaries.
+    colours = {
+        (235, 128, 128): (255, 255, 255),
+        (16, 128, 128): (0, 0, 0),
+        (81, 90, 240): (255, 0, 0),
+        (145, 54, 34): (0, 255, 0),
+        (41, 240, 110): (0, 0, 255),
+    }
+    codes = np.array(list(colours), np.uint8)
+    y = np.repeat(codes[:, :1], 2, axis=1)
+    samples = yuv422_samples(y, codes[:, 1:2], codes[:, 2:3], order)
+    encoding = order.lower()
+    out = image_to_array(PlainImage(len(codes), 2, encoding, 0, 4, samples.tobytes()))
+    for row, rgb in enumerate(colours.values()):
+        assert np.abs(out[row].astype(int) - rgb).max() <= 2, (row, out[row])
+
+
+def bayer_mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """Each pixel keeps the one colour its place in the 2x2 ``pattern`` names."""
+    mosaic = np.zeros(rgb.shape[:2], rgb.dtype)
+    for index, (row, col) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        channel = "RGB".index(pattern[index])
+        mosaic[row::2, col::2] = rgb[row::2, col::2, channel]
+    return mosaic
+
+
+def bilinear_interior(mosaic: np.ndarray, pattern: str) -> np.ndarray:
+    """Bilinear demosaic of the interior (one-pixel border cut), written from its definition:
+    a pixel keeps its own colour and takes each other colour as the mean of the 3x3
+    neighbours that carry it (4 for green at red/blue, 4 diagonal for red at blue and blue at
+    red, 2 for red and blue at green), rounded half up."""
+    height, width = mosaic.shape
+    colour_at = np.empty((height, width), "U1")
+    for index, (row, col) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        colour_at[row::2, col::2] = pattern[index]
+    values = mosaic.astype(float)
+    out = np.zeros((height - 2, width - 2, 3))
+    for channel, letter in enumerate("RGB"):
+        has = (colour_at == letter).astype(float)
+        total = np.zeros((height - 2, width - 2))
+        count = np.zeros((height - 2, width - 2))
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                if dr or dc:
+                    window = np.s_[1 + dr : height - 1 + dr, 1 + dc : width - 1 + dc]
+                    total += (values * has)[window]
+                    count += has[window]
+        own = has[1:-1, 1:-1] > 0
+        mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+        out[..., channel] = np.where(own, values[1:-1, 1:-1], np.floor(mean + 0.5))
+    return out
+
+
+@pytest.mark.parametrize("maker", sorted(MAKERS))
+@pytest.mark.parametrize("bigendian", [False, True], ids=["le", "be"])
+@pytest.mark.parametrize("pad", [0, 3], ids=["dense", "padded"])
+@pytest.mark.parametrize("encoding", sorted(BAYER))
+def test_bayer_demosaic_is_bilinear_with_the_ros_pattern(
+    encoding: str, pad: int, bigendian: bool, maker: str
+) -> None:
+    # An odd pad leaves 16-bit rows unaligned; big-endian 16-bit needs a swap first.
+    pattern_name, bits = BAYER[encoding]
+    dtype = np.uint8 if bits == 8 else np.uint16
+    rgb = np.random.default_rng(bits).integers(0, np.iinfo(dtype).max, (8, 10, 3), endpoint=True)
+    mosaic = bayer_mosaic(rgb.astype(dtype), pattern_name)
+    data, step = packed(mosaic, bits // 8, bigendian, pad)
+    out = image_to_array(MAKERS[maker](encoding, 8, 10, step, data, bigendian))
+    assert out.dtype == np.uint8 and out.shape == (8, 10, 3) and out.flags.c_contiguous
+    expected = bilinear_interior(mosaic, pattern_name)
+    if bits == 16:  # demosaiced at full depth, then scaled
+        expected = sixteen_to_eight(expected)
+    np.testing.assert_array_equal(out[1:-1, 1:-1], expected)
+
+
+@pytest.mark.parametrize("encoding", sorted(BAYER))
+def test_bayer_of_a_flat_colour_is_that_colour_to_the_border(encoding: str) -> None:
+    pattern_name, bits = BAYER[encoding]
+    colour = (200, 90, 20) if bits == 8 else (51400, 23130, 5140)  # 257 x the 8-bit colour
+    dtype = np.uint8 if bits == 8 else np.uint16
+    flat = np.broadcast_to(np.array(colour, dtype), (6, 8, 3))
+    data, step = packed(bayer_mosaic(flat, pattern_name), bits // 8, False, 0)
+    out = image_to_array(PlainImage(6, 8, encoding, 0, step, data))
+    np.testing.assert_array_equal(out, np.broadcast_to(np.array([200, 90, 20]), (6, 8, 3)))
+
+
+@dataclass
+class CameraCase:
+    """A read-only camera encoding's samples (H x values per row) and how they are laid out."""
+
+    encoding: str
+    samples: np.ndarray
+    width: int
+    pad: int
+    bigendian: bool
+    trim_last: bool
+
+
+@st.composite
+def camera_cases(draw: st.DrawFn) -> CameraCase:
+    encoding = draw(st.sampled_from(sorted({**COLOUR16, **YUV422, **BAYER})))
+    height, width = draw(st.integers(1, 6)), draw(st.integers(1, 8))
+    if encoding in YUV422:
+        width, itemsize, per_pixel = 2 * width, 1, 2
+    elif encoding in COLOUR16:
+        itemsize, per_pixel = 2, len(COLOUR16[encoding])
+    else:
+        itemsize, per_pixel = BAYER[encoding][1] // 8, 1
+    samples = draw(hnp.arrays(np.dtype(f"u{itemsize}"), (height, width * per_pixel)))
+    return CameraCase(
+        encoding, samples, width, draw(st.integers(0, 9)), draw(st.booleans()), draw(st.booleans())
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(camera_cases())
+def test_camera_encodings_do_not_depend_on_step_or_byte_order(case: CameraCase) -> None:
+    height, itemsize = case.samples.shape[0], case.samples.dtype.itemsize
+    dense, dense_step = packed(case.samples, itemsize, False, 0)
+    reference = image_to_array(PlainImage(height, case.width, case.encoding, 0, dense_step, dense))
+    assert reference.dtype == np.uint8 and reference.shape == (height, case.width, 3)
+    data, step = packed(case.samples, itemsize, case.bigendian, case.pad)
+    if case.trim_last and case.pad:
+        data = data[: -case.pad]  # the last row without its padding
+    layout = (case.encoding, height, case.width, step, data, case.bigendian)
+    for msg in (rclpy_image(*layout), bag_image(*layout)):
+        np.testing.assert_array_equal(image_to_array(msg), reference)
 
 
 # --------------------------------------------------------------------------- compressed
