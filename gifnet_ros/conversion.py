@@ -15,23 +15,24 @@ Conventions (the network wants them, and every caller relies on them):
   a thermal camera's kelvin or degrees, NaN and inf included, reach ``thermal.py`` untouched.
 * 16-bit colour (``rgb16``, ``bgr16``, ``rgba16``, ``bgra16``, ``bayer_*16``) comes back as
   8-bit RGB scaled by 255/65535 and rounded, i.e. ``round(x / 257)``: the full range maps onto
-  the full range, as the ``none`` rule of ``thermal.py`` maps 16-bit grey, and unlike ``x >> 8``
-  it does not darken by half a level on average. Grey 16-bit keeps its counts because thermal
-  counts fill a narrow, scene-dependent band that only a per-frame stretch can use; colour
-  pixels are already display-referred, so a fixed scale is the faithful one.
+  the full range, as cv_bridge converts ``rgb16`` to ``rgb8`` and as the ``none`` rule of
+  ``thermal.py`` maps 16-bit grey, and unlike ``x >> 8`` it does not darken by half a level on
+  average. Grey 16-bit keeps its counts because thermal counts fill a narrow, scene-dependent
+  band that only a per-frame stretch can use; colour pixels are already display-referred, so a
+  fixed scale is the faithful one.
 * YUV 4:2:2 (``uyvy``/``yuv422``, ``yuyv``/``yuv422_yuy2``) is converted with OpenCV's
   BT.601 limited-range formula, as cv_bridge converts it for a subscriber asking for ``rgb8``.
   The width must be even: two pixels share one U and one V sample.
 * Bayer mosaics (``bayer_rggb8``, ``bayer_bggr8``, ``bayer_gbrg8``, ``bayer_grbg8`` and their
-  ``16`` variants) are demosaiced bilinearly by OpenCV, at full depth before any scaling: this is
-  cv_bridge's Bayer to ``rgb8`` conversion and image_proc's ``debayer:=0``. (image_proc's
+  ``16`` variants) are demosaiced bilinearly by OpenCV, at full depth before the scaling: this
+  is cv_bridge's Bayer to ``rgb8`` conversion and image_proc's ``debayer:=0``. (image_proc's
   DebayerNode defaults to VNG, which OpenCV has for 8-bit mosaics only.)
 * Returned arrays are fresh C-contiguous copies. The message buffer may be reused by the
   middleware (or by the caller) after the callback returns, so a view would change under the
-  network's feet. For 8-bit encodings the copy is made exactly once, fused with the row crop,
-  channel reorder and byte swap, so it costs one pass over the pixels; 16-bit colour takes one
-  more pass for the scaling, and a swapped or unaligned 16-bit mosaic one more before OpenCV
-  can read it.
+  network's feet. For grey and 8-bit images the copy is made exactly once, fused with the row
+  crop, channel reorder and byte swap, so it costs one pass over the pixels; 16-bit colour
+  takes one more pass for the scaling, and big-endian or unaligned 16-bit colour another one
+  before OpenCV can read it.
 
 Buffer size rule for raw images: ROS defines ``len(data) == step * height``. We accept a
 buffer whose last row lacks its padding (``step * (height - 1) + width * bytes_per_pixel``
