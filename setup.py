@@ -13,6 +13,7 @@ TOOLS = {
     "fusion_lifecycle_node": "gifnet_ros.node:lifecycle_main",
     "fuse": "gifnet_ros.cli:main",
     "fuse_bag": "gifnet_ros.bag_tool:main",
+    "fuse_bags": "gifnet_ros.fleet:main",
     "make_bag": "gifnet_ros.make_bag:main",
     "calibrate": "gifnet_ros.calibrate:main",
     "eval": "gifnet_ros.evaluate:main",
