@@ -15,7 +15,13 @@ What it guarantees
 * Nothing half-written: the bag is written in a hidden directory beside OUTPUT and renamed to
   OUTPUT when complete. An existing OUTPUT is replaced only with ``--overwrite``. Ctrl-C or
   SIGTERM removes the partial bag, says how many pairs were fused, and still writes the
-  ``--report``; so does any error (one line naming the file or topic).
+  ``--report``; so does any error (one line naming the file or topic). A run killed outright
+  (SIGKILL, out of memory) cannot clean up; the next run for the same OUTPUT removes its
+  hidden directory once the process recorded in it is gone (``rosbag_io.remove_dead_partials``).
+* Written in read order: every copied message and fused image is written at the point of
+  pass 2 where the copy was read or the pair became complete, whether pairs are fused one by
+  one, in ``--batch`` runs, or by ``gifnet-fuse-bags``' remote workers; with the same options
+  the three write the same bytes.
 
 How it reads the bag (memory stays bounded by the pairing's reach, not the bag's length)
 ---------------------------------------------------------------------------------------
@@ -37,7 +43,9 @@ import sqlite3
 import statistics
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +64,12 @@ from gifnet_ros.conversion import (
     image_to_array,
 )
 from gifnet_ros.engine import FusionEngine
-from gifnet_ros.engine_args import add_engine_arguments, add_thermal_arguments, engine_options
+from gifnet_ros.engine_args import (
+    add_engine_arguments,
+    add_thermal_arguments,
+    batch_size,
+    engine_options,
+)
 from gifnet_ros.image_files import write_bytes_atomic
 from gifnet_ros.pairing import PairingResult, pair_by_stamp
 from gifnet_ros.rosbag_io import (
@@ -70,6 +83,7 @@ from gifnet_ros.rosbag_io import (
     image_cdr,
     interrupt_on_sigterm,
     open_writer,
+    remove_dead_partials,
     staged_output,
     typestore,
 )
@@ -118,11 +132,186 @@ class _Pending:
     recorded: int
 
 
-class BagFusion:
-    """One run of the tool; ``report`` is filled as the run goes, so it is current on error."""
+@dataclass(frozen=True)
+class ImageMessage:
+    """One serialized input image, with what it takes to decode it and to name it in an error."""
+
+    topic: str
+    msgtype: str
+    index: int  # among the topic's messages, in recording order
+    stamp_ns: int
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class PairJob:
+    """One pair to fuse; plain data, so that it can travel to a Ray worker."""
+
+    seq: int  # the pair's place in the bag's output order
+    source: str  # the bag, for error messages
+    thermal: ImageMessage
+    rgb: ImageMessage
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """A fused pair: the serialized fused Image, or the one-line reason it could not be fused."""
+
+    message: bytes | None
+    error: str | None
+    model_seconds: float = 0.0
+
+
+def _guard(path: Path, what: str, action: Callable[[], Any]) -> Any:
+    """Run a reader call; any library failure becomes one line naming the file."""
+    try:
+        return action()
+    except ToolError:
+        raise
+    except Exception as exc:  # rosbags, apsw and OS errors alike name the problem
+        raise ToolError(f"{path}: {what}: {_one_line(exc)}") from None
+
+
+def check_settings(args: argparse.Namespace) -> Alignment:
+    """The alignment the options ask for, after turning bad alignment, thermal or slop settings
+    into a ToolError: checked before any bag is read or model loaded."""
+    try:
+        alignment = Alignment.create(args.align, args.homography)
+        normalize_thermal(
+            np.zeros((2, 2), np.uint16),
+            args.thermal_norm,
+            tuple(args.thermal_percentiles),
+            tuple(args.thermal_range),
+        )
+    except ValueError as exc:
+        raise ToolError(_one_line(exc)) from None
+    if not args.slop >= 0:
+        raise ToolError(f"--slop must be >= 0 seconds, got {args.slop}")
+    return alignment
+
+
+class PairFuser:
+    """Serialized thermal/RGB messages in, serialized fused Images out, as the node fuses them.
+
+    Decoding, thermal normalisation, alignment, the engine and the output encoding: the part
+    of a bag's fusion that needs the model. gifnet-fuse-bag runs one in its own process and
+    gifnet-fuse-bags one in each Ray worker, so the two write the same bytes. The model is
+    loaded once, here; a failure is a ToolError.
+    """
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.alignment = check_settings(args)
+        loading = time.monotonic()
+        try:
+            self.engine = FusionEngine(**engine_options(args), mode=args.mode)
+        except (ValueError, WeightsError, OSError, RuntimeError) as exc:
+            raise ToolError(f"cannot load the model: {_one_line(exc)}") from None
+        self.load_seconds = round(time.monotonic() - loading, 3)
+        self.batch = batch_size(args, self.engine)
+
+    def fuse(self, jobs: Sequence[PairJob]) -> list[PairResult]:
+        """One result per job, in order. Consecutive pairs of one size go through the network
+        together (``engine.fuse_luminance_batch``); a pair that cannot be decoded, aligned or
+        fused gets its reason instead of pixels."""
+        results: list[PairResult | None] = [None] * len(jobs)
+        run: list[tuple[int, Any, np.ndarray, np.ndarray]] = []
+        for position, job in enumerate(jobs):
+            try:
+                header, thermal, rgb = self._prepare(job)
+            except ToolError as exc:
+                self._fuse_run(jobs, run, results)
+                run = []
+                results[position] = PairResult(None, str(exc))
+                continue
+            if run and _shape(run[0][2], run[0][3]) != _shape(thermal, rgb):
+                self._fuse_run(jobs, run, results)
+                run = []
+            run.append((position, header, thermal, rgb))
+        self._fuse_run(jobs, run, results)
+        return [result for result in results if result is not None]
+
+    def _prepare(self, job: PairJob) -> tuple[Any, np.ndarray, np.ndarray]:
+        """(RGB header, thermal on the RGB grid, RGB pixels) of a pair, or a ToolError."""
+        args = self.args
+        _, thermal = _decode(job.source, job.thermal)
+        rgb_msg, rgb = _decode(job.source, job.rgb)
+        try:
+            thermal = thermal_for_fusion(
+                thermal,
+                rgb.shape,
+                self.alignment,
+                args.thermal_norm,
+                tuple(args.thermal_percentiles),
+                tuple(args.thermal_range),
+            )
+        except ValueError as exc:
+            raise ToolError(f"{_pair_text(job)}: {_one_line(exc)}") from None
+        return rgb_msg.header, thermal, rgb
+
+    def _fuse_run(
+        self,
+        jobs: Sequence[PairJob],
+        run: list[tuple[int, Any, np.ndarray, np.ndarray]],
+        results: list[PairResult | None],
+    ) -> None:
+        """Fuse pairs of one size in one network call; if that fails, each on its own, so the
+        reason lands on the pair that caused it (a device out of memory included)."""
+        if not run:
+            return
+        try:
+            fused = self.engine.fuse_luminance_batch([(t, r) for _, _, t, r in run])
+        except (ValueError, RuntimeError) as exc:  # sizes; a device out of memory
+            if len(run) > 1:
+                for item in run:
+                    self._fuse_run(jobs, [item], results)
+                return
+            position = run[0][0]
+            results[position] = PairResult(None, f"{_pair_text(jobs[position])}: {_one_line(exc)}")
+            return
+        encoding = self.args.fused_encoding
+        seconds = self.engine.last_model_seconds / len(run)
+        for (position, header, _, _), (luminance, colour) in zip(run, fused, strict=True):
+            pixels = fused_pixels(encoding, luminance, colour)
+            message = bytes(image_cdr(header, pixels, encoding))
+            results[position] = PairResult(message, None, seconds)
+
+
+def _shape(thermal: np.ndarray, rgb: np.ndarray) -> tuple[Any, ...]:
+    """What pairs must share to be fused in one batch."""
+    return thermal.shape, thermal.dtype, rgb.shape, rgb.dtype
+
+
+def _pair_text(job: PairJob) -> str:
+    return (
+        f"{job.source}: {job.thermal.topic} message {job.thermal.index} with "
+        f"{job.rgb.topic} message {job.rgb.index}"
+    )
+
+
+def _decode(source: str, image: ImageMessage) -> tuple[Any, np.ndarray]:
+    """The message and its pixels; a ToolError naming the message when either fails."""
+    where = f"{source}: {image.topic} message {image.index} (stamp {_stamp_text(image.stamp_ns)})"
+    try:
+        msg = typestore().deserialize_cdr(image.raw, image.msgtype)
+    except Exception as exc:  # a truncated buffer fails in struct, numpy or rosbags
+        raise ToolError(f"{where} is corrupt: {_one_line(exc)}") from None
+    try:
+        if image.msgtype == COMPRESSED_IMAGE:
+            return msg, compressed_to_array(msg)
+        return msg, image_to_array(msg)
+    except ValueError as exc:
+        raise ToolError(f"{where}: {_one_line(exc)}") from None
+
+
+class BagFusion:
+    """One run of the tool; ``report`` is filled as the run goes, so it is current on error."""
+
+    def __init__(self, args: argparse.Namespace, prog: str = PROG, progress: Any = None) -> None:
+        self.args = args
+        self.prog = prog
+        # Something with tqdm's update(n); gifnet-fuse-bags passes its one bar for the run.
+        self.progress = progress
         self.started = time.monotonic()
         self.report: dict[str, Any] = {
             "input": str(args.input),
@@ -155,75 +344,106 @@ class BagFusion:
             "skipped": [],
             "last_fused_rgb_stamp_ns": None,
             "peak_buffered_messages": 0,
+            "leftovers": [],
             "output_topics": {},
             "timing": {},
         }
-        self.alignment = Alignment()
-        self.engine: FusionEngine | None = None
-        self.writer: Writer | None = None
-        self.fused_connection: Connection | None = None
-        self.progress: Any = None
+        self.path = Path(args.input)
+        self.reader: Reader | None = None
+        self.thermal = self.rgb = _Stream("", "", [])
+        self.copies: list[Connection] = []
+        self.fused_topic = _topic_name(args.fused_topic)
+        self.pairing = PairingResult((), (), (), ())
         self.model_seconds = 0.0
         self.fusion_started: float | None = None
+        # Pass 2 and the output (open_output .. commit or abort).
+        self._output = ExitStack()
+        self._writer: Writer | None = None
+        self._fused_connection: Connection | None = None
+        self._batches: Iterator[list[PairJob]] = iter(())
+        self._read_all = False
+        # Writes in read order: ("copy", connection, recorded, raw) or ("pair", seq, recorded).
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._results: dict[int, PairResult] = {}
 
     # -- the run ---------------------------------------------------------------------------
 
+    def say(self, line: str) -> None:
+        """One line to stderr that does not break a progress bar."""
+        tqdm.write(f"{self.prog}: {line}", file=sys.stderr)
+
     def run(self) -> None:
+        """The whole of gifnet-fuse-bag: plan, load the model, fuse in read order, commit."""
+        self.plan()
+        try:
+            fuser = PairFuser(self.args)
+            self.report["timing"]["model_load_s"] = fuser.load_seconds
+            self.open_output(fuser.batch)
+            with self._bar():
+                while (jobs := self.next_batch()) is not None:
+                    self.put(jobs, fuser.fuse(jobs))
+            self.commit()
+        finally:
+            self.close()
+
+    def plan(self) -> None:
+        """Everything before the first pixel: settings, leftovers, pass 1 and the pairing.
+
+        Raises ToolError; the reader stays open for pass 2 until ``close``.
+        """
         args = self.args
-        self._check_settings()  # fail before any expensive work
+        self.alignment = check_settings(args)  # fail before any expensive work
+        for line in remove_dead_partials(args.output):
+            self.report["leftovers"].append(line)
+            self.say(line)
         check_output(args.output, args.overwrite)
-        path = self._input_path(args.input)
+        path = self.path = self._input_path(self.path)
         if path.resolve() == args.output.resolve():
             raise ToolError(f"{path}: input and output are the same")
-        reader = self._guard(path, "cannot open bag", lambda: Reader(path))
-        self._guard(path, "cannot open bag", reader.open)
-        try:
-            self._run(path, reader)
-        finally:
-            reader.close()
-
-    def _run(self, path: Path, reader: Reader) -> None:
-        args = self.args
-        topics = reader.topics
+        reader = _guard(path, "cannot open bag", lambda: Reader(path))
+        _guard(path, "cannot open bag", reader.open)
+        self.reader = reader
         self.report["topics"] = {
             name: {"type": info.msgtype, "messages": info.msgcount}
-            for name, info in sorted(topics.items())
+            for name, info in sorted(reader.topics.items())
         }
-        thermal = self._stream(path, reader, args.thermal_topic, "thermal")
-        rgb = self._stream(path, reader, args.rgb_topic, "rgb")
-        if thermal.topic == rgb.topic:
-            raise ToolError(f"thermal and RGB topic are both {thermal.topic!r}")
-        fused_topic = _topic_name(args.fused_topic)
-        copies = self._copy_connections(path, reader, fused_topic)
+        self.thermal = self._stream(path, reader, args.thermal_topic, "thermal")
+        self.rgb = self._stream(path, reader, args.rgb_topic, "rgb")
+        if self.thermal.topic == self.rgb.topic:
+            raise ToolError(f"thermal and RGB topic are both {self.thermal.topic!r}")
+        self.copies = self._copy_connections(path, reader, self.fused_topic)
 
         scan_started = time.monotonic()
-        self._scan(path, reader, thermal, rgb)
-        self._check_counts(path, thermal, rgb)
-        pairing = pair_by_stamp(rgb.stamps, thermal.stamps, round(args.slop * 1e9))
-        self._report_pairing(pairing, thermal, rgb)
+        self._scan(path, reader, self.thermal, self.rgb)
+        self._check_counts(path, self.thermal, self.rgb)
+        self.pairing = pair_by_stamp(self.rgb.stamps, self.thermal.stamps, round(args.slop * 1e9))
+        self._report_pairing(self.pairing, self.thermal, self.rgb)
         self.report["timing"]["scan_s"] = round(time.monotonic() - scan_started, 3)
 
-        self.engine = self._load_engine()
-        try:
-            with staged_output(args.output, args.overwrite) as staging:
-                writer = open_writer(staging, args.storage)
-                with writer:
-                    writer.set_custom_data("gifnet_ros.source", str(path))
-                    writer.set_custom_data(
-                        "gifnet_ros.settings", json.dumps(self.report["settings"], sort_keys=True)
-                    )
-                    self._fuse_all(path, reader, writer, thermal, rgb, pairing, copies, fused_topic)
-                self.report["output_topics"] = {
-                    conn.topic: writer.counts[conn.id] for conn in writer.connections
-                }
-        except (OSError, sqlite3.Error, WriterError) as exc:  # a full disk, a size limit
-            raise ToolError(f"{args.output}: writing the bag failed: {_one_line(exc)}") from None
-        self.report["output_written"] = True
+    def close(self) -> None:
+        """Close the input; an output still open (an error, Ctrl-C) is removed unwritten."""
+        self.abort()
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+    def _bar(self) -> tqdm:
+        self.progress = tqdm(
+            total=len(self.pairing.pairs),
+            unit="pair",
+            desc="fusing",
+            file=sys.stderr,
+            disable=self.args.no_progress,
+            dynamic_ncols=True,
+            # Always pairs/s (tqdm would switch to s/pair below 1/s, the usual CPU case).
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
+            "{rate_noinv_fmt}]",
+        )
+        return self.progress
 
     # -- input -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _input_path(path: Path) -> Path:
+    def _input_path(self, path: Path) -> Path:
         """The bag to open: a rosbag2 directory, a single .mcap/.db3 file, or a directory
         that lost its metadata.yaml but holds exactly one storage file."""
         if not path.exists():
@@ -235,19 +455,9 @@ class BagFusion:
                     f"{path}: not a rosbag2 directory (no metadata.yaml and "
                     f"{len(files)} .mcap/.db3 files)"
                 )
-            print(f"{PROG}: {path} has no metadata.yaml; reading {files[0].name}", file=sys.stderr)
+            self.say(f"{path} has no metadata.yaml; reading {files[0].name}")
             return files[0]
         return path
-
-    @staticmethod
-    def _guard(path: Path, what: str, action: Callable[[], Any]) -> Any:
-        """Run a reader call; any library failure becomes one line naming the file."""
-        try:
-            return action()
-        except ToolError:
-            raise
-        except Exception as exc:  # rosbags, apsw and OS errors alike name the problem
-            raise ToolError(f"{path}: {what}: {_one_line(exc)}") from None
 
     def _stream(self, path: Path, reader: Reader, name: str, role: str) -> _Stream:
         topic = _topic_name(name)
@@ -331,10 +541,9 @@ class BagFusion:
             if stream.topic in self.report["topics"]:
                 self.report["topics"][stream.topic]["messages_read"] = read
             if claimed is not None and claimed != read:
-                print(
-                    f"{PROG}: warning: {path}: the bag's metadata says {claimed} messages on "
-                    f"{stream.topic}, its storage holds {read}; using the storage",
-                    file=sys.stderr,
+                self.say(
+                    f"warning: {path}: the bag's metadata says {claimed} messages on "
+                    f"{stream.topic}, its storage holds {read}; using the storage"
                 )
 
     @staticmethod
@@ -366,54 +575,123 @@ class BagFusion:
                 "max_abs": max(abs(d) for d in diffs) / 1e6,
             }
 
-    # -- model -----------------------------------------------------------------------------
+    # -- pass 2 and the output --------------------------------------------------------------
 
-    def _check_settings(self) -> None:
-        """Turn bad alignment or thermal settings into an error before reading anything."""
+    def open_output(self, batch: int) -> None:
+        """Start the hidden output bag and pass 2, which hands out pairs ``batch`` at a time."""
         args = self.args
-        try:
-            self.alignment = Alignment.create(args.align, args.homography)
-            normalize_thermal(
-                np.zeros((2, 2), np.uint16),
-                args.thermal_norm,
-                tuple(args.thermal_percentiles),
-                tuple(args.thermal_range),
+        # The batch size is part of what made the bag: batched network calls may round
+        # differently on some devices.
+        self.report["settings"]["batch"] = batch
+        with self._writing():
+            staging = self._output.enter_context(staged_output(args.output, args.overwrite))
+            writer = self._writer = self._output.enter_context(open_writer(staging, args.storage))
+            writer.set_custom_data("gifnet_ros.source", str(self.path))
+            writer.set_custom_data(
+                "gifnet_ros.settings", json.dumps(self.report["settings"], sort_keys=True)
             )
-        except ValueError as exc:
-            raise ToolError(_one_line(exc)) from None
-        if not args.slop >= 0:
-            raise ToolError(f"--slop must be >= 0 seconds, got {args.slop}")
+            copy_to = self._add_connections(writer)
+        self.fusion_started = time.monotonic()
+        self._batches = self._pass2(copy_to, batch)
 
-    def _load_engine(self) -> FusionEngine:
-        args = self.args
-        loading = time.monotonic()
+    def next_batch(self) -> list[PairJob] | None:
+        """The next run of consecutive pairs to fuse, None when pass 2 has read the whole bag.
+
+        Reading stops at each run, so at most one run's messages (plus the copies read since
+        the oldest unwritten pair) are held, whatever the bag's length.
+        """
+        jobs = next(self._batches, None)
+        if jobs is None:
+            self._read_all = True
+            self.flush()
+        return jobs
+
+    def put(self, jobs: Sequence[PairJob], results: Sequence[PairResult]) -> None:
+        """Hand in the results of ``jobs`` and write everything now complete, in read order."""
+        for job, result in zip(jobs, results, strict=True):
+            self._results[job.seq] = result
+        self.flush()
+
+    @property
+    def read_to_end(self) -> bool:
+        """Pass 2 has handed out every pair of the bag."""
+        return self._read_all
+
+    @property
+    def done(self) -> bool:
+        """Pass 2 has read the whole bag and everything it read is written."""
+        return self._read_all and not self._queue
+
+    def flush(self) -> None:
+        """Write queued copies and fused pairs up to the first pair still being fused."""
+        with self._writing():
+            while self._queue:
+                event = self._queue[0]
+                if event[0] == "copy":
+                    _, connection, recorded, raw = event
+                    self._writer.write(connection, recorded, raw)
+                else:
+                    _, seq, recorded = event
+                    result = self._results.pop(seq, None)
+                    if result is None:
+                        return
+                    self._write_pair(seq, recorded, result)
+                self._queue.popleft()
+
+    def commit(self) -> None:
+        """Close the output and move it to OUTPUT; pass 2 must be done."""
+        assert self.done, "commit before every pair was written"
+        writer = self._writer
+        with self._writing():
+            self._output.close()  # closes the writer, then renames the bag to OUTPUT
+        self.report["output_topics"] = {
+            conn.topic: writer.counts[conn.id] for conn in writer.connections
+        }
+        self.report["output_written"] = True
+
+    def abort(self) -> None:
+        """Remove an open output without writing anything to OUTPUT."""
+        self._output.__exit__(ToolError, ToolError("aborted"), None)
+        self._batches = iter(())
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
         try:
-            engine = FusionEngine(**engine_options(args), mode=args.mode)
-        except (ValueError, WeightsError, OSError, RuntimeError) as exc:
-            raise ToolError(f"cannot load the model: {_one_line(exc)}") from None
-        self.report["timing"]["model_load_s"] = round(time.monotonic() - loading, 3)
-        return engine
+            yield
+        except (OSError, sqlite3.Error, WriterError) as exc:  # a full disk, a size limit
+            raise ToolError(
+                f"{self.args.output}: writing the bag failed: {_one_line(exc)}"
+            ) from None
 
-    # -- pass 2 ----------------------------------------------------------------------------
+    def _write_pair(self, seq: int, recorded: int, result: PairResult) -> None:
+        rgb_index, thermal_index = self.pairing.pairs[seq]
+        if result.error is not None:
+            if not self.args.skip_bad:
+                raise ToolError(result.error)
+            self.report["pairs"]["skipped"] += 1
+            self.report["skipped"].append(
+                {
+                    "rgb_stamp_ns": self.rgb.stamps[rgb_index],
+                    "thermal_stamp_ns": self.thermal.stamps[thermal_index],
+                    "reason": result.error,
+                }
+            )
+        else:
+            self._writer.write(self._fused_connection, recorded, result.message)
+            self.model_seconds += result.model_seconds
+            self.report["pairs"]["fused"] += 1
+            self.report["last_fused_rgb_stamp_ns"] = self.rgb.stamps[rgb_index]
+        if self.progress is not None:
+            self.progress.update(1)
 
-    def _fuse_all(
-        self,
-        path: Path,
-        reader: Reader,
-        writer: Writer,
-        thermal: _Stream,
-        rgb: _Stream,
-        pairing: PairingResult,
-        copies: list[Connection],
-        fused_topic: str,
-    ) -> None:
-        """Pass 2: copy topics, and fuse each pair as soon as both of its messages were read."""
+    def _add_connections(self, writer: Writer) -> dict[int, Connection]:
+        """The output's connections: copied topics as the input has them, then the fused one."""
         outputs: dict[tuple[str, str, str], Connection] = {}
         copy_to: dict[int, Connection] = {}
-        for conn in copies:
+        for conn in self.copies:
             key = (conn.topic, conn.msgtype, repr(conn.ext))
             if key not in outputs:
-                msgdef, digest = self._definition(path, conn)
+                msgdef, digest = self._definition(self.path, conn)
                 outputs[key] = writer.add_connection(
                     conn.topic,
                     conn.msgtype,
@@ -422,68 +700,90 @@ class BagFusion:
                     offered_qos_profiles=self._qos(conn),
                 )
             copy_to[conn.id] = outputs[key]
-        self.fused_connection = writer.add_connection(
-            fused_topic,
+        self._fused_connection = writer.add_connection(
+            self.fused_topic,
             IMAGE,
             typestore=typestore(),
-            offered_qos_profiles=self._qos(rgb.connections[0]),
+            offered_qos_profiles=self._qos(self.rgb.connections[0]),
         )
-        self.writer = writer
+        return copy_to
 
+    def _pass2(self, copy_to: dict[int, Connection], batch: int) -> Iterator[list[PairJob]]:
+        """Read the bag once more in recording order; queue copies and complete pairs in that
+        order and yield the pairs ``batch`` at a time (the last run may be shorter)."""
+        path, reader, thermal, rgb = self.path, self.reader, self.thermal, self.rgb
+        assert reader is not None
         streams = {c.id: s for s in (thermal, rgb) for c in s.connections}
         connections = list(
-            {c.id: c for c in [*thermal.connections, *rgb.connections, *copies]}.values()
+            {c.id: c for c in [*thermal.connections, *rgb.connections, *self.copies]}.values()
         )
-        thermal_of = dict(pairing.pairs)
-        rgb_of = {t: r for r, t in pairing.pairs}
+        seq_of = {pair: seq for seq, pair in enumerate(self.pairing.pairs)}
+        thermal_of = dict(self.pairing.pairs)
+        rgb_of = {t: r for r, t in self.pairing.pairs}
         waiting_rgb: dict[int, _Pending] = {}  # keyed by the thermal index they wait for
         waiting_thermal: dict[int, _Pending] = {}
         seen = {"thermal": 0, "rgb": 0}
-        self.fusion_started = time.monotonic()
-        with tqdm(
-            total=len(pairing.pairs),
-            unit="pair",
-            desc="fusing",
-            file=sys.stderr,
-            disable=self.args.no_progress,
-            dynamic_ncols=True,
-            # Always pairs/s (tqdm would switch to s/pair below 1/s, the usual CPU case).
-            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
-            "{rate_noinv_fmt}]",
-        ) as progress:
-            self.progress = progress
-            for conn, recorded, raw in self._read(path, reader, connections):
-                if conn.id in copy_to:
-                    writer.write(copy_to[conn.id], recorded, raw)
-                stream = streams.get(conn.id)
-                if stream is None:
-                    continue
-                index = seen[stream.role]
-                seen[stream.role] += 1
-                self._check_unchanged(path, stream, index, recorded, raw)
-                item = _Pending(conn, index, raw, recorded)
-                if stream is rgb:
-                    partner = thermal_of.get(index)
-                    if partner is None:
-                        continue
-                    if partner in waiting_thermal:
-                        self._fuse(path, thermal, rgb, waiting_thermal.pop(partner), item)
-                    else:
-                        waiting_rgb[partner] = item
-                elif index in rgb_of:
-                    if index in waiting_rgb:
-                        self._fuse(path, thermal, rgb, item, waiting_rgb.pop(index))
-                    else:
-                        waiting_thermal[index] = item
-                self.report["peak_buffered_messages"] = max(
-                    self.report["peak_buffered_messages"], len(waiting_rgb) + len(waiting_thermal)
+        jobs: list[PairJob] = []
+
+        def complete(thermal_item: _Pending, rgb_item: _Pending) -> None:
+            seq = seq_of[(rgb_item.index, thermal_item.index)]
+            self._queue.append(("pair", seq, rgb_item.recorded))
+            jobs.append(
+                PairJob(
+                    seq,
+                    str(path),
+                    self._image(thermal, thermal_item),
+                    self._image(rgb, rgb_item),
                 )
+            )
+
+        for conn, recorded, raw in self._read(path, reader, connections):
+            if conn.id in copy_to:
+                self._queue.append(("copy", copy_to[conn.id], recorded, raw))
+            stream = streams.get(conn.id)
+            if stream is None:
+                continue
+            index = seen[stream.role]
+            seen[stream.role] += 1
+            self._check_unchanged(path, stream, index, recorded, raw)
+            item = _Pending(conn, index, raw, recorded)
+            if stream is rgb:
+                partner = thermal_of.get(index)
+                if partner is None:
+                    continue
+                if partner in waiting_thermal:
+                    complete(waiting_thermal.pop(partner), item)
+                else:
+                    waiting_rgb[partner] = item
+            elif index in rgb_of:
+                if index in waiting_rgb:
+                    complete(item, waiting_rgb.pop(index))
+                else:
+                    waiting_thermal[index] = item
+            self.report["peak_buffered_messages"] = max(
+                self.report["peak_buffered_messages"], len(waiting_rgb) + len(waiting_thermal)
+            )
+            if len(jobs) >= batch:
+                yield jobs
+                jobs = []
+        if jobs:
+            yield jobs
         for stream in (thermal, rgb):
             if seen[stream.role] != len(stream.stamps):
                 raise ToolError(
                     f"{path}: {stream.topic} had {len(stream.stamps)} messages in the first "
                     f"pass and {seen[stream.role]} in the second; was the bag modified?"
                 )
+
+    @staticmethod
+    def _image(stream: _Stream, item: _Pending) -> ImageMessage:
+        return ImageMessage(
+            stream.topic,
+            item.connection.msgtype,
+            item.index,
+            stream.stamps[item.index],
+            bytes(item.raw),
+        )
 
     def _check_unchanged(
         self, path: Path, stream: _Stream, index: int, recorded: int, raw: bytes
@@ -532,73 +832,6 @@ class BagFusion:
             f"{path}: topic {conn.topic} has type {conn.msgtype} without a definition in the "
             "bag, so it cannot be copied; leave it out of --copy-topics"
         )
-
-    def _decode(self, path: Path, stream: _Stream, item: _Pending) -> tuple[Any, np.ndarray]:
-        where = (
-            f"{path}: {stream.topic} message {item.index} "
-            f"(stamp {_stamp_text(stream.stamps[item.index])})"
-        )
-        try:
-            msg = typestore().deserialize_cdr(item.raw, item.connection.msgtype)
-        except Exception as exc:  # a truncated buffer fails in struct, numpy or rosbags
-            raise ToolError(f"{where} is corrupt: {_one_line(exc)}") from None
-        try:
-            if item.connection.msgtype == COMPRESSED_IMAGE:
-                return msg, compressed_to_array(msg)
-            return msg, image_to_array(msg)
-        except ValueError as exc:
-            raise ToolError(f"{where}: {_one_line(exc)}") from None
-
-    def _fuse(
-        self,
-        path: Path,
-        thermal: _Stream,
-        rgb: _Stream,
-        thermal_item: _Pending,
-        rgb_item: _Pending,
-    ) -> None:
-        """Fuse one pair the way the node does and write it at the RGB recording time."""
-        args = self.args
-        engine, writer, connection = self.engine, self.writer, self.fused_connection
-        assert engine is not None and writer is not None and connection is not None
-        try:
-            _, thermal_pixels = self._decode(path, thermal, thermal_item)
-            rgb_msg, rgb_pixels = self._decode(path, rgb, rgb_item)
-            try:
-                thermal_pixels = thermal_for_fusion(
-                    thermal_pixels,
-                    rgb_pixels.shape,
-                    self.alignment,
-                    args.thermal_norm,
-                    tuple(args.thermal_percentiles),
-                    tuple(args.thermal_range),
-                )
-                luminance, colour = engine.fuse_luminance(thermal_pixels, rgb_pixels)
-            except (ValueError, RuntimeError) as exc:  # sizes; a device out of memory
-                raise ToolError(
-                    f"{path}: {thermal.topic} message {thermal_item.index} with {rgb.topic} "
-                    f"message {rgb_item.index}: {_one_line(exc)}"
-                ) from None
-        except ToolError as exc:
-            if not args.skip_bad:
-                raise
-            self.report["pairs"]["skipped"] += 1
-            self.report["skipped"].append(
-                {
-                    "rgb_stamp_ns": rgb.stamps[rgb_item.index],
-                    "thermal_stamp_ns": thermal.stamps[thermal_item.index],
-                    "reason": str(exc),
-                }
-            )
-            self.progress.update(1)
-            return
-        self.model_seconds += engine.last_model_seconds
-        pixels = fused_pixels(args.fused_encoding, luminance, colour)
-        message = image_cdr(rgb_msg.header, pixels, args.fused_encoding)
-        writer.write(connection, rgb_item.recorded, message)
-        self.report["pairs"]["fused"] += 1
-        self.report["last_fused_rgb_stamp_ns"] = rgb.stamps[rgb_item.index]
-        self.progress.update(1)
 
     # -- report ----------------------------------------------------------------------------
 
@@ -657,18 +890,9 @@ class BagFusion:
         return "\n".join(lines)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Fuse every thermal/RGB pair of a rosbag2 (directory, .mcap or .db3) with "
-        "GIFNet and write a new bag with the fused images (sensor_msgs/Image) and the copied "
-        "input topics. Pairs by header.stamp: nearest first within --slop, each message at "
-        "most once.",
-        epilog="Exit status: 0 when the bag is complete, 1 on an error, 130 when interrupted; "
-        "on 1 and 130 nothing is written to OUTPUT (the --report is written in every case).",
-    )
-    p.add_argument("input", type=Path, help="rosbag2 directory or a single .mcap / .db3 file")
-    p.add_argument("-o", "--output", type=Path, required=True, help="bag directory to create")
+def add_fusion_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that say how a bag is fused (topics, output bag, alignment, engine): one
+    definition for gifnet-fuse-bag and gifnet-fuse-bags, so they mean the same in both."""
     p.add_argument("--thermal-topic", required=True, help="Image or CompressedImage topic")
     p.add_argument("--rgb-topic", required=True, help="Image or CompressedImage topic")
     p.add_argument("--fused-topic", default=FUSED_TOPIC, help="default %(default)s")
@@ -717,15 +941,31 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip (and report) pairs with an undecodable image instead of stopping",
     )
-    p.add_argument("--report", type=Path, help="also write the report as JSON to this file")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT bag")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_engine_arguments(p)
     add_thermal_arguments(p)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fuse every thermal/RGB pair of a rosbag2 (directory, .mcap or .db3) with "
+        "GIFNet and write a new bag with the fused images (sensor_msgs/Image) and the copied "
+        "input topics. Pairs by header.stamp: nearest first within --slop, each message at "
+        "most once.",
+        epilog="Exit status: 0 when the bag is complete, 1 on an error, 130 when interrupted; "
+        "on 1 and 130 nothing is written to OUTPUT (the --report is written in every case).",
+    )
+    p.add_argument("input", type=Path, help="rosbag2 directory or a single .mcap / .db3 file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="bag directory to create")
+    p.add_argument("--report", type=Path, help="also write the report as JSON to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT bag")
+    add_fusion_arguments(p)
     return p
 
 
-def _write_report(path: Path, report: dict[str, Any]) -> None:
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """A run's report as JSON, atomically: a reader never finds half of it."""
     write_bytes_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
 
 
@@ -760,7 +1000,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(fusion.summary())
     if args.report is not None:
         try:
-            _write_report(args.report, fusion.report)
+            write_report(args.report, fusion.report)
         except OSError as exc:
             print(
                 f"{PROG}: error: cannot write the report {args.report}: {exc.strerror}",

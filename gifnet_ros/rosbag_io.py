@@ -8,9 +8,11 @@ and every later distribution reads it too.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import socket
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -31,6 +33,8 @@ COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 BAG_VERSION = 8
+# Written into every staging folder: which process on which host is writing it.
+OWNER_FILE = "owner.json"
 
 _STAMP = {True: struct.Struct("<iI"), False: struct.Struct(">iI")}
 
@@ -93,6 +97,62 @@ def check_output(output: Path, overwrite: bool) -> None:
         )
 
 
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), None where /proc lacks it.
+
+    Recorded beside the PID so that a PID reused by an unrelated process after a crash does
+    not make a dead run's folder look alive.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) is in parentheses and may hold spaces.
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+def _owner_alive(owner: dict) -> bool:
+    """Whether the process recorded in a staging folder's owner file still runs here."""
+    pid = owner["pid"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        pass
+    start = owner.get("start")
+    return start is None or _process_start(pid) in (None, start)
+
+
+def remove_dead_partials(output: Path) -> list[str]:
+    """Remove the staging folders (``.NAME.*.partial``) beside ``output`` of runs that died.
+
+    ``staged_output`` deletes its folder on any exception, but not when its process is killed
+    (SIGKILL, out of memory, power loss); without this, every such run would leave a folder
+    as large as the bag behind for good. A folder is removed only when its owner file names
+    this host and a process that no longer runs; a live run's folder, one from another host
+    (a shared file system) and one without an owner file are kept. Returns one line per
+    folder found, saying what was done and why.
+    """
+    host = socket.gethostname()
+    lines = []
+    for folder in sorted(output.parent.glob(f".{output.name}.*.partial")):
+        try:
+            owner = json.loads((folder / OWNER_FILE).read_text())
+            pid, owner_host = int(owner["pid"]), str(owner["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            lines.append(f"kept {folder}: it has no readable {OWNER_FILE}; remove it by hand")
+            continue
+        if owner_host != host:
+            lines.append(f"kept {folder}: written by pid {pid} on {owner_host}, not this host")
+        elif _owner_alive(owner):
+            lines.append(f"kept {folder}: pid {pid} is still writing it")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            lines.append(f"removed {folder}, left by pid {pid} that is no longer running")
+    return lines
+
+
 @contextmanager
 def staged_output(output: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a path to write the bag to; move it to ``output`` only if the block completes.
@@ -101,13 +161,17 @@ def staged_output(output: Path, overwrite: bool) -> Iterator[Path]:
     system, so the final move is a rename). If the block raises, Ctrl-C included, the
     temporary directory is deleted and ``output`` is untouched, so a reader never finds a
     half-written bag where the finished one belongs. A replaced bag is deleted only after the
-    new one is in place.
+    new one is in place. The directory records this host and process (``OWNER_FILE``), so
+    that a later run can tell a killed run's leftover from a live one (``remove_dead_partials``).
     """
     check_output(output, overwrite)
     staging = Path(
         tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
     )
     try:
+        pid = os.getpid()
+        owner = {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
+        (staging / OWNER_FILE).write_text(json.dumps(owner) + "\n")
         bag = staging / output.name
         yield bag
         if output.exists():

@@ -95,7 +95,8 @@ def metadata(path: Path) -> dict:
 
 
 def tool_args(bag: Path, out: Path, weights: Path, *extra: str, report: Path | None = None):
-    """gifnet-fuse-bag's arguments for the test bags' topics, on the CPU."""
+    """gifnet-fuse-bag's arguments for the test bags' topics, on the CPU in fp32 (the
+    reference engine's precision)."""
     args = [
         str(bag),
         "-o",
@@ -108,6 +109,8 @@ def tool_args(bag: Path, out: Path, weights: Path, *extra: str, report: Path | N
         str(weights),
         "--device",
         "cpu",
+        "--precision",
+        "fp32",
         *extra,
     ]
     return args if report is None else [*args, "--report", str(report)]
@@ -258,6 +261,8 @@ def test_compressed_inputs_mono8_output(clip, tmp_path, weights_path, engine):
                 str(weights_path),
                 "--device",
                 "cpu",
+                "--precision",
+                "fp32",
                 "--no-progress",
                 *args,
             ]

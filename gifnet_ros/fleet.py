@@ -1,0 +1,705 @@
+"""``gifnet-fuse-bags`` (``ros2 run gifnet_ros fuse_bags``): fuse many bags over Ray.
+
+A season of drives is thousands of bags, and GIFNet costs seconds per pair on a CPU; this tool
+spreads the pairs over every model worker of a Ray cluster (or of this machine, where Ray is
+started in-process) and writes, for every input, the bag ``gifnet-fuse-bag`` would write for
+it with the same options, byte for byte.
+
+How the work is split
+---------------------
+* A worker is a Ray actor that loads the model once (``bag_tool.PairFuser``) and fuses what it
+  is sent: runs of ``--batch`` consecutive pairs, several runs per call when runs are small.
+  Each worker has at most ``TASKS_PER_WORKER`` calls in flight (one running, one waiting), so
+  the pairs held anywhere are bounded by the number of workers, not by the bags' lengths.
+* This process (the driver) reads the bags and writes the outputs: bag_tool's two passes and
+  its in-order writer, with pairs handed to the workers instead of a local engine. Pairs are
+  taken from the first bag that still has unread pairs, so one long bag keeps every worker
+  busy and, at its end, the next bag starts while its last pairs are fused.
+* Results come back in any order; each bag writes them in its read order, so its output does
+  not depend on how many workers there were or which fused what.
+
+What survives what
+------------------
+* A worker that dies (killed, out of memory, its node lost) has its calls sent again to the
+  others and is replaced; a pair is written once, when its first result arrives in order.
+  A call whose workers die ``MAX_ATTEMPTS`` times fails its bag instead of the whole cluster.
+* A bag that cannot be read or fused fails alone, with its reason in its report and in the
+  summary; the others go on. Exit status 0 only when every bag is fused (or was already).
+* Outputs appear under their final names only when complete (``rosbag_io.staged_output``),
+  each with ``NAME.report.json`` beside it. A second run skips a bag whose output and report
+  are complete and were made with the same settings, redoes one that was interrupted, and
+  removes the hidden folders of runs that were killed (``rosbag_io.remove_dead_partials``).
+* Ctrl-C or SIGTERM removes the bags in progress, writes the reports and the summary, and
+  exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+from rosbags.rosbag2 import Reader
+from tqdm import tqdm
+
+from gifnet_ros.bag_tool import (
+    BAG_SUFFIXES,
+    BagFusion,
+    PairFuser,
+    PairJob,
+    PairResult,
+    add_fusion_arguments,
+    write_report,
+)
+from gifnet_ros.rosbag_io import ToolError, interrupt_on_sigterm, remove_dead_partials
+
+PROG = "gifnet-fuse-bags"
+SUMMARY = "fuse_bags_summary.json"
+REPORT_SUFFIX = ".report.json"
+PAIRS_PER_CALL = 4  # pairs per worker call when --batch is smaller (a call costs ~1 ms)
+TASKS_PER_WORKER = 2  # calls in flight per worker: one being fused, one waiting
+MAX_ATTEMPTS = 3  # workers a call may kill before its bag is given up
+LOCAL_OBJECT_STORE = 256 * 2**20  # bytes; pairs in flight are a few MB, not the bags
+
+
+@ray.remote
+class FusionWorker:
+    """A model worker: one PairFuser (one loaded model) for its whole life."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.fuser = PairFuser(args)
+
+    def describe(self) -> dict[str, Any]:
+        """Where the model runs and how: for the summary and the driver's batch size."""
+        engine = self.fuser.engine
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": str(engine.device),
+            "precision": engine.precision,
+            "batch": self.fuser.batch,
+            "model_load_s": self.fuser.load_seconds,
+        }
+
+    def fuse(self, batches: list[list[PairJob]]) -> list[list[PairResult]]:
+        return [self.fuser.fuse(jobs) for jobs in batches]
+
+
+@dataclass
+class BagTask:
+    """One input and what became of it."""
+
+    source: Path
+    name: str  # the output's path below OUT_DIR
+    status: str = "waiting"  # waiting, complete, skipped, error, interrupted
+    error: str | None = None
+    estimate: int = 0  # pairs expected from the metadata, until pass 1 counts them
+    fusion: BagFusion | None = None
+
+    def entry(self, out_dir: Path) -> dict[str, Any]:
+        report = self.fusion.report if self.fusion is not None else {}
+        return {
+            "input": str(self.source),
+            "output": str(out_dir / self.name),
+            "report": str(out_dir / (self.name + REPORT_SUFFIX)),
+            "status": self.status,
+            "error": self.error,
+            "pairs": report.get("pairs"),
+        }
+
+
+@dataclass
+class Call:
+    """Pairs sent to one worker in one call."""
+
+    task: BagTask
+    batches: list[list[PairJob]]
+    worker: int
+    attempts: int = 1
+
+    @property
+    def pairs(self) -> int:
+        return sum(len(jobs) for jobs in self.batches)
+
+
+@dataclass
+class Worker:
+    handle: Any
+    name: str
+    in_flight: int = 0
+    alive: bool = True
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# -- finding the bags ----------------------------------------------------------------------
+
+
+def find_bags(inputs: Sequence[Path], out_dir: Path) -> list[BagTask]:
+    """Every input as bags with their output names; an input that is none, as a failed task.
+
+    A directory with metadata.yaml and a .mcap/.db3 file are bags named after themselves; any
+    other directory is searched, and the bags found in it keep their place below it (so
+    ``day1/run_0`` and ``day2/run_0`` do not collide). Hidden folders and OUT_DIR are skipped.
+    """
+    tasks: list[BagTask] = []
+    skip = out_dir.resolve()
+    for source in inputs:
+        if source.is_file() and source.suffix in BAG_SUFFIXES:
+            tasks.append(BagTask(source, source.stem))
+        elif (source / "metadata.yaml").is_file():
+            tasks.append(BagTask(source, source.resolve().name))
+        elif source.is_dir():
+            found = [
+                BagTask(
+                    bag,
+                    str(
+                        bag.relative_to(source).with_suffix("")
+                        if bag.is_file()
+                        else bag.relative_to(source)
+                    ),
+                )
+                for bag in _search(source, skip)
+            ]
+            tasks.extend(found)
+            if not found:
+                tasks.append(_failed(source, "no bags found (no metadata.yaml, .mcap or .db3)"))
+        elif source.exists():
+            tasks.append(_failed(source, "not a bag: expected a rosbag2 directory, .mcap or .db3"))
+        else:
+            tasks.append(_failed(source, "no such file or directory"))
+    seen: dict[str, Path] = {}
+    for task in tasks:
+        if task.status == "waiting" and task.name in seen:
+            task.status = "error"
+            task.error = f"{task.source}: same output name {task.name} as {seen[task.name]}"
+        seen.setdefault(task.name, task.source)
+    return tasks
+
+
+def _failed(source: Path, reason: str) -> BagTask:
+    return BagTask(source, source.name, status="error", error=f"{source}: {reason}")
+
+
+def _search(folder: Path, skip: Path) -> Iterator[Path]:
+    """Bags below ``folder`` in name order: directories with metadata.yaml (not entered) and
+    .mcap/.db3 files outside them."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (here / d).resolve() != skip
+        )
+        bags = [d for d in dirnames if (here / d / "metadata.yaml").is_file()]
+        for name in sorted([*bags, *(f for f in filenames if Path(f).suffix in BAG_SUFFIXES)]):
+            yield here / name
+        dirnames[:] = [d for d in dirnames if d not in bags]
+
+
+def _estimate(task: BagTask, args: argparse.Namespace) -> int:
+    """Pairs a bag will have at most, from its metadata (cheap): for the progress bar's total
+    until pass 1 counts them. 0 where the bag cannot be opened; pass 1 will say why."""
+    try:
+        with Reader(task.source) as reader:
+            counts = {name: info.msgcount for name, info in reader.topics.items()}
+    except Exception:  # any failure is reported properly by pass 1
+        return 0
+    topics = [
+        name if name.startswith("/") else "/" + name
+        for name in (args.thermal_topic, args.rgb_topic)
+    ]
+    return min(counts.get(topic, 0) for topic in topics)
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+class FleetRun:
+    """One run of gifnet-fuse-bags over the tasks, on Ray workers."""
+
+    def __init__(self, args: argparse.Namespace, tasks: list[BagTask]) -> None:
+        self.args = args
+        self.out_dir: Path = args.output_dir
+        self.tasks = tasks
+        self.workers: list[Worker] = []
+        self.replacements = 0
+        self.workers_lost = 0
+        self.pairs_redone = 0
+        self.leftovers: list[str] = []
+        self.batch = 1
+        self.started = time.monotonic()
+        self.bar: Any = None
+        self.calls: dict[Any, Call] = {}  # ObjectRef -> call
+        self.retry: deque[Call] = deque()
+        self.queue: deque[BagTask] = deque()  # waiting for their first pair to be sent
+        self.open: list[BagTask] = []  # outputs being written
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def bag_args(self, task: BagTask) -> argparse.Namespace:
+        """gifnet-fuse-bag's options for one bag: the run's, with its input and output."""
+        return argparse.Namespace(
+            **{
+                **vars(self.args),
+                "input": task.source,
+                "output": self.out_dir / task.name,
+                "overwrite": True,  # an output without a complete report is redone
+            }
+        )
+
+    def prepare(self) -> None:
+        """Leftovers of killed runs, then which bags are done already (resume)."""
+        for task in self.tasks:
+            output = self.out_dir / task.name
+            output.parent.mkdir(parents=True, exist_ok=True)
+            for line in remove_dead_partials(output):
+                self.leftovers.append(line)
+                self.say(line)
+            if task.status != "waiting":
+                continue
+            if not self.args.overwrite:
+                self._check_done(task)
+            if task.status == "waiting":
+                task.estimate = _estimate(task, self.args)
+                self.queue.append(task)
+
+    def _check_done(self, task: BagTask) -> None:
+        """Skip a bag whose output and report are complete and made with these settings."""
+        output = self.out_dir / task.name
+        try:
+            report = json.loads((self.out_dir / (task.name + REPORT_SUFFIX)).read_text())
+        except (OSError, ValueError):
+            return  # never fused, or interrupted before its report: fused from scratch
+        if not (
+            report.get("status") == "complete"
+            and report.get("output_written")
+            and (output / "metadata.yaml").is_file()
+        ):
+            return
+        settings = BagFusion(self.bag_args(task)).report["settings"]
+        settings["batch"] = self.batch
+        settings["input"] = str(task.source)
+        before = {**report.get("settings", {}), "input": report.get("input")}
+        changed = sorted(
+            k for k in settings.keys() | before.keys() if settings.get(k) != before.get(k)
+        )
+        if changed:
+            task.status = "error"
+            task.error = (
+                f"{output} was fused with other settings ({', '.join(changed)}); pass "
+                "--overwrite to fuse it again"
+            )
+        else:
+            task.status = "skipped"
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def start_workers(self) -> None:
+        """Start the model workers and wait until each has loaded the model."""
+        resources = ray.cluster_resources()
+        gpus = self.args.gpus_per_worker
+        if gpus is None:
+            gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+        cpus = 1 if gpus else (self.args.threads or 1)
+        count = self.args.workers
+        if count is None:
+            count = (
+                int(resources.get("GPU", 0) // gpus)
+                if gpus
+                else int(resources.get("CPU", 1) // cpus)
+            )
+            count = max(1, count)
+        need = {"CPU": cpus * count, "GPU": gpus * count}
+        short = [f"{need[k]:g} {k}s" for k in need if need[k] > resources.get(k, 0)]
+        if short:
+            raise ToolError(
+                f"{count} workers need {' and '.join(short)}; the cluster has "
+                f"{resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} GPUs "
+                "(fewer --workers, or --gpus-per-worker)"
+            )
+        # A CPU worker fuses with as many threads as it reserved CPUs: more would only fight
+        # the other workers for the same cores.
+        worker_args = argparse.Namespace(
+            **{**vars(self.args), "threads": self.args.threads or (None if gpus else cpus)}
+        )
+        self._options = {"num_cpus": cpus, "num_gpus": gpus, "max_restarts": 0}
+        self._worker_args = worker_args
+        for _ in range(count):
+            self._add_worker()
+        for worker in self.workers:
+            try:
+                worker.info = ray.get(worker.handle.describe.remote())
+            except RayActorError as exc:
+                raise ToolError(f"a model worker failed to start: {_cause(exc)}") from None
+        self.batch = self.args.batch or self.workers[0].info["batch"]
+
+    def _add_worker(self) -> None:
+        name = f"{PROG}-{os.getpid()}-{len(self.workers)}"
+        handle = FusionWorker.options(name=name, **self._options).remote(self._worker_args)
+        self.workers.append(Worker(handle, name))
+
+    def _lose_worker(self, index: int) -> None:
+        """A worker died: forget it and, a limited number of times, start another."""
+        worker = self.workers[index]
+        if not worker.alive:
+            return
+        worker.alive = False
+        self.workers_lost += 1
+        self.say(f"model worker {worker.name} died; its pairs go to the other workers")
+        if self.replacements < len(self.workers):
+            self.replacements += 1
+            self._add_worker()
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Fuse every queued bag; returns when all are finished one way or another."""
+        total = sum(task.estimate for task in self.queue)
+        with tqdm(
+            total=total,
+            unit="pair",
+            desc="fusing",
+            file=sys.stderr,
+            disable=self.args.no_progress,
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
+            "{rate_noinv_fmt}{postfix}]",
+        ) as bar:
+            self.bar = bar
+            self._bags_postfix()
+            while self._dispatch() or self.calls:
+                if not self.calls:
+                    continue
+                ready, _ = ray.wait(list(self.calls), num_returns=1)
+                for ref in ready:
+                    self._collect(ref, self.calls.pop(ref))
+
+    def _bags_postfix(self) -> None:
+        finished = sum(task.status in ("complete", "skipped", "error") for task in self.tasks)
+        self.bar.set_postfix_str(f"bags {finished}/{len(self.tasks)}", refresh=True)
+
+    def _dispatch(self) -> bool:
+        """Send work to every worker with room; False when nothing is left to send."""
+        if not any(worker.alive for worker in self.workers):
+            raise ToolError(f"all {self.workers_lost} model workers died")
+        while True:
+            free = [
+                i for i, w in enumerate(self.workers) if w.alive and w.in_flight < TASKS_PER_WORKER
+            ]
+            if not free:
+                return True
+            call = self._next_call(free[0])
+            if call is None:
+                return False
+            self._send(call)
+
+    def _next_call(self, worker: int) -> Call | None:
+        """The next pairs to send: a call to redo first, then the first bag with unread pairs
+        (opening the next bag when every open one is read to its end)."""
+        while self.retry:
+            call = self.retry.popleft()
+            if call.task.status == "open":
+                call.worker = worker
+                return call
+        for task in [*self.open, *self.queue]:
+            if task.status == "waiting":
+                self._open(task)
+            if task.status != "open" or task.fusion.read_to_end:
+                continue
+            batches = self._read_batches(task)
+            if batches:
+                return Call(task, batches, worker)
+        return None
+
+    def _open(self, task: BagTask) -> None:
+        self.queue.remove(task)
+        fusion = task.fusion = BagFusion(self.bag_args(task), prog=PROG, progress=self.bar)
+        try:
+            fusion.plan()
+            self.bar.total += len(fusion.pairing.pairs) - task.estimate
+            self.bar.refresh()
+            fusion.open_output(self.batch)
+        except ToolError as exc:
+            self._fail(task, str(exc))
+            return
+        task.status = "open"
+        self.open.append(task)
+
+    def _read_batches(self, task: BagTask) -> list[list[PairJob]]:
+        """Runs of pairs from pass 2 until a call's worth; may finish the bag."""
+        batches: list[list[PairJob]] = []
+        while sum(len(b) for b in batches) < max(PAIRS_PER_CALL, self.batch):
+            try:
+                jobs = task.fusion.next_batch()
+            except ToolError as exc:
+                self._fail(task, str(exc))
+                return []
+            if jobs is None:
+                self._maybe_commit(task)
+                break
+            batches.append(jobs)
+        return batches
+
+    def _send(self, call: Call) -> None:
+        worker = self.workers[call.worker]
+        ref = worker.handle.fuse.remote(call.batches)
+        worker.in_flight += 1
+        self.calls[ref] = call
+
+    def _collect(self, ref: Any, call: Call) -> None:
+        worker = self.workers[call.worker]
+        worker.in_flight -= 1
+        try:
+            results = ray.get(ref)
+        except RayActorError:
+            self._lose_worker(call.worker)
+            if call.task.status != "open":
+                return
+            if call.attempts >= MAX_ATTEMPTS:
+                first = call.batches[0][0]
+                self._fail(
+                    call.task,
+                    f"{first.source}: {call.attempts} model workers died fusing its pairs "
+                    f"{first.seq}..{call.batches[-1][-1].seq}",
+                )
+                return
+            call.attempts += 1
+            self.pairs_redone += call.pairs
+            self.retry.append(call)
+            return
+        if call.task.status != "open":
+            return  # its bag failed meanwhile
+        try:
+            for jobs, fused in zip(call.batches, results, strict=True):
+                call.task.fusion.put(jobs, fused)
+        except ToolError as exc:
+            self._fail(call.task, str(exc))
+            return
+        self._maybe_commit(call.task)
+
+    def _maybe_commit(self, task: BagTask) -> None:
+        fusion = task.fusion
+        if task.status != "open" or not fusion.done:
+            return
+        try:
+            fusion.commit()
+        except ToolError as exc:
+            self._fail(task, str(exc))
+            return
+        fusion.close()
+        fusion.finish("complete")
+        task.status = "complete"
+        self._finish(task)
+
+    def _fail(self, task: BagTask, error: str) -> None:
+        task.status, task.error = "error", error
+        if task.fusion is not None:
+            task.fusion.close()
+            task.fusion.finish("error", error)
+        self.say(f"error: {error}")
+        self._finish(task)
+
+    def _finish(self, task: BagTask) -> None:
+        if task in self.open:
+            self.open.remove(task)
+        if task.fusion is not None:
+            self._write_report(task)
+        self._bags_postfix()
+
+    def _write_report(self, task: BagTask) -> None:
+        try:
+            write_report(self.out_dir / (task.name + REPORT_SUFFIX), task.fusion.report)
+        except OSError as exc:
+            self.say(f"error: cannot write the report of {task.source}: {exc.strerror}")
+
+    def stop(self, status: str, reason: str) -> None:
+        """Ctrl-C, or the run cannot go on: remove every output in progress, keep its report."""
+        for task in [*self.open]:
+            task.status, task.error = status, reason
+            task.fusion.close()
+            task.fusion.finish(status, reason)
+            self.open.remove(task)
+            self._write_report(task)
+
+    # -- summary ---------------------------------------------------------------------------
+
+    def say(self, line: str) -> None:
+        tqdm.write(f"{PROG}: {line}", file=sys.stderr)
+
+    def summary(self, status: str) -> dict[str, Any]:
+        seconds = time.monotonic() - self.started
+        fused = sum(
+            task.fusion.report["pairs"]["fused"]
+            for task in self.tasks
+            if task.fusion is not None and task.status == "complete"
+        )
+        counts: dict[str, int] = {}
+        for task in self.tasks:
+            counts[task.status] = counts.get(task.status, 0) + 1
+        return {
+            "status": status,
+            "bags": counts,
+            "pairs_fused": fused,
+            "seconds": round(seconds, 3),
+            "pairs_per_s": round(fused / seconds, 3) if seconds > 0 else None,
+            "batch": self.batch,
+            "workers": [{"name": w.name, "alive": w.alive, **w.info} for w in self.workers],
+            "workers_lost": self.workers_lost,
+            "pairs_redone": self.pairs_redone,
+            "leftovers": self.leftovers,
+            "inputs": [task.entry(self.out_dir) for task in self.tasks],
+        }
+
+
+def _cause(exc: BaseException) -> str:
+    """The last line of a Ray error: the worker's own exception, without Ray's traceback."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The summary's few lines: the totals, then one line per bag not fused in this run."""
+    bags = summary["bags"]
+    lines = [
+        f"{PROG}: {summary['status']}: "
+        + ", ".join(f"{count} {status}" for status, count in sorted(bags.items()))
+        + f"; {summary['pairs_fused']} pairs fused in {summary['seconds']:.1f} s"
+        + (f" ({summary['pairs_per_s']:.2f} pairs/s)" if summary["pairs_per_s"] else "")
+        + f" by {len(summary['workers'])} workers",
+    ]
+    if summary["workers_lost"]:
+        lines.append(
+            f"  {summary['workers_lost']} workers died; {summary['pairs_redone']} of their "
+            "pairs were fused again by others"
+        )
+    for entry in summary["inputs"]:
+        if entry["status"] == "skipped":
+            lines.append(f"  skipped {entry['input']}: {entry['output']} is complete")
+        elif entry["status"] != "complete":
+            lines.append(f"  {entry['status']} {entry['input']}: {entry['error']}")
+    return "\n".join(lines)
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fuse many rosbag2 bags over a Ray cluster (by default one started on this "
+        "machine): every INPUT becomes OUT_DIR/NAME, the bag gifnet-fuse-bag writes for it "
+        "with the same options, plus OUT_DIR/NAME.report.json and one " + SUMMARY + ".",
+        epilog="Exit status: 0 when every bag is fused (or was already), 1 when any is not, "
+        "130 when interrupted. A second run skips the bags that are complete.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="INPUT",
+        help="rosbag2 directory, .mcap or .db3 file, or a folder searched for them",
+    )
+    p.add_argument("-o", "--output-dir", type=Path, required=True, help="folder for the outputs")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="fuse again the bags whose output is complete (default: skip them)",
+    )
+    add_fusion_arguments(p)
+    cluster = p.add_argument_group("Ray cluster")
+    cluster.add_argument(
+        "--address",
+        help="join a running cluster: auto, HOST:PORT, or ray://HOST:PORT (default: start Ray "
+        "in this process with this machine's CPUs and GPUs)",
+    )
+    cluster.add_argument(
+        "--workers",
+        type=int,
+        help="model workers (default: one per GPU, else one per CPU, each using --threads CPUs)",
+    )
+    cluster.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPUs each model worker reserves, fractions allowed (default: 1 where the "
+        "cluster has GPUs, else 0)",
+    )
+    return p
+
+
+def _start_ray(address: str | None) -> bool:
+    """Join the cluster at ``address``, or start Ray here; True when this call started it."""
+    if ray.is_initialized():
+        return False  # an embedding program (or a test) brought its own
+    options: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,  # worker errors reach the driver as exceptions
+        "logging_level": logging.WARNING,
+        "configure_logging": True,
+    }
+    if address is None:
+        options.update(num_cpus=os.cpu_count(), object_store_memory=LOCAL_OBJECT_STORE)
+    try:
+        ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "this machine"
+        raise ToolError(f"cannot start Ray on {where}: {_cause(exc)}") from None
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; 0 when every bag is fused, 1 when any is not, 130 on Ctrl-C."""
+    args = parser().parse_args(argv)
+    out_dir: Path = args.output_dir
+    if args.workers is not None and args.workers < 1:
+        print(f"{PROG}: error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 1
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"{PROG}: error: {out_dir}: cannot create it: {exc.strerror}", file=sys.stderr)
+        return 1
+    run = FleetRun(args, find_bags(args.inputs, out_dir))
+    status, code, started = "complete", 0, False
+    try:
+        started = _start_ray(args.address)
+        interrupt_on_sigterm()
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a size limit is an error, as in bag_tool
+        run.start_workers()
+        run.prepare()
+        run.run()
+    except ToolError as exc:
+        run.stop("error", str(exc))
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        status, code = "error", 1
+    except KeyboardInterrupt:
+        run.stop("interrupted", "interrupted by the user")
+        status, code = "interrupted", 130
+    finally:
+        for worker in run.workers:
+            ray.kill(worker.handle)
+        if started:
+            ray.shutdown()
+    if code == 0 and any(task.status not in ("complete", "skipped") for task in run.tasks):
+        status, code = "incomplete", 1
+    summary = run.summary(status)
+    try:
+        write_report(out_dir / SUMMARY, summary)
+    except OSError as exc:
+        print(f"{PROG}: error: cannot write {out_dir / SUMMARY}: {exc.strerror}", file=sys.stderr)
+        code = code or 1
+    print(summary_text(summary), file=sys.stderr if code else sys.stdout)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
