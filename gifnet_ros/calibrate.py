@@ -42,6 +42,7 @@ from typing import Any
 import cv2
 import numpy as np
 import yaml
+from rosbags.rosbag2 import Reader
 
 from gifnet_ros.align import IDENTITY, NO_CROP, Alignment, AlignmentError
 from gifnet_ros.conversion import ImageConversionError, compressed_to_array, image_to_array
@@ -86,7 +87,6 @@ class Calibration:
 
     homography: np.ndarray
     views: tuple[View, ...]
-    orderings: tuple[np.ndarray, ...]
     errors: np.ndarray
     orientation_assumed: bool
 
@@ -184,7 +184,7 @@ def solve(
     See the module docstring for the method. Raises CalibrationError when no fit exists.
     """
     orderings = grid_orderings(board)
-    candidates: list[tuple[float, np.ndarray, list[np.ndarray], np.ndarray]] = []
+    candidates: list[tuple[float, np.ndarray, np.ndarray]] = []  # mean error, matrix, errors
     for first in orderings:
         matrix = _fit(views[0].thermal[first], views[0].rgb)
         if matrix is None:
@@ -205,7 +205,7 @@ def solve(
         errors = np.concatenate(
             [_errors(matrix, v.thermal[o], v.rgb) for v, o in zip(views, chosen, strict=True)]
         )
-        candidates.append((float(errors.mean()), matrix, chosen, errors))
+        candidates.append((float(errors.mean()), matrix, errors))
     if not candidates:
         raise CalibrationError("no homography fits the corners (are the boards degenerate?)")
     candidates.sort(key=lambda c: c[0])
@@ -214,8 +214,8 @@ def solve(
     centre = np.array(thermal_size, np.float64) / 2.0
     if len(close) > 1:
         close.sort(key=lambda c: _tilt(c[1], centre))
-    _, matrix, chosen, errors = close[0]
-    return Calibration(matrix, tuple(views), tuple(chosen), errors, len(close) > 1)
+    _, matrix, errors = close[0]
+    return Calibration(matrix, tuple(views), errors, len(close) > 1)
 
 
 def coverage(
@@ -257,7 +257,7 @@ def rgb_grey(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     if image.dtype != np.uint8:
-        image = normalize_thermal(image, "percentile")  # 16-bit visible: stretch for display
+        image = normalize_thermal(image, "percentile")  # 16-bit visible: stretched to 8 bits
     return image
 
 
@@ -326,8 +326,6 @@ def bag_frames(
     first within ``slop``). A first pass reads only the stamps; the second keeps the chosen
     messages' bytes, so a long recording never sits in memory as pixels.
     """
-    from rosbags.rosbag2 import Reader
-
     if not bag.exists():
         raise CalibrationError(f"{bag}: no such file or directory")
     topics = {"thermal": _topic(thermal_topic), "rgb": _topic(rgb_topic)}
