@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from node_harness import DOMAIN_ID, STARTUP_TIMEOUT, dds_env
 
 from gifnet_ros.align import Alignment
-from gifnet_ros.calibrate import View, grid_orderings, main, solve
+from gifnet_ros.calibrate import View, grid_orderings, main, preview, solve
 from gifnet_ros.image_files import write_image
 from gifnet_ros.rosbag_io import IMAGE, image_cdr, open_writer, typestore
 
@@ -192,6 +192,22 @@ def test_crop_is_applied_first_and_written(tmp_path, capsys):
     print(f"crop (12, 7): homography error mean {mean:.3f} px, max {worst:.3f}")
     assert mean < 1.0
     assert "gifnet-fuse-bag flags" not in out  # the bag tool has no crop option
+
+
+def test_preview_shows_rgb_and_the_warped_thermal_image():
+    """Checker: squares of 30 px (240 / 8) alternate between the RGB image untouched and the
+    inferno false colour of gifnet_ros.align's warp; blend: the mean of the two."""
+    rng = np.random.default_rng(2)
+    thermal, rgb = synthetic_pair((7, 5), POSES[0], rng)
+    alignment = Alignment.create("homography", TRUE_H.reshape(-1))
+    heat = cv2.applyColorMap(alignment.apply(thermal, rgb.shape), cv2.COLORMAP_INFERNO)[..., ::-1]
+    shown = preview(thermal, rgb, alignment, "checker")
+    ys, xs = np.mgrid[0 : RGB_SIZE[1], 0 : RGB_SIZE[0]]
+    thermal_square = (ys // 30 + xs // 30) % 2 == 1
+    np.testing.assert_array_equal(shown[~thermal_square], rgb[~thermal_square])
+    np.testing.assert_array_equal(shown[thermal_square], heat[thermal_square])
+    mixed = preview(thermal, rgb, alignment, "blend").astype(int)
+    assert np.abs(mixed - (rgb.astype(int) + heat) / 2).max() <= 1
 
 
 def _lattice(board: tuple[int, int]) -> np.ndarray:
