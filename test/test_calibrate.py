@@ -166,10 +166,13 @@ def test_recovers_the_known_homography(tmp_path, capsys, case, board, inverted, 
     align = loaded(output)
     assert align["method"] == "homography" and align["crop"] == [0, 0, 0, 0]
     mean, worst = warp_error(np.array(align["homography"]).reshape(3, 3))
-    print(f"{case}: homography error over the thermal image mean {mean:.3f} px, max {worst:.3f}")
     assert mean < 1.0 and worst < 2.0
     printed = re.search(r"mean ([\d.]+), max ([\d.]+)", out)
     assert printed and float(printed[1]) < 0.5, out  # the corners' own residual is small too
+    print(
+        f"{case}: homography error over the thermal image mean {mean:.3f} px, max {worst:.3f};"
+        f" corner reprojection mean {printed[1]} px, max {printed[2]}"
+    )
     shown = cv2.imread(str(preview))
     assert shown.shape == (RGB_SIZE[1], RGB_SIZE[0], 3)
 
