@@ -12,6 +12,7 @@ import math
 import struct
 import zlib
 from array import array as py_array
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,9 +177,19 @@ class PlainImage:
 # --------------------------------------------------------------------------- raw images
 
 
-@pytest.mark.parametrize("maker", sorted(MAKERS))
-@pytest.mark.parametrize("bigendian", [False, True], ids=["le", "be"])
-@pytest.mark.parametrize("pad", [0, 3], ids=["dense", "padded"])
+def in_every_layout(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test(maker, bigendian, pad)`` with each message maker, both byte orders, and
+    dense and padded rows (an odd pad leaves 16-bit and float rows unaligned)."""
+    for mark in (
+        pytest.mark.parametrize("maker", sorted(MAKERS)),
+        pytest.mark.parametrize("bigendian", [False, True], ids=["le", "be"]),
+        pytest.mark.parametrize("pad", [0, 3], ids=["dense", "padded"]),
+    ):
+        test = mark(test)
+    return test
+
+
+@in_every_layout
 @pytest.mark.parametrize("encoding", sorted(SPEC))
 def test_every_encoding_decodes_handmade_bytes(
     encoding: str, pad: int, bigendian: bool, maker: str
@@ -445,9 +456,7 @@ def sixteen_to_eight(values: np.ndarray) -> np.ndarray:
     return ((values.astype(np.int64) + 128) // 257).astype(np.uint8)
 
 
-@pytest.mark.parametrize("maker", sorted(MAKERS))
-@pytest.mark.parametrize("bigendian", [False, True], ids=["le", "be"])
-@pytest.mark.parametrize("pad", [0, 3], ids=["dense", "padded"])
+@in_every_layout
 @pytest.mark.parametrize("encoding", sorted(COLOUR16))
 def test_16bit_colour_is_reordered_and_scaled_to_8bit(
     encoding: str, pad: int, bigendian: bool, maker: str
@@ -565,9 +574,7 @@ def bilinear_interior(mosaic: np.ndarray, pattern: str) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("maker", sorted(MAKERS))
-@pytest.mark.parametrize("bigendian", [False, True], ids=["le", "be"])
-@pytest.mark.parametrize("pad", [0, 3], ids=["dense", "padded"])
+@in_every_layout
 @pytest.mark.parametrize("encoding", sorted(BAYER))
 def test_bayer_demosaic_is_bilinear_with_the_ros_pattern(
     encoding: str, pad: int, bigendian: bool, maker: str
