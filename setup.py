@@ -20,6 +20,7 @@ TOOLS = {
     "export": "gifnet_ros.export:main",
     "weights": "gifnet_ros.weights:main",
     "demo": "gifnet_ros.demo:main",
+    "train_tim": "gifnet_ros.train_tim:main",
 }
 
 
@@ -43,6 +44,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
+    # TIM weights trained by this project (gifnet_ros/tim.py, docs/tim.md).
+    package_data={PACKAGE: ["data/*.pt"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
