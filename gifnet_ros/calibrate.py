@@ -412,8 +412,8 @@ def params_document(homography: np.ndarray, crop: Sequence[int]) -> dict[str, An
 def read_params(path: Path) -> Alignment:
     """The alignment a node parameter file sets (nested or dotted ``align.*`` keys).
 
-    Reads what ``params_document`` writes and hand-written files alike: every node section
-    (``/**``, ``fusion_node``, ...) is merged in file order, as the node would apply them.
+    Reads what ``params_document`` writes and hand-written files alike; the sections of all
+    nodes (``/**``, ``fusion_node``, ...) are merged in file order, later ones winning.
     """
     try:
         document = yaml.safe_load(path.read_text())
@@ -438,7 +438,7 @@ def read_params(path: Path) -> Alignment:
         raise CalibrationError(f"{path}: no ros__parameters with align.homography")
     try:
         return Alignment.create(
-            values.get("align.method", "homography"),
+            values.get("align.method", Alignment.method),  # the node's default
             values["align.homography"],
             values.get("align.crop", NO_CROP),
         )

@@ -397,6 +397,34 @@ def test_bad_board_is_an_argument_error(capsys):
     assert "expected COLSxROWS inner corners" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "text, code, expected",
+    [
+        (
+            "fusion_node:\n  ros__parameters:\n    align.method: homography\n"
+            "    align.homography: [2.0, 0.0, -3.5, 0.0, 2.0, 1.0e-7, 0.0, 0.0, 1.0]\n",
+            0,
+            "--align homography --homography 2 0 -3.5 0 2 0.0000001 0 0 1\n",
+        ),
+        (
+            "/**:\n  ros__parameters:\n    align:\n      method: homography\n"
+            "      homography: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]\n"
+            "      crop: [4, 4, 100, 80]\n",
+            2,
+            "gifnet-fuse-bag has no crop option",
+        ),
+        ("/**:\n  ros__parameters:\n    mode: grey\n", 2, "no ros__parameters with align"),
+    ],
+)
+def test_flags_from_a_params_file(tmp_path, capsys, text, code, expected):
+    """Dotted or nested keys, any node section; numbers that argparse reads as numbers."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    got, out, err = run(["--flags-from", path], capsys)
+    assert got == code
+    assert expected in (out if code == 0 else err)
+
+
 # ---------------------------------------------------------------------------- consumers
 
 
