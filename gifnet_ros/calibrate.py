@@ -47,7 +47,13 @@ from rosbags.rosbag2 import Reader
 from gifnet_ros.align import IDENTITY, NO_CROP, Alignment, AlignmentError
 from gifnet_ros.conversion import ImageConversionError, compressed_to_array, image_to_array
 from gifnet_ros.engine_args import add_thermal_arguments
-from gifnet_ros.image_files import ImageFileError, read_image, write_bytes_atomic, write_image
+from gifnet_ros.image_files import (
+    IMAGE_SUFFIXES,
+    ImageFileError,
+    read_image,
+    write_bytes_atomic,
+    write_image,
+)
 from gifnet_ros.pairing import pair_by_stamp
 from gifnet_ros.rosbag_io import COMPRESSED_IMAGE, IMAGE_TYPES, header_stamp_ns, typestore
 from gifnet_ros.thermal import normalize_thermal
@@ -561,6 +567,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
     for path in (args.output, args.preview):
         if path is not None and not path.parent.is_dir():
             raise CalibrationError(f"{path.parent}: output directory does not exist")
+    if args.preview is not None and args.preview.suffix.lower() not in IMAGE_SUFFIXES:
+        raise CalibrationError(
+            f"--preview {args.preview}: not an image file name "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     if args.min_views < 1:
         raise CalibrationError(f"--min-views must be at least 1, got {args.min_views}")
     if args.max_pairs < 1:
@@ -669,12 +680,7 @@ def run(args: argparse.Namespace) -> None:
 
     image = None
     if args.preview is not None:  # made before anything is written: an error leaves nothing
-        grey = first.thermal
-        if grey.ndim == 3:
-            grey = cv2.cvtColor(grey, cv2.COLOR_RGB2GRAY)
-        full = normalize_thermal(
-            grey, args.thermal_norm, tuple(args.thermal_percentiles), tuple(args.thermal_range)
-        )
+        full = thermal_grey(first.thermal, NO_CROP, args)  # the alignment crops it
         image = preview(full, first.rgb, alignment, args.preview_style)
     write_bytes_atomic(args.output, params_text(calibration, args.crop, args.board).encode())
     print(f"  wrote {args.output}")

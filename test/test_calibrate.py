@@ -343,6 +343,10 @@ def files(tmp_path):
             r"thermal percentiles \[50.0, 10.0\] must satisfy",
         ),
         (lambda t, r: ["--thermal", *t[:3]], "--thermal and --rgb must both be given"),
+        (
+            lambda t, r: ["--thermal", *t[:3], "--rgb", *r[:3], "--preview", t[0].parent / "p.x"],
+            "p.x: not an image file name",
+        ),
         (lambda t, r: ["--bag", t[0].parent / "nothing"], "--bag needs --thermal-topic"),
         (
             lambda t, r: [
