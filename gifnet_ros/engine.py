@@ -26,6 +26,13 @@ offset-free YCbCr used here, so the more saturated input wins; ``authors``
 weights by |c - 128|, which reproduces the authors' published images
 (their script omits the +128 chroma offset but weights as if it were there).
 
+``network``: ``gifnet`` (default), or TIM (gifnet_ros.tim), ``tim`` (its
+two-stage infrared/visible pipeline) or ``tim_light``, for ``thermal_rgb`` and
+``grey`` only (the modes TIM has weights for) and on the torch backend. TIM's
+``weights`` default to the ones this project trained (not the authors'); the
+authors' ivif pair is given as ``"model_1.pt,model_2.pt"``. The colour,
+thermal, precision and size handling are the same for every network.
+
 Speed options (benchmarks/README.md has the measurements):
 
 - ``backend``: ``torch`` (default) or ``onnxruntime`` with an exported graph
@@ -63,12 +70,16 @@ from gifnet_ros.export import OnnxGIFNet, default_onnx_path, export_onnx
 from gifnet_ros.network import load_model
 from gifnet_ros.precision import PRECISIONS, choose_precision, probe
 from gifnet_ros.thermal import normalize_thermal
+from gifnet_ros.tim import load_tim
 
 MODES = ("thermal_rgb", "nir_rgb", "multi_focus", "multi_exposure", "medical", "grey")
 CHROMA_RULES = ("neutral", "authors")
 CLASSIC_BACKENDS = tuple(f"classic_{method}" for method in CLASSIC_METHODS)
 BACKENDS = ("torch", "onnxruntime", *CLASSIC_BACKENDS)
 RESTORE_RULES = ("detail", "bilinear")
+NETWORKS = ("gifnet", "tim", "tim_light")
+# The modes TIM has weights for: infrared/visible fusion (in colour or grey).
+TIM_MODES = ("thermal_rgb", "grey")
 # Pinned upload buffers kept per (input and batch slot, shape, dtype): two per pair of a batch
 # of up to 16; a robot's cameras rarely change size.
 _PINNED_BUFFERS = 32
@@ -121,7 +132,9 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def check_options(backend: str, device: str, precision: str, compile: bool = False) -> torch.device:
+def check_options(
+    backend: str, device: str, precision: str, compile: bool = False, network: str = "gifnet"
+) -> torch.device:
     """The device an engine with these options runs on, or ValueError naming the conflict.
 
     One place for the rules that tie backend, device and precision together, so the node can
@@ -134,6 +147,10 @@ def check_options(backend: str, device: str, precision: str, compile: bool = Fal
         raise ValueError(f"unknown precision {precision!r} (expected one of {PRECISIONS})")
     if compile and backend != "torch":
         raise ValueError(f"compile applies to the torch backend only, not {backend!r}")
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r} (expected one of {NETWORKS})")
+    if network != "gifnet" and backend != "torch":
+        raise ValueError(f"network {network!r} runs on the torch backend only, not {backend!r}")
     if backend in CLASSIC_BACKENDS:
         if device not in ("auto", "cpu"):
             raise ValueError(
@@ -187,6 +204,19 @@ def _onnx_session(
     return OnnxGIFNet(onnx_model, names, threads, fp16)
 
 
+def _load_network(
+    network: str, weights: str | Path | None, device: torch.device, verify_hash: bool
+) -> torch.nn.Module:
+    """GIFNet, or TIM with its weights: the project's by default, the authors' ivif pair as
+    ``"model_1.pt,model_2.pt"`` (one string, as a flag or a node parameter gives it)."""
+    if network == "gifnet":
+        return load_model(weights, device, verify_hash=verify_hash)
+    variant = "ivif" if network == "tim" else "light"
+    if isinstance(weights, str) and "," in weights:
+        return load_tim(variant, [part.strip() for part in weights.split(",")], device)
+    return load_tim(variant, weights, device)
+
+
 def _size(image: np.ndarray) -> str:
     return f"{image.shape[1]}x{image.shape[0]}"
 
@@ -215,8 +245,9 @@ class FusionEngine:
         max_pixels: int | None = None,
         inference_scale: float = 1.0,
         restore: str = "detail",
+        network: str = "gifnet",
     ) -> None:
-        self.device = check_options(backend, device, precision, compile)
+        self.device = check_options(backend, device, precision, compile, network)
         # The precision it runs at ("fp32", "bf16" or "fp16"), and why: what the node's
         # diagnostics and the tools' reports show.
         self.precision, self.precision_reason = precision, "requested"
@@ -229,6 +260,7 @@ class FusionEngine:
                 raise ValueError(f"threads must be at least 1, got {threads}")
             torch.set_num_threads(threads)  # process-wide, as PyTorch has it
         self.backend = backend
+        self.network = network
         self.mode = mode
         self.chroma_rule = chroma_rule
         self.thermal_norm = thermal_norm
@@ -248,7 +280,7 @@ class FusionEngine:
         if self._classic is not None:
             self._network = self._classic_batch
         elif backend == "torch":
-            self.model = load_model(weights, self.device, verify_hash=verify_hash)
+            self.model = _load_network(network, weights, self.device, verify_hash)
             self._network = self.model
             if compile:
                 self._graphs = self.device.type == "cuda"
@@ -322,7 +354,8 @@ class FusionEngine:
                     f"{_size(prepared[0][0])} (fuse them in separate batches)"
                 )
         if min(prepared[0][0].shape[:2]) < 8:
-            what = "GIFNet" if self._classic is None else "the classical rule"
+            network = "GIFNet" if self.network == "gifnet" else "TIM"
+            what = "the classical rule" if self._classic else network
             raise ValueError(
                 f"images of {_size(prepared[0][0])} are too small: {what} (backend "
                 f"{self.backend}) needs at least 8x8"
@@ -361,6 +394,11 @@ class FusionEngine:
             raise ValueError(f"unknown fusion mode {self.mode!r} (expected one of {MODES})")
         if self.chroma_rule not in CHROMA_RULES:
             raise ValueError(f"unknown chroma rule {self.chroma_rule!r} (expected {CHROMA_RULES})")
+        if self.network != "gifnet" and self.mode not in TIM_MODES:
+            raise ValueError(
+                f"network {self.network!r} has weights for infrared/visible fusion only (modes "
+                f"{', '.join(TIM_MODES)}), not mode {self.mode!r}; use network 'gifnet'"
+            )
 
     def _prepare(self, image: np.ndarray, which: str, chroma_source: bool) -> np.ndarray:
         """Check shape and dtype; bring grey 16-bit/float images to uint8 by the thermal rule.
@@ -434,7 +472,8 @@ class FusionEngine:
                 enabled=self._autocast is not None,
             ),
         ):
-            out = self._network(first, second).float()
+            # TIM's output is unclamped (GIFNet's is in [0, 1] already: unchanged by this).
+            out = self._network(first, second).float().clamp(0.0, 1.0)
         return out.clone() if self._graphs else out
 
     def _classic_batch(self, first: Tensor, second: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gifnet_ros.engine import BACKENDS, PRECISIONS, RESTORE_RULES, FusionEngine
+from gifnet_ros.engine import BACKENDS, NETWORKS, PRECISIONS, RESTORE_RULES, FusionEngine
 from gifnet_ros.export import split_providers
 from gifnet_ros.thermal import RULES as THERMAL_RULES
 
@@ -67,7 +67,17 @@ def add_engine_arguments(
         "where a batch gains nothing and only holds more memory)",
     )
     group.add_argument(
-        "--weights", help="checkpoint (default: $GIFNET_WEIGHTS, then the gifnet-weights cache)"
+        "--network",
+        choices=NETWORKS,
+        default="gifnet",
+        help="gifnet (default), or TIM: tim (two stages) or tim_light; TIM fuses thermal/RGB "
+        "only, on the torch backend, with this project's weights unless --weights",
+    )
+    group.add_argument(
+        "--weights",
+        help="checkpoint (GIFNet default: $GIFNET_WEIGHTS, then the gifnet-weights cache; TIM "
+        "default: the weights gifnet_ros trained, not the authors'; the authors' tim pair as "
+        "MODEL_1.pt,MODEL_2.pt)",
     )
     group.add_argument(
         "--onnx-model",
@@ -112,6 +122,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """FusionEngine keyword arguments from flags added by add_engine_arguments."""
     return {
         "weights": args.weights,
+        "network": args.network,
         "backend": args.backend,
         "device": args.device,
         "precision": args.precision,

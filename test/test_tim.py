@@ -157,3 +157,47 @@ def test_project_file_of_another_variant_rejected(tmp_path: Path) -> None:
     assert load_tim("light", path).variant == "light"
     with pytest.raises(WeightsError, match="holds TIM 'light' weights, not 'ivif'"):
         load_tim("ivif", path)
+
+
+# --- in the engine --------------------------------------------------------------------------
+
+
+def test_engine_runs_tim_like_the_network_alone(reference: Path, ivif: TIM) -> None:
+    """grey mode: the engine's result is TIM's output on the two luminances, clamped to
+    [0, 1], on 0-255, rounded; the authors' pair given as one comma-separated string."""
+    from gifnet_ros.engine import FusionEngine
+
+    weights = f"{reference / 'ivif_model_1.pt'},{reference / 'ivif_model_2.pt'}"
+    engine = FusionEngine(weights=weights, network="tim", device="cpu", precision="fp32")
+    engine.mode = "grey"
+    rng = np.random.default_rng(0)
+    thermal = rng.integers(0, 256, (30, 42), dtype=np.uint8)
+    grey = rng.integers(0, 256, (30, 42), dtype=np.uint8)
+    fused = engine.fuse(thermal, grey)
+    with torch.no_grad():
+        out = ivif(
+            torch.from_numpy(thermal / 255.0).float()[None, None],
+            torch.from_numpy(grey / 255.0).float()[None, None],
+        )
+    expected = np.round(out[0, 0].clamp(0, 1).numpy() * 255.0)
+    assert fused.dtype == np.uint8 and fused.shape == (30, 42)
+    assert np.abs(fused.astype(np.int16) - expected).max() <= 1
+    assert (expected == 0).any() or (expected == 255).any()  # clamping was exercised
+
+
+def test_engine_rejects_what_tim_cannot_do(reference: Path) -> None:
+    from gifnet_ros.engine import FusionEngine
+
+    light = str(reference / "light_model_1.pt")
+    with pytest.raises(ValueError, match="network 'tim_light' has weights for infrared/visible"):
+        FusionEngine(weights=light, network="tim_light", mode="multi_focus", device="cpu")
+    engine = FusionEngine(weights=light, network="tim_light", device="cpu", precision="fp32")
+    engine.mode = "medical"
+    with pytest.raises(ValueError, match="not mode 'medical'; use network 'gifnet'"):
+        engine.fuse(np.zeros((16, 16), np.uint8), np.zeros((16, 16), np.uint8))
+    with pytest.raises(ValueError, match="runs on the torch backend only, not 'onnxruntime'"):
+        FusionEngine(network="tim", backend="onnxruntime", device="cpu")
+    with pytest.raises(ValueError, match="unknown network 'swin'"):
+        FusionEngine(network="swin", device="cpu")
+    with pytest.raises(WeightsError, match="no project weights for tim_light"):
+        FusionEngine(network="tim_light", device="cpu")
