@@ -39,6 +39,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -140,6 +141,7 @@ class Worker:
     name: str
     in_flight: int = 0
     alive: bool = True
+    pairs: int = 0  # results it returned
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -238,6 +240,9 @@ class FleetRun:
         self.leftovers: list[str] = []
         self.batch = 1
         self.started = time.monotonic()
+        # Names the workers (``ray list actors``); unique, as an embedding program may run
+        # several fleets in one process.
+        self.run_id = f"{os.getpid()}-{secrets.token_hex(3)}"
         self.bar: Any = None
         self.calls: dict[Any, Call] = {}  # ObjectRef -> call
         self.retry: deque[Call] = deque()
@@ -344,7 +349,7 @@ class FleetRun:
         self.batch = self.args.batch or self.workers[0].info["batch"]
 
     def _add_worker(self) -> None:
-        name = f"{PROG}-{os.getpid()}-{len(self.workers)}"
+        name = f"{PROG}-{self.run_id}-{len(self.workers)}"
         handle = FusionWorker.options(name=name, **self._options).remote(self._worker_args)
         self.workers.append(Worker(handle, name))
 
@@ -477,6 +482,7 @@ class FleetRun:
             self.pairs_redone += call.pairs
             self.retry.append(call)
             return
+        worker.pairs += call.pairs
         if call.task.status != "open":
             return  # its bag failed meanwhile
         try:
@@ -553,7 +559,9 @@ class FleetRun:
             "seconds": round(seconds, 3),
             "pairs_per_s": round(fused / seconds, 3) if seconds > 0 else None,
             "batch": self.batch,
-            "workers": [{"name": w.name, "alive": w.alive, **w.info} for w in self.workers],
+            "workers": [
+                {"name": w.name, "alive": w.alive, "pairs": w.pairs, **w.info} for w in self.workers
+            ],
             "workers_lost": self.workers_lost,
             "pairs_redone": self.pairs_redone,
             "leftovers": self.leftovers,

@@ -1,8 +1,13 @@
-"""Helpers shared by the bag tests (gifnet-make-bag and gifnet-fuse-bag): the shared clip,
-its frames as OpenCV decodes them, and reading bags back with rosbags."""
+"""Helpers shared by the bag tests (gifnet-make-bag, gifnet-fuse-bag, gifnet-fuse-bags): the
+shared clip, its frames as OpenCV decodes them, reading bags back with rosbags, and watching a
+tool's progress from another process."""
 
 from __future__ import annotations
 
+import os
+import selectors
+import subprocess
+import time
 from pathlib import Path
 
 import cv2
@@ -10,6 +15,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
+from gifnet_ros import make_bag
 from gifnet_ros.pairing import stamp_to_ns
 
 STORE = get_typestore(Stores.ROS2_HUMBLE)
@@ -23,6 +29,29 @@ def clip_paths(data_dir: Path) -> tuple[Path, Path]:
         data_dir / "m3svd" / "infrared" / f"{CLIP}.mp4",
         data_dir / "m3svd" / "visible" / f"{CLIP}.mp4",
     )
+
+
+def build(clip: tuple[Path, Path], out: Path, frames: int, *extra: str) -> Path:
+    """A bag of the clip's first ``frames`` pairs at SIZE (gifnet-make-bag ``extra`` options
+    apply), written to ``out``."""
+    assert (
+        make_bag.main(
+            [
+                str(out),
+                "--thermal",
+                str(clip[0]),
+                "--rgb",
+                str(clip[1]),
+                "--max-frames",
+                str(frames),
+                "--resize",
+                f"{SIZE[0]}x{SIZE[1]}",
+                *extra,
+            ]
+        )
+        == 0
+    )
+    return out
 
 
 def video_frames(path: Path, count: int, size: tuple[int, int] = SIZE) -> list[np.ndarray]:
@@ -63,3 +92,19 @@ def stamp(msg) -> int:
 def leftovers(output: Path) -> list[Path]:
     """Hidden work directories a tool left beside ``output``."""
     return list(output.parent.glob(f".{output.name}.*"))
+
+
+def wait_for(process: subprocess.Popen, text: bytes, timeout: float) -> bytes:
+    """Read the child's stderr until ``text`` shows up (tqdm writes a line per pair)."""
+    seen = b""
+    selector = selectors.DefaultSelector()
+    selector.register(process.stderr, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {text!r} within {timeout} s: {seen[-500:]!r}"
+        if selector.select(remaining):
+            chunk = os.read(process.stderr.fileno(), 4096)
+            assert chunk, f"the tool ended early: {seen[-500:]!r}"
+            seen += chunk
+    return seen

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -20,11 +18,21 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from bag_helpers import SIZE, STORE, clip_paths, decoded, leftovers, stamp, video_frames
+from bag_helpers import (
+    STORE,
+    build,
+    clip_paths,
+    decoded,
+    leftovers,
+    stamp,
+    video_frames,
+    wait_for,
+)
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from gifnet_ros import bag_tool, make_bag
+from gifnet_ros import bag_tool
 from gifnet_ros.engine import FusionEngine
+from gifnet_ros.rosbag_io import OWNER_FILE
 
 THERMAL, RGB, FUSED = "/thermal/image", "/rgb/image", "/fused/image"
 
@@ -35,27 +43,6 @@ THERMAL, RGB, FUSED = "/thermal/image", "/rgb/image", "/fused/image"
 @pytest.fixture(scope="module")
 def clip(data_dir: Path) -> tuple[Path, Path]:
     return clip_paths(data_dir)
-
-
-def build(clip: tuple[Path, Path], out: Path, frames: int, *extra: str) -> Path:
-    assert (
-        make_bag.main(
-            [
-                str(out),
-                "--thermal",
-                str(clip[0]),
-                "--rgb",
-                str(clip[1]),
-                "--max-frames",
-                str(frames),
-                "--resize",
-                f"{SIZE[0]}x{SIZE[1]}",
-                *extra,
-            ]
-        )
-        == 0
-    )
-    return out
 
 
 def rewrite(
@@ -466,20 +453,12 @@ def test_directory_without_metadata_reads_its_one_file(clip, tmp_path, weights_p
 # -- interruption ----------------------------------------------------------------------------
 
 
-def wait_for(process: subprocess.Popen, text: bytes, timeout: float) -> bytes:
-    """Read the child's stderr until ``text`` shows up (tqdm writes a line per pair)."""
-    seen = b""
-    selector = selectors.DefaultSelector()
-    selector.register(process.stderr, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while text not in seen:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"no {text!r} within {timeout} s: {seen[-500:]!r}"
-        if selector.select(remaining):
-            chunk = os.read(process.stderr.fileno(), 4096)
-            assert chunk, f"the tool ended early: {seen[-500:]!r}"
-            seen += chunk
-    return seen
+def start_tool(args: list[str]) -> subprocess.Popen:
+    """gifnet-fuse-bag in a child process: the installed console script when there is one
+    (pip/colcon install), else the module."""
+    script = Path(sys.executable).with_name("gifnet-fuse-bag")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "gifnet_ros.bag_tool"]
+    return subprocess.Popen([*command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -489,14 +468,7 @@ def test_interrupt_leaves_nothing_at_output(clip, tmp_path, weights_path, signum
     # arrives mid-run (at 64x48 the other 11 pairs could be done before it is handled).
     bag = build(clip, tmp_path / "in", n, "--resize", "320x256")
     out, report_path = tmp_path / "out", tmp_path / "report.json"
-    # The installed console script when there is one (pip/colcon install), else the module.
-    script = Path(sys.executable).with_name("gifnet-fuse-bag")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "gifnet_ros.bag_tool"]
-    process = subprocess.Popen(
-        [*command, *tool_args(bag, out, weights_path, report=report_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = start_tool(tool_args(bag, out, weights_path, report=report_path))
     try:
         wait_for(process, f" 1/{n} ".encode(), timeout=120)
         assert leftovers(out), "the bag should be in progress beside OUTPUT"
@@ -513,6 +485,48 @@ def test_interrupt_leaves_nothing_at_output(clip, tmp_path, weights_path, signum
     assert report["status"] == "interrupted" and not report["output_written"]
     assert 1 <= report["pairs"]["fused"] < n
     assert report["last_fused_rgb_stamp_ns"] is not None
+
+
+def test_a_killed_runs_leftover_is_removed_and_a_live_runs_kept(clip, tmp_path, weights_path):
+    """SIGKILL leaves the hidden folder behind (nothing can clean up); the next run removes
+    it because its recorded process is gone, and keeps one whose process still runs."""
+    n = 12
+    bag = build(clip, tmp_path / "in", n, "--resize", "320x256")
+    out = tmp_path / "out"
+    process = start_tool(tool_args(bag, out, weights_path))
+    try:
+        wait_for(process, f" 1/{n} ".encode(), timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    [dead] = leftovers(out)
+    owner = json.loads((dead / OWNER_FILE).read_text())
+    assert owner["pid"] == process.pid
+    # A folder as a live run writes it: this test's own process is its owner.
+    live = out.parent / f".{out.name}.live.partial"
+    live.mkdir()
+    record = {**owner, "pid": os.getpid(), "start": None}
+    (live / OWNER_FILE).write_text(json.dumps(record))
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gifnet_ros.bag_tool",
+            *tool_args(bag, out, weights_path, "--backend", "classic_max", "--no-progress"),
+            *("--report", str(tmp_path / "r.json")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not dead.exists() and live.is_dir()
+    assert f"removed {dead}, left by pid {process.pid}" in result.stderr
+    assert f"kept {live}: pid {os.getpid()} is still writing it" in result.stderr
+    assert leftovers(out) == [live]
+    assert len(json.loads((tmp_path / "r.json").read_text())["leftovers"]) == 2
+    assert (out / "metadata.yaml").is_file()
 
 
 # -- storage that lies or fails ---------------------------------------------------------------

@@ -1,0 +1,280 @@
+"""gifnet-fuse-bags on a real local Ray cluster (2 CPUs, so 2 model workers) and real bags.
+
+The reference for every output is gifnet-fuse-bag run on the same input with the same options:
+the files must be identical byte for byte. Ray starts once for the module. Tests about
+transport use a classical backend (milliseconds per pair); one uses GIFNet at 64x48.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from bag_helpers import build, clip_paths, wait_for
+
+from gifnet_ros import bag_tool, fleet
+from gifnet_ros.rosbag_io import OWNER_FILE
+
+THERMAL, RGB = "/thermal/image", "/rgb/image"
+CLASSIC = ("--backend", "classic_laplacian")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray for the module: 2 CPUs, as the tool would use on this machine."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=fleet.LOCAL_OBJECT_STORE,
+    )
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clip(data_dir: Path) -> tuple[Path, Path]:
+    return clip_paths(data_dir)
+
+
+def topics(*extra: str) -> list[str]:
+    return ["--thermal-topic", THERMAL, "--rgb-topic", RGB, *extra]
+
+
+def fuse_bags(inputs: list[Path], out_dir: Path, *extra: str) -> tuple[int, dict]:
+    """Run the tool in this process (on the module's Ray); (exit status, summary)."""
+    code = fleet.main([*map(str, inputs), "-o", str(out_dir), "--no-progress", *topics(*extra)])
+    return code, json.loads((out_dir / fleet.SUMMARY).read_text())
+
+
+def reference(bag: Path, out: Path, *extra: str) -> Path:
+    """gifnet-fuse-bag's output for ``bag`` with the same options, at ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    assert bag_tool.main([str(bag), "-o", str(out), "--no-progress", *topics(*extra)]) == 0
+    return out
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def hidden(folder: Path) -> list[Path]:
+    """Work folders or files a run left behind anywhere below ``folder``."""
+    return [p for p in folder.rglob(".*")]
+
+
+# -- outputs -----------------------------------------------------------------------------------
+
+
+def test_outputs_are_gifnet_fuse_bags_bytes_with_gifnet(cluster, clip, tmp_path, weights_path):
+    """GIFNet itself, on a searched folder holding an mcap bag, a sqlite3 bag and a loose
+    .mcap file: each output is the bag gifnet-fuse-bag writes, and its report is complete."""
+    inputs = tmp_path / "drives"
+    for day in ("day1", "day2"):
+        (inputs / day).mkdir(parents=True)
+    build(clip, inputs / "day1" / "cam", 2, "--thermal-encoding", "mono16", "--jitter-ms", "3")
+    build(clip, inputs / "day2" / "cam", 2, "--storage", "sqlite3", "--thermal-offset-ms", "4")
+    loose = build(clip, tmp_path / "loose", 2)
+    os.replace(loose / "loose.mcap", inputs / "extra.mcap")
+    options = ("--weights", str(weights_path), "--device", "cpu", "--threads", "1")
+
+    code, summary = fuse_bags([inputs], tmp_path / "out", *options)
+
+    assert code == 0, summary
+    assert summary["bags"] == {"complete": 3}
+    assert summary["pairs_fused"] == 6
+    for name, source in [
+        ("day1/cam", inputs / "day1" / "cam"),
+        ("day2/cam", inputs / "day2" / "cam"),
+        ("extra", inputs / "extra.mcap"),
+    ]:
+        expected = reference(source, tmp_path / "ref" / name, *options)
+        assert files(tmp_path / "out" / name) == files(expected), name
+        report = json.loads((tmp_path / "out" / f"{name}.report.json").read_text())
+        assert report["status"] == "complete" and report["pairs"]["fused"] == 2
+    assert not hidden(tmp_path / "out")
+
+
+def test_long_bag_is_split_over_both_workers(cluster, clip, tmp_path):
+    """One bag, many pairs, every topic copied: both workers fuse part of it and the single
+    writer still puts every message where gifnet-fuse-bag puts it."""
+    bag = build(clip, tmp_path / "long", 40, "--jitter-ms", "2", "--thermal-offset-ms", "3")
+    code, summary = fuse_bags([bag], tmp_path / "out", *CLASSIC)
+    assert code == 0, summary
+    assert [w["pairs"] > 0 for w in summary["workers"]] == [True, True]
+    assert sum(w["pairs"] for w in summary["workers"]) == 40
+    expected = reference(bag, tmp_path / "ref" / "long", *CLASSIC, "--threads", "1")
+    assert files(tmp_path / "out" / "long") == files(expected)
+
+
+# -- resume ------------------------------------------------------------------------------------
+
+
+def test_second_run_skips_complete_bags_and_redoes_the_rest(cluster, clip, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a", "b", "c"):
+        build(clip, inputs / name, 3)
+    out = tmp_path / "out"
+    code, _ = fuse_bags([inputs], out, *CLASSIC)
+    assert code == 0
+    done_a = (out / "a" / "a.mcap").stat().st_mtime_ns
+    expected_b = files(out / "b")
+    # b as a run killed after its bag was renamed but before its report was written; c's
+    # run killed mid-way: its hidden folder is left, owned by a process that is gone.
+    (out / "b.report.json").unlink()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    partial = out / ".c.x1y2.partial"
+    partial.mkdir()
+    (partial / OWNER_FILE).write_text(
+        json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout), "start": None})
+    )
+    (partial / "c").mkdir()
+    (out / "c.report.json").unlink()
+    for item in (out / "c").iterdir():
+        item.unlink()
+    (out / "c").rmdir()
+
+    code, summary = fuse_bags([inputs], out, *CLASSIC)
+
+    assert code == 0, summary
+    assert summary["bags"] == {"complete": 2, "skipped": 1}
+    status = {Path(e["input"]).name: e["status"] for e in summary["inputs"]}
+    assert status == {"a": "skipped", "b": "complete", "c": "complete"}
+    assert (out / "a" / "a.mcap").stat().st_mtime_ns == done_a
+    assert files(out / "b") == expected_b
+    assert not partial.exists() and len(summary["leftovers"]) == 1
+    assert (
+        "removed" in summary["leftovers"][0] and str(dead.stdout.strip()) in summary["leftovers"][0]
+    )
+    assert not hidden(out)
+
+    # Other settings: the complete bags are not silently reused, nor silently replaced.
+    code, summary = fuse_bags([inputs / "a"], out, "--backend", "classic_max")
+    assert code == 1
+    assert (
+        "backend" in summary["inputs"][0]["error"]
+        and "--overwrite" in summary["inputs"][0]["error"]
+    )
+    assert (out / "a" / "a.mcap").stat().st_mtime_ns == done_a
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+def test_killed_worker_loses_and_duplicates_nothing(cluster, clip, tmp_path):
+    """ray.kill of a model worker while both are busy: its pairs are fused by the other
+    (and its replacement), and every output is still gifnet-fuse-bag's."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    names = ("a", "b", "c")
+    for name in names:
+        build(clip, inputs / name, 50, "--jitter-ms", "2")
+    out = tmp_path / "out"
+    killed: list[str] = []
+
+    def kill_one_worker() -> None:
+        """Once the first bag is being written (its hidden folder exists), kill a worker."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(out.glob(".a.*.partial")):
+            time.sleep(0.005)
+        workers = [a for a in ray.util.list_named_actors() if a.startswith(fleet.PROG)]
+        if workers:
+            ray.kill(ray.get_actor(workers[0]), no_restart=True)
+            killed.append(workers[0])
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    code, summary = fuse_bags([inputs], out, *CLASSIC)
+    killer.join()
+
+    assert killed, "no worker to kill"
+    assert code == 0, summary
+    assert summary["workers_lost"] == 1 and summary["pairs_redone"] >= 1
+    assert [w["alive"] for w in summary["workers"] if w["name"] == killed[0]] == [False]
+    assert summary["pairs_fused"] == 150
+    for name in names:
+        expected = reference(inputs / name, tmp_path / "ref" / name, *CLASSIC, "--threads", "1")
+        assert files(out / name) == files(expected), name
+    assert not hidden(out)
+
+
+def test_unreadable_bags_are_reported_and_the_others_finish(cluster, clip, tmp_path):
+    good = build(clip, tmp_path / "good", 3)
+    garbage = tmp_path / "noise.mcap"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    cut_source = build(clip, tmp_path / "cut", 3, "--storage", "sqlite3")
+    cut = tmp_path / "cut.db3"
+    data = (cut_source / "cut.db3").read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    missing = tmp_path / "nowhere"
+    out = tmp_path / "out"
+
+    code, summary = fuse_bags([garbage, good, cut, missing], out, *CLASSIC)
+
+    assert code == 1
+    entries = {Path(e["input"]).name: e for e in summary["inputs"]}
+    assert entries["good"]["status"] == "complete"
+    for name in ("noise.mcap", "cut.db3", "nowhere"):
+        entry = entries[name]
+        assert entry["status"] == "error"
+        assert name in entry["error"] and "\n" not in entry["error"], entry
+        assert not (out / Path(name).stem).exists()
+    assert "no such file" in entries["nowhere"]["error"]
+    expected = reference(good, tmp_path / "ref" / "good", *CLASSIC, "--threads", "1")
+    assert files(out / "good") == files(expected)
+    assert not hidden(out)
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_no_partial_output(cluster, clip, tmp_path, weights_path):
+    """SIGINT to a gifnet-fuse-bags process (joined to the module's Ray with --address) while
+    GIFNet fuses 320x256 pairs, about a second each: exit 130, no output, no hidden folder."""
+    n = 12
+    bag = build(clip, tmp_path / "in", n, "--resize", "320x256")
+    out = tmp_path / "out"
+    script = Path(sys.executable).with_name("gifnet-fuse-bags")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "gifnet_ros.fleet"]
+    process = subprocess.Popen(
+        [
+            *command,
+            str(bag),
+            "-o",
+            str(out),
+            *topics("--weights", str(weights_path), "--device", "cpu"),
+            "--address",
+            cluster,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(process, f" 1/{n} ".encode(), timeout=180)
+        assert list(out.glob(".in.*.partial")), "the bag should be in progress"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err.decode()[-3000:]
+    assert not (out / "in").exists() and not hidden(out)
+    summary = json.loads((out / fleet.SUMMARY).read_text())
+    assert summary["status"] == "interrupted"
+    assert [e["status"] for e in summary["inputs"]] == ["interrupted"]
+    report = json.loads((out / "in.report.json").read_text())
+    assert report["status"] == "interrupted" and not report["output_written"]
+    assert 1 <= report["pairs"]["fused"] < n
