@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 THERMAL_ENCODINGS = {"mono8": 1, "8UC1": 1, "mono16": 2, "16UC1": 2, "32FC1": 4}
 RGB_ENCODINGS = {"rgb8": 3, "bgr8": 3, "8UC3": 3, "rgba8": 4, "bgra8": 4}
-UNKNOWN_ENCODINGS = ("yuv422", "bayer_rggb8", "", "MONO8", "rgb16", "32FC3", "mono8 ", "jpeg")
+UNKNOWN_ENCODINGS = ("nv12", "yuv420", "", "MONO8", "16UC3", "32FC3", "mono8 ", "jpeg")
 DTYPES = {1: np.uint8, 2: np.uint16, 4: np.float32}
 
 DEFECTS = (
