@@ -311,6 +311,20 @@ def test_pairs_by_stamp_with_dropped_duplicated_and_late_frames(
     np.testing.assert_array_equal(pixels(fused[3][1]), engine.fuse(grey, rgb))
 
 
+def test_batches_write_the_same_bag(clip, tmp_path, weights_path):
+    """--batch 3 fuses runs of three pairs in one network call (and the last, shorter run);
+    the fused images and every other message are those of one pair at a time, in order."""
+    bag = build(clip, tmp_path / "in", 5, "--jitter-ms", "2")
+    reports = {}
+    for batch in ("1", "3"):
+        report = tmp_path / f"report{batch}.json"
+        assert fuse(bag, tmp_path / batch, weights_path, "--batch", batch, report=report) == 0
+        reports[batch] = json.loads(report.read_text())
+    assert raw_messages(tmp_path / "3") == raw_messages(tmp_path / "1")
+    assert reports["3"]["settings"]["batch"] == 3 and reports["1"]["settings"]["batch"] == 1
+    assert reports["3"]["pairs"] == {"planned": 5, "fused": 5, "skipped": 0}
+
+
 # -- failures --------------------------------------------------------------------------------
 
 

@@ -105,14 +105,15 @@ def test_outputs_are_gifnet_fuse_bags_bytes_with_gifnet(cluster, clip, tmp_path,
 
 
 def test_long_bag_is_split_over_both_workers(cluster, clip, tmp_path):
-    """One bag, many pairs, every topic copied: both workers fuse part of it and the single
-    writer still puts every message where gifnet-fuse-bag puts it."""
+    """One bag, many pairs, every topic copied, in runs of 3 pairs (--batch): both workers
+    fuse part of it and the single writer still puts every message where gifnet-fuse-bag
+    puts it."""
     bag = build(clip, tmp_path / "long", 40, "--jitter-ms", "2", "--thermal-offset-ms", "3")
-    code, summary = fuse_bags([bag], tmp_path / "out", *CLASSIC)
+    code, summary = fuse_bags([bag], tmp_path / "out", *CLASSIC, "--batch", "3")
     assert code == 0, summary
     assert [w["pairs"] > 0 for w in summary["workers"]] == [True, True]
     assert sum(w["pairs"] for w in summary["workers"]) == 40
-    expected = reference(bag, tmp_path / "ref" / "long", *CLASSIC, "--threads", "1")
+    expected = reference(bag, tmp_path / "ref" / "long", *CLASSIC, "--batch", "3")
     assert files(tmp_path / "out" / "long") == files(expected)
 
 
