@@ -1,8 +1,10 @@
 """Launch files and config/fusion.yaml.
 
-The topic and parameter logic of launch/fusion.launch.py is a plain function and is checked
-everywhere; loading the files with ROS' launch system, and launching the installed node, run
-only where ``launch_ros`` (and, for the last, a colcon-installed gifnet_ros) is available.
+The topic, parameter and argument-check logic of launch/fusion.launch.py are plain functions
+and the XML is read as XML: checked everywhere. Loading both files with ROS' launch system
+and ``ros2 launch --show-args`` run where launch_ros and ros2launch are installed (a ROS
+install, or ../shared/ros in the venv); launching the node from a colcon workspace is in
+test_ros_cli.py.
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from node_harness import DOMAIN_ID, clip_pairs, dds_env
 
-from gifnet_ros.demo import FusionClient, stop_node
 from gifnet_ros.node import PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,20 +83,29 @@ def test_inputs_are_remapped_with_their_compressed_variants(launch_py):
     assert (arguments["package"], arguments["executable"]) == ("gifnet_ros", "fusion_node")
 
 
-def test_device_mode_and_backend_override_the_params_file_only_when_given(launch_py):
+def test_parameter_arguments_override_the_params_file_only_when_given(launch_py):
     params_file, overrides = launch_py.node_arguments(_defaults(launch_py))["parameters"]
     assert params_file == "/p.yaml" and overrides == {"use_sim_time": False}
-    _, overrides = launch_py.node_arguments(
-        _defaults(
-            launch_py, device="cuda:1", mode="grey", backend="onnxruntime", use_sim_time="True"
-        )
-    )["parameters"]
-    assert overrides == {
-        "use_sim_time": True,
+    given = {
         "device": "cuda:1",
         "mode": "grey",
         "backend": "onnxruntime",
+        "precision": "bf16",
+        "network": "tim_light",
+        "compressed": "true",
+        "use_sim_time": "True",
     }
+    _, overrides = launch_py.node_arguments(_defaults(launch_py, **given))["parameters"]
+    assert overrides == {**given, "compressed": True, "use_sim_time": True}
+    _, overrides = launch_py.node_arguments(_defaults(launch_py, compressed="false"))["parameters"]
+    assert overrides["compressed"] is False
+
+
+def test_parameter_arguments_name_real_node_parameters(launch_py):
+    """An override of a parameter the node does not declare would be dropped by rclpy without
+    a word. (network comes with the TIM work; until the node declares it, it is exempt.)"""
+    declared = {spec.name for spec in PARAMETERS}
+    assert {*launch_py.OVERRIDES, "compressed"} - {"network"} <= declared
 
 
 def test_default_params_file_is_the_package_config(launch_py):
@@ -105,125 +114,153 @@ def test_default_params_file_is_the_package_config(launch_py):
     assert yaml.safe_load(path.read_text()) == yaml.safe_load(CONFIG.read_text())
 
 
-def test_xml_variant_matches_the_python_one(launch_py):
+def _xml_arguments() -> dict[str, dict]:
     root = ElementTree.parse(LAUNCH_XML).getroot()
-    arguments = {arg.get("name"): arg.get("default") for arg in root.iter("arg")}
-    assert set(arguments) <= set(launch_py.ARGUMENTS)
-    for name, default in arguments.items():
-        if name != "params_file":
-            assert default == launch_py.DEFAULTS[name], name
-    (node,) = root.iter("node")
-    assert (node.get("pkg"), node.get("exec"), node.get("name")) == (
-        "gifnet_ros",
-        "fusion_node",
-        "fusion_node",
+    return {
+        arg.get("name"): {
+            "default": arg.get("default"),
+            "description": arg.get("description"),
+            "choices": [choice.get("value") for choice in arg.iter("choice")] or None,
+        }
+        for arg in root.findall("arg")
+    }
+
+
+def test_xml_and_python_files_declare_the_same_arguments(launch_py):
+    """Same names in the same order, defaults, descriptions and choices (params_file's default
+    is the installed config in both, spelt as each format can)."""
+    xml = _xml_arguments()
+    assert list(xml) == list(launch_py.ARGUMENTS)
+    assert xml.pop("params_file")["default"] == "$(find-pkg-share gifnet_ros)/config/fusion.yaml"
+    for name, declared in xml.items():
+        assert declared["default"] == launch_py.DEFAULTS[name], name
+        assert declared["description"] == launch_py.ARGUMENTS[name], name
+        assert declared["choices"] == launch_py.CHOICES.get(name), name
+
+
+def test_xml_file_hands_every_argument_to_the_python_file(launch_py):
+    root = ElementTree.parse(LAUNCH_XML).getroot()
+    (include,) = root.findall("include")
+    assert include.get("file") == "$(dirname)/fusion.launch.py"
+    passed = {arg.get("name"): arg.get("value") for arg in include.findall("arg")}
+    assert passed == {name: f"$(var {name})" for name in launch_py.ARGUMENTS}
+    assert not root.findall("node"), "the node is defined once, in fusion.launch.py"
+
+
+def test_misspelt_arguments_are_told_apart_from_other_launch_files_ones(launch_py):
+    declared = [f"{name}:=x" for name in launch_py.ARGUMENTS]
+    assert launch_py.unknown_arguments([*declared, "launch-prefix:=gdb -ex run"]) == ([], [])
+    misspelt, other = launch_py.unknown_arguments(
+        ["devcie:=cuda", "compresed:=true", "robot_name:=r1", "rgb_topic:=/c", "network:=tim"]
     )
+    assert misspelt == [
+        "'devcie' (did you mean 'device'?)",
+        "'compresed' (did you mean 'compressed'?)",
+    ]
+    assert other == ["'robot_name'"]
 
-    def expand(text: str) -> str:
-        return re.sub(r"\$\(var (\w+)\)", lambda m: launch_py.DEFAULTS[m.group(1)], text)
 
-    remaps = [(r.get("from"), expand(r.get("to"))) for r in node.iter("remap")]
-    assert remaps == launch_py.node_arguments(_defaults(launch_py))["remappings"]
+# ---------------------------------------------------------------- with ROS' launch system
 
 
-def test_launch_description_loads(launch_py):
+@pytest.fixture
+def ros_environment(monkeypatch) -> None:
+    """What sourcing a ROS install sets and launch relies on (it finds its XML grammar through
+    the ament index): here the venv stands for the install, unless one is already sourced."""
+    monkeypatch.setenv("AMENT_PREFIX_PATH", os.environ.get("AMENT_PREFIX_PATH") or sys.prefix)
+
+
+def _declared(description) -> dict:
+    from launch.actions import DeclareLaunchArgument
+
+    return {
+        entity.name: entity
+        for entity in description.entities
+        if isinstance(entity, DeclareLaunchArgument)
+    }
+
+
+def test_python_launch_description_makes_the_node(launch_py):
     pytest.importorskip("launch_ros", reason="launch_ros comes with a ROS 2 install")
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.actions import OpaqueFunction
     from launch_ros.actions import Node
 
     from launch import LaunchContext
 
     description = launch_py.generate_launch_description()
-    declared = [e for e in description.entities if isinstance(e, DeclareLaunchArgument)]
-    assert [a.name for a in declared] == list(launch_py.ARGUMENTS)
-    context = LaunchContext()
-    for argument in declared:
-        context.launch_configurations[argument.name] = "".join(
-            s.perform(context) for s in argument.default_value
-        )
-    (function,) = [e for e in description.entities if isinstance(e, OpaqueFunction)]
-    (node,) = function.execute(context)
+    declared = _declared(description)
+    assert list(declared) == list(launch_py.ARGUMENTS)
+    context = LaunchContext(argv=["device:=cpu"])
+    context.launch_configurations["device"] = "cpu"
+    for argument in declared.values():
+        argument.execute(context)
+    assert context.launch_configurations["device"] == "cpu"
+    check, make = [e for e in description.entities if isinstance(e, OpaqueFunction)]
+    assert check.execute(context) == []
+    (node,) = make.execute(context)
     assert isinstance(node, Node)
     assert node.node_package == "gifnet_ros" and node.node_executable == "fusion_node"
 
 
-def test_xml_launch_file_loads():
+def test_python_launch_description_refuses_a_bad_choice(launch_py):
+    pytest.importorskip("launch_ros", reason="launch_ros comes with a ROS 2 install")
+    from launch import LaunchContext
+
+    context = LaunchContext()
+    context.launch_configurations["network"] = "gifnett"
+    with pytest.raises(RuntimeError, match="gifnett"):
+        _declared(launch_py.generate_launch_description())["network"].execute(context)
+
+
+def test_argument_check_stops_a_misspelt_launch_and_warns_about_others(launch_py, caplog):
+    pytest.importorskip("launch_ros", reason="launch_ros comes with a ROS 2 install")
+    from launch.actions import OpaqueFunction
+
+    from launch import LaunchContext
+
+    check = next(
+        e for e in launch_py.generate_launch_description().entities if isinstance(e, OpaqueFunction)
+    )
+    with pytest.raises(RuntimeError, match=r"unknown launch argument 'devcie' \(did you mean"):
+        check.execute(LaunchContext(argv=["devcie:=cuda"]))
+    import launch.logging
+
+    messages = []
+    handler = launch.logging.logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = launch.logging.get_logger("gifnet_ros.launch")
+    logger.addHandler(handler)
+    try:
+        assert check.execute(LaunchContext(argv=["robot_name:=r1"])) == []
+    finally:
+        logger.removeHandler(handler)
+    assert len(messages) == 1 and "'robot_name'" in messages[0], messages
+
+
+def test_xml_launch_file_loads_with_the_python_files_arguments(launch_py, ros_environment):
     pytest.importorskip("launch_xml", reason="launch_xml comes with a ROS 2 install")
+    from launch.actions import IncludeLaunchDescription
     from launch.frontend import Parser
 
     entity, parser = Parser.load(str(LAUNCH_XML))
     description = parser.parse_description(entity)
-    names = [type(e).__name__ for e in description.entities]
-    assert names.count("DeclareLaunchArgument") == 6 and "Node" in names
+    assert list(_declared(description)) == list(launch_py.ARGUMENTS)
+    (include,) = [e for e in description.entities if isinstance(e, IncludeLaunchDescription)]
+    assert [name[0].text for name, _ in include.launch_arguments] == list(launch_py.ARGUMENTS)
 
 
-_RUN_LAUNCH = """
-import sys
-from launch import LaunchService
-from launch.actions import IncludeLaunchDescription
-from launch.launch_description_sources import AnyLaunchDescriptionSource
-service = LaunchService()
-arguments = [tuple(a.split(":=", 1)) for a in sys.argv[2:]]
-source = AnyLaunchDescriptionSource(sys.argv[1])
-service.include_launch_description(IncludeLaunchDescription(source, launch_arguments=arguments))
-sys.exit(service.run())
-"""
-
-
-@pytest.mark.parametrize("launch_file", ["fusion.launch.py", "fusion.launch.xml"])
-def test_ros2_launch_starts_a_working_node(tmp_path, weights_path, data_dir, launch_file):
-    """What ``ros2 launch gifnet_ros LAUNCH_FILE`` does, in a colcon-installed workspace."""
-    pytest.importorskip("launch_ros", reason="launch_ros comes with a ROS 2 install")
-    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-    try:
-        share = Path(get_package_share_directory("gifnet_ros"))
-    except PackageNotFoundError:
-        pytest.skip("gifnet_ros is not installed in an ament prefix (colcon build)")
-    params = tmp_path / "params.yaml"
-    params.write_text(
-        yaml.safe_dump(
-            {
-                "/**": {
-                    "ros__parameters": {
-                        "weights": str(weights_path),
-                        "device": "cpu",
-                        "diagnostics_period": 0.3,
-                    }
-                }
-            }
-        )
+def _show_args(path: Path) -> list[tuple[str, str]]:
+    """``ros2 launch FILE --show-args`` as (name, description) pairs, in order."""
+    ros2 = Path(sys.executable).parent / "ros2"
+    done = subprocess.run(
+        [str(ros2), "launch", str(path), "--show-args"], capture_output=True, text=True, timeout=120
     )
-    namespace = f"/gifnet_launch_{os.getpid()}_{launch_file.split('.')[-1]}"
-    env = {**os.environ, **dds_env(tmp_path)}
-    log = tmp_path / "launch.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _RUN_LAUNCH,
-                str(share / "launch" / launch_file),
-                f"params_file:={params}",
-                f"namespace:={namespace}",
-                "thermal_topic:=ir",
-                "rgb_topic:=colour",
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    client = None
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            for key, value in dds_env(tmp_path).items():
-                patch.setenv(key, value)
-            client = FusionClient(namespace, domain_id=DOMAIN_ID, topics=("ir", "colour"))
-            client.wait_for_node(90, process)
-            client.warm_up(clip_pairs(data_dir, 1)[0], 90)
-            assert client.wait_diagnostics(lambda d: d.get("device") == "cpu", 10)
-    finally:
-        if client is not None:
-            client.close()
-        code = stop_node(process, timeout=30)
-    assert code == 0, log.read_text()
+    assert done.returncode == 0, done.stdout + done.stderr
+    return re.findall(r"^    '(\w+)':\n        (.*)$", done.stdout, re.MULTILINE)
+
+
+def test_ros2_launch_shows_the_same_arguments_for_both_files(launch_py, ros_environment):
+    pytest.importorskip("ros2launch", reason="ros2launch comes with a ROS 2 install")
+    shown = _show_args(LAUNCH_PY)
+    assert [name for name, _ in shown] == list(launch_py.ARGUMENTS)
+    assert _show_args(LAUNCH_XML) == shown
