@@ -82,6 +82,10 @@ class Variant:
     compile: bool = False
     cuda_only: bool = False
     describe: str = ""
+    # Seconds assumed for the first call of the first row, for the budget guard only: a
+    # compiler or TensorRT engine build takes minutes on some machines, and an overrun would
+    # break the five-minute promise. Replaced by the measured first call after one row.
+    first_call_guess_s: float | None = None
 
 
 VARIANTS = (
@@ -104,6 +108,7 @@ VARIANTS = (
         compile=True,
         cuda_only=True,
         describe="torch.compile with CUDA graphs (engine compile=True)",
+        first_call_guess_s=60.0,
     ),
     Variant(
         "ort-tensorrt-fp16",
@@ -112,6 +117,7 @@ VARIANTS = (
         ("tensorrt", "cuda"),
         cuda_only=True,
         describe="ONNX Runtime, TensorRT provider with fp16 kernels",
+        first_call_guess_s=60.0,
     ),
     Variant(
         "torch-fp32-compile",
@@ -120,6 +126,7 @@ VARIANTS = (
         compile=True,
         cuda_only=True,
         describe="torch.compile with CUDA graphs, fp32 (not run by default)",
+        first_call_guess_s=60.0,
     ),
 )
 DEFAULT_VARIANTS = tuple(v.name for v in VARIANTS if v.name != "torch-fp32-compile")
@@ -343,11 +350,12 @@ def prepare(target: Path, shared: Path | None, onnx: bool) -> int:
     if onnx:
         from gifnet_ros.export import ExportError, export_onnx
         from gifnet_ros.network import load_model
+        from gifnet_ros.weights import WeightsError
 
         began = time.perf_counter()
         try:
             export_onnx(load_model(target / files[0], "cpu"), target / ONNX_NAME)
-        except ExportError as exc:
+        except (ExportError, WeightsError) as exc:
             print(f"no {ONNX_NAME}: {exc} (the ONNX Runtime rows will be unavailable)")
         else:
             print(f"exported {target / ONNX_NAME} in {time.perf_counter() - began:.0f} s")
@@ -458,18 +466,21 @@ def reference_check(
 def timing_pairs(
     assets: Path, cases: list[str], height: int, width: int, count: int
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """`count` distinct real pairs at the size: the reference inputs resized, mirrored once
-    they repeat, so that a batch holds different samples."""
+    """`count` real pairs at the size: the reference inputs resized, mirrored left-right,
+    upside down or both once they repeat, so that a batch holds different samples (up to
+    four times the cases)."""
     firsts, seconds = [], []
     for i in range(count):
-        case = cases[i % len(cases)]
+        case, flips = cases[i % len(cases)], (i // len(cases)) % 4
         for which, out in (("a", firsts), ("b", seconds)):
             image = cv2.resize(
                 read_grey(assets / "reference" / f"{case}_{which}.png"),
                 (width, height),
                 interpolation=cv2.INTER_AREA,
             )
-            out.append(image[:, ::-1].copy() if (i // len(cases)) % 2 else image)
+            if flips:  # OpenCV's flip codes: 1 left-right, 0 upside down, -1 both
+                image = cv2.flip(image, {1: 1, 2: 0, 3: -1}[flips])
+            out.append(image)
     return firsts, seconds
 
 
@@ -478,7 +489,7 @@ class Cost:
     """What the variant's last timed row cost, to estimate the next row (budget guard)."""
 
     seconds_per_pixel: float  # per pair, one timed call
-    first_call_extra: float  # the first call's time beyond a timed one (compilation, builds)
+    first_call_extra: float  # the largest first call's time beyond a timed one (compilation)
 
     def estimate(self, pixels: int, batch: int, runs: int) -> float:
         call = self.seconds_per_pixel * pixels * batch
@@ -691,33 +702,49 @@ def check_variant(
     for height, width in args.sizes:
         for batch in args.batch:
             pixels = height * width
-            reason = budget.skip_reason(cost.estimate(pixels, batch, args.runs) if cost else None)
+            estimate = variant.first_call_guess_s
+            if cost is not None:
+                estimate = cost.estimate(pixels, batch, args.runs)
+            reason = budget.skip_reason(estimate)
             if reason is not None:
                 result.add_row(height, width, batch, status="skipped", reason=reason)
                 continue
             pairs = timing_pairs(args.assets, cases, height, width, batch)
             try:
                 row, out = time_row(engine, device, pairs, args.runs, ort_baseline)
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                result.add_row(height, width, batch, status="skipped", reason="out of GPU memory")
-                continue
             except Exception as exc:  # a kernel, provider or compiler failure: report, go on
-                result.add_row(height, width, batch, status="failed", reason=one_line(exc))
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                # Too big for this GPU is a fact about the GPU (torch's or ONNX Runtime's
+                # allocator), not a failure of the package.
+                if (
+                    isinstance(exc, torch.cuda.OutOfMemoryError)
+                    or "out of memory" in str(exc).lower()
+                ):
+                    result.add_row(
+                        height, width, batch, status="skipped", reason="out of GPU memory"
+                    )
+                else:
+                    result.add_row(height, width, batch, status="failed", reason=one_line(exc))
                 continue
             if variant.name == "torch-fp32":
                 fp32_outputs.setdefault((height, width), out[0])
             elif (height, width) in fp32_outputs:
                 expected = fp32_outputs[(height, width)]
                 row["vs_torch_fp32"] = compare(out[0], expected, engine.precision)
-            per_call = row["s_per_pair"] * batch
-            cost = Cost(row["s_per_pair"] / pixels, max(0.0, row["first_call_s"] - per_call))
+            # A new size may need a new compilation or engine build: keep the largest seen.
+            extra = max(0.0, row["first_call_s"] - row["s_per_pair"] * batch)
+            if cost is not None:
+                extra = max(extra, cost.first_call_extra)
+            cost = Cost(row["s_per_pair"] / pixels, extra)
             result.add_row(height, width, batch, **row)
             print(
                 f"{variant.name} {size_name(height, width)} batch {batch}: "
                 f"{row['s_per_pair']:.4g} s/pair",
                 file=sys.stderr,
             )
+    if variant.compile:
+        torch.compiler.reset()  # drop the compiled graphs and their CUDA-graph memory pools
     return result
 
 
@@ -867,9 +894,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         cases = check_assets(args.assets, args.cases)
-        device = resolve_device(args.device)
-    except ValueError as exc:  # AssetsError, or no such device
+    except AssetsError as exc:
         print(f"gpu_check: {exc}", file=sys.stderr)
+        return 2
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        print(
+            f"gpu_check: {exc} (the check needs PyTorch's CUDA build: README, 'GPU check'; "
+            "--device cpu checks its logic alone)",
+            file=sys.stderr,
+        )
         return 2
     budget = Budget(args.budget)
     machine = machine_info(device)
