@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayError, RayTaskError
 from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
@@ -104,7 +104,7 @@ class BagTask:
 
     source: Path
     name: str  # the output's path below OUT_DIR
-    status: str = "waiting"  # waiting, complete, skipped, error, interrupted
+    status: str = "waiting"  # waiting, open, complete, skipped, error, interrupted, not started
     error: str | None = None
     estimate: int = 0  # pairs expected from the metadata, until pass 1 counts them
     fusion: BagFusion | None = None
@@ -239,6 +239,7 @@ class FleetRun:
         self.pairs_redone = 0
         self.leftovers: list[str] = []
         self.batch = 1
+        self.initial_workers = 0
         self.started = time.monotonic()
         # Names the workers (``ray list actors``); unique, as an embedding program may run
         # several fleets in one process.
@@ -291,10 +292,12 @@ class FleetRun:
             and (output / "metadata.yaml").is_file()
         ):
             return
-        settings = BagFusion(self.bag_args(task)).report["settings"]
-        settings["batch"] = self.batch
-        settings["input"] = str(task.source)
         before = {**report.get("settings", {}), "input": report.get("input")}
+        settings = BagFusion(self.bag_args(task)).report["settings"]
+        # Without --batch, the batch follows the workers' device: a bag fused on a CPU
+        # (batch 1) is not redone because GPUs (batch 8) are at hand now.
+        settings["batch"] = self.args.batch or before.get("batch")
+        settings["input"] = str(task.source)
         changed = sorted(
             k for k in settings.keys() | before.keys() if settings.get(k) != before.get(k)
         )
@@ -314,7 +317,7 @@ class FleetRun:
         resources = ray.cluster_resources()
         gpus = self.args.gpus_per_worker
         if gpus is None:
-            gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+            gpus = 1.0 if resources.get("GPU", 0) >= 1 and self.args.device != "cpu" else 0.0
         cpus = 1 if gpus else (self.args.threads or 1)
         count = self.args.workers
         if count is None:
@@ -339,6 +342,7 @@ class FleetRun:
         )
         self._options = {"num_cpus": cpus, "num_gpus": gpus, "max_restarts": 0}
         self._worker_args = worker_args
+        self.initial_workers = count
         for _ in range(count):
             self._add_worker()
         for worker in self.workers:
@@ -361,7 +365,7 @@ class FleetRun:
         worker.alive = False
         self.workers_lost += 1
         self.say(f"model worker {worker.name} died; its pairs go to the other workers")
-        if self.replacements < len(self.workers):
+        if self.replacements < self.initial_workers:
             self.replacements += 1
             self._add_worker()
 
@@ -466,8 +470,14 @@ class FleetRun:
         worker.in_flight -= 1
         try:
             results = ray.get(ref)
-        except RayActorError:
-            self._lose_worker(call.worker)
+        except RayTaskError as exc:  # fuse() itself raised: a fault of the code, not of a pair
+            if call.task.status == "open":
+                source = call.batches[0][0].source
+                self._fail(call.task, f"{source}: a model worker failed: {_cause(exc)}")
+            return
+        except RayError as exc:  # the worker or its node died (killed, out of memory)
+            if isinstance(exc, RayActorError):
+                self._lose_worker(call.worker)
             if call.task.status != "open":
                 return
             if call.attempts >= MAX_ATTEMPTS:
@@ -529,7 +539,11 @@ class FleetRun:
             self.say(f"error: cannot write the report of {task.source}: {exc.strerror}")
 
     def stop(self, status: str, reason: str) -> None:
-        """Ctrl-C, or the run cannot go on: remove every output in progress, keep its report."""
+        """Ctrl-C, or the run cannot go on: remove every output in progress, keep its report;
+        the bags not started yet say why."""
+        for task in self.tasks:
+            if task.status == "waiting":
+                task.status, task.error = "not started", reason
         for task in [*self.open]:
             task.status, task.error = status, reason
             task.fusion.close()
@@ -577,13 +591,12 @@ def _cause(exc: BaseException) -> str:
 
 def summary_text(summary: dict[str, Any]) -> str:
     """The summary's few lines: the totals, then one line per bag not fused in this run."""
-    bags = summary["bags"]
+    counts = ", ".join(f"{count} {status}" for status, count in sorted(summary["bags"].items()))
+    rate = f" ({summary['pairs_per_s']:.2f} pairs/s)" if summary["pairs_per_s"] else ""
+    workers = len(summary["workers"])
     lines = [
-        f"{PROG}: {summary['status']}: "
-        + ", ".join(f"{count} {status}" for status, count in sorted(bags.items()))
-        + f"; {summary['pairs_fused']} pairs fused in {summary['seconds']:.1f} s"
-        + (f" ({summary['pairs_per_s']:.2f} pairs/s)" if summary["pairs_per_s"] else "")
-        + f" by {len(summary['workers'])} workers",
+        f"{PROG}: {summary['status']}: {counts}; {summary['pairs_fused']} pairs fused in "
+        f"{summary['seconds']:.1f} s{rate} by {workers} model worker{'s' * (workers != 1)}"
     ]
     if summary["workers_lost"]:
         lines.append(
@@ -682,9 +695,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = _start_ray(args.address)
         interrupt_on_sigterm()
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a size limit is an error, as in bag_tool
-        run.start_workers()
         run.prepare()
-        run.run()
+        if run.queue:  # nothing to fuse (all done already) needs no model
+            run.start_workers()
+            run.run()
     except ToolError as exc:
         run.stop("error", str(exc))
         print(f"{PROG}: error: {exc}", file=sys.stderr)
