@@ -5,8 +5,9 @@
 
 Folder pairs are matched by file name (the extension may differ); files
 without a partner are listed, and every pair that could not be fused is
-reported with its reason, while the rest are still fused. Outputs are written
-atomically. Exit status: 0 all fused, 1 something was not fused or an error,
+reported with its reason, while the rest are still fused. Consecutive pairs of
+one size are fused ``--batch`` at a time (FusionEngine.fuse_batch). Outputs are
+written atomically. Exit status: 0 all fused, 1 something was not fused or an error,
 2 bad usage.
 """
 
@@ -17,11 +18,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from gifnet_ros.align import Alignment
 from gifnet_ros.engine import CHROMA_RULES, MODES, FusionEngine
-from gifnet_ros.engine_args import add_engine_arguments, add_thermal_arguments, engine_options
+from gifnet_ros.engine_args import (
+    add_engine_arguments,
+    add_thermal_arguments,
+    batch_size,
+    engine_options,
+)
 from gifnet_ros.image_files import ImageFileError, pair_folders, read_image, write_image
 from gifnet_ros.weights import WeightsError
 
@@ -53,15 +60,45 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fuse_files(engine: FusionEngine, first: Path, second: Path, out: Path, resize: bool) -> None:
+def _read_pair(first: Path, second: Path, resize: bool) -> tuple[np.ndarray, np.ndarray]:
     a, b = read_image(first), read_image(second)
     if resize:
         a = Alignment().apply(a, b.shape)  # resize to the second's size, as the node does
-    try:
-        fused = engine.fuse(a, b)
-    except ValueError as exc:
-        raise ImageFileError(f"{first.name} + {second.name}: {exc}") from None
-    write_image(out, fused)
+    return a, b
+
+
+class _Batcher:
+    """Collects read pairs of one size and fuses them ``size`` at a time; a batch that fails
+    is fused pair by pair, so that only the pairs at fault are reported."""
+
+    def __init__(self, engine: FusionEngine, size: int, failures: list[str]) -> None:
+        self.engine, self.size, self.failures = engine, size, failures
+        self.pending: list[tuple[Path, Path, Path, np.ndarray, np.ndarray]] = []
+        self.fused = 0
+
+    def add(self, first: Path, second: Path, out: Path, a: np.ndarray, b: np.ndarray) -> None:
+        if self.pending and self.pending[0][3].shape[:2] != a.shape[:2]:
+            self.flush()
+        self.pending.append((first, second, out, a, b))
+        if len(self.pending) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        jobs, self.pending = self.pending, []
+        if not jobs:
+            return
+        try:
+            results = self.engine.fuse_batch([(a, b) for *_, a, b in jobs])
+        except ValueError:
+            results = None
+        for k, (first, second, out, a, b) in enumerate(jobs):
+            try:
+                write_image(out, results[k] if results is not None else self.engine.fuse(a, b))
+                self.fused += 1
+            except ValueError as exc:
+                self.failures.append(f"{first.name} + {second.name}: {exc}")
+            except ImageFileError as exc:
+                self.failures.append(str(exc))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -85,21 +122,30 @@ def _run(args: argparse.Namespace) -> int:
         chroma_rule=args.chroma_rule,
     )
     if not args.first.is_dir():
-        _fuse_files(engine, args.first, args.second, args.output, args.resize)
+        a, b = _read_pair(args.first, args.second, args.resize)
+        try:
+            fused = engine.fuse(a, b)
+        except ValueError as exc:
+            raise ImageFileError(f"{args.first.name} + {args.second.name}: {exc}") from None
+        write_image(args.output, fused)
         return 0
     failures = [
         f"{p}: no partner of the same name" for p in matched.only_first + matched.only_second
     ]
-    fused = 0
+    batcher = _Batcher(engine, batch_size(args, engine), failures)
     bar = tqdm(matched.pairs, unit="pair", desc=PROG, disable=args.quiet, file=sys.stderr)
     for first, second in bar:
         try:
-            _fuse_files(engine, first, second, args.output / (first.stem + args.ext), args.resize)
-            fused += 1
+            a, b = _read_pair(first, second, args.resize)
         except ImageFileError as exc:
             failures.append(str(exc))
+            continue
+        batcher.add(first, second, args.output / (first.stem + args.ext), a, b)
+    batcher.flush()
     print(
-        f"{PROG}: fused {fused} of {len(matched.pairs)} pairs into {args.output}", file=sys.stderr
+        f"{PROG}: fused {batcher.fused} of {len(matched.pairs)} pairs into {args.output} "
+        f"({engine.describe()})",
+        file=sys.stderr,
     )
     for line in failures:
         print(f"{PROG}: not fused: {line}", file=sys.stderr)

@@ -41,9 +41,10 @@ def batch_size(args: argparse.Namespace, engine: FusionEngine) -> int:
 
 
 def add_engine_arguments(
-    parser: argparse.ArgumentParser, backends: tuple[str, ...] = BACKENDS
+    parser: argparse.ArgumentParser, backends: tuple[str, ...] = BACKENDS, batch: bool = True
 ) -> None:
-    """Add the engine flags (backend, device, precision, weights, speed options) to ``parser``."""
+    """Add the engine flags (backend, device, precision, weights, speed options) to ``parser``;
+    ``--batch`` only for tools that fuse through FusionEngine.fuse_batch."""
     group = parser.add_argument_group("fusion engine")
     group.add_argument(
         "--backend",
@@ -60,12 +61,13 @@ def add_engine_arguments(
         help="auto (default: bf16 on CPUs with native bf16, fp16 on CUDA GPUs with tensor "
         "cores, else fp32; see gifnet_ros.precision), or fp32 (exact), bf16, fp16 (CUDA)",
     )
-    group.add_argument(
-        "--batch",
-        type=_positive_int,
-        help="pairs of one size fused per network call (default: 8 on CUDA, 1 on the CPU, "
-        "where a batch gains nothing and only holds more memory)",
-    )
+    if batch:
+        group.add_argument(
+            "--batch",
+            type=_positive_int,
+            help="pairs of one size fused per network call (default: 8 on CUDA, 1 on the CPU, "
+            "where a batch gains nothing and only holds more memory)",
+        )
     group.add_argument(
         "--network",
         choices=NETWORKS,

@@ -72,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N pairs (in name order)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     # The engine flags configure the gifnet method; the classical ones run on the CPU.
-    add_engine_arguments(p, backends=GIFNET_BACKENDS)
+    add_engine_arguments(p, backends=GIFNET_BACKENDS, batch=False)
     return p
 
 
@@ -221,7 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_bytes_atomic(args.output / "metrics.csv", _csv_text(rows).encode())
         table = (
             f"Mean ± standard deviation over {count} pairs "
-            f"({args.ir_dir} | {args.vis_dir}); metric definitions in gifnet_ros/metrics.py.\n\n"
+            f"({args.ir_dir} | {args.vis_dir}); metric definitions in gifnet_ros/metrics.py."
+            + (f" GIFNet: {fusers['gifnet'].describe()}." if "gifnet" in fusers else "")
+            + "\n\n"
             + summary_table(rows, methods)
         )
         write_bytes_atomic(args.output / "metrics.md", table.encode())

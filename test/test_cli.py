@@ -19,6 +19,12 @@ from gifnet_ros.image_files import read_image, write_image
 NAMES = ROADSCENE_CROPS
 
 
+@pytest.fixture(scope="module")
+def engine(weights_path):
+    """The engine with the defaults gifnet-fuse has (precision auto), on the CPU."""
+    return FusionEngine(weights_path, "cpu")
+
+
 def _expected(engine: FusionEngine, ir: Path, vis: Path) -> np.ndarray:
     grey = cv2.imread(str(ir), cv2.IMREAD_GRAYSCALE)
     rgb = cv2.cvtColor(cv2.imread(str(vis), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -192,3 +198,22 @@ def test_bad_engine_flags_are_one_line(crops, weights_path, tmp_path, capsys, fl
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_batches_give_the_images_of_single_pairs(crops, weights_path, tmp_path, capsys, data_dir):
+    """--batch 2 over a folder with a pair of another size among the crops: each output is
+    what one fuse() of its pair gives, in fp32 bit for bit, and the run reports its precision."""
+    ir_dir, vis_dir = crops
+    for kind, folder in (("ir", ir_dir), ("vis", vis_dir)):  # 2nd of 4 names, another size
+        image = cv2.imread(str(data_dir / "roadscene" / kind / "FLIR_00018.jpg"))
+        cv2.imwrite(str(folder / "FLIR_00010.png"), image[50:98, 60:132])
+    out = tmp_path / "out"
+    flags = ["--device", "cpu", "--weights", str(weights_path), "--precision", "fp32"]
+    assert main([str(ir_dir), str(vis_dir), "-o", str(out), *flags, "--batch", "2"]) == 0
+    assert "torch on cpu, fp32 (requested)" in capsys.readouterr().err
+    engine = FusionEngine(weights_path, "cpu", "fp32")
+    names = sorted(p.stem for p in ir_dir.iterdir())
+    assert len(names) == 4
+    for name in names:
+        expected = _expected(engine, ir_dir / f"{name}.png", vis_dir / f"{name}.png")
+        assert np.array_equal(read_image(out / f"{name}.png"), expected), name
