@@ -92,7 +92,6 @@ def main() -> int:
         "weights": str(args.weights),
         "device": args.device,
         "diagnostics_period": 0.1,
-        "summary_period": 0.0,
     }
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp, "node.log")

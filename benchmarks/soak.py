@@ -3,12 +3,11 @@
     .venv/bin/python benchmarks/soak.py                 # 10 minutes, 640x480 at 30 Hz
     .venv/bin/python benchmarks/soak.py --minutes 3
 
-The node runs as a real process (``python -m gifnet_ros.node``) with
-``GIFNET_LOAD_TEST_STAND_IN_NETWORK=1``: GIFNet is replaced by the node's
-``LoadTestStandInNetwork`` (NOT GIFNet, a few ms per pair), because GIFNet takes seconds per
-VGA pair on a CPU and a soak run would then only measure the mailbox dropping 29 of 30 pairs.
-What is soaked is everything around the network: DDS transport, conversion, alignment,
-threads, the synchronizer, diagnostics, memory.
+The node runs as a real process (``python -m gifnet_ros.node``) with ``backend:
+classic_average`` (the average rule, NOT GIFNet: a few ms per VGA pair), because GIFNet takes
+seconds per VGA pair on a CPU and a soak run would then only measure the mailbox dropping 29 of
+30 pairs. What is soaked is everything around the network: DDS transport, conversion,
+alignment, threads, the synchronizer, diagnostics, memory.
 
 Printed per minute: pairs sent, fused images received here, node RSS (``VmRSS`` from
 ``/proc/PID/status``), end-to-end latency (RGB stamp -> fused image received) median and p95.
@@ -43,8 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gifnet_ros.demo import FusionClient, find_shared, image_msg, start_node, stop_node  # noqa: E402
-from gifnet_ros.node import LOAD_TEST_STAND_IN_ENV  # noqa: E402
+from gifnet_ros.demo import FusionClient, image_msg, start_node, stop_node  # noqa: E402
 from gifnet_ros.pairing import stamp_to_ns  # noqa: E402
 
 
@@ -56,16 +54,8 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def default_weights() -> str:
-    if os.environ.get("GIFNET_WEIGHTS"):
-        return ""  # the node reads the variable itself
-    shared = find_shared()
-    checkpoint = shared / "gifnet" / "weights" / "Final.model" if shared else None
-    return str(checkpoint) if checkpoint and checkpoint.is_file() else ""
-
-
 def synthetic_pair(size: tuple[int, int]) -> tuple[Any, Any]:
-    """Synthetic VGA frames (content does not matter to the stand-in): thermal mono8, RGB rgb8."""
+    """Synthetic VGA frames (content does not matter to the average): thermal mono8, RGB rgb8."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -81,11 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=30.0, help="pairs per second")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
-    parser.add_argument(
-        "--weights",
-        help="checkpoint for the node's weights parameter check (the stand-in does not read "
-        "it); default: $GIFNET_WEIGHTS, else ../shared, else the gifnet-weights cache",
-    )
     parser.add_argument(
         "--default-dds",
         action="store_true",
@@ -103,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
             "ROS_DOMAIN_ID": str(domain),
             "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA",
             "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-            LOAD_TEST_STAND_IN_ENV: "1",
         }
     )
     log = Path(tempfile.mkdtemp(prefix="gifnet-soak-")) / "node.log"
@@ -111,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     process = start_node(
         namespace,
         {
+            "backend": "classic_average",
             "device": "cpu",
             "sync.backend": "builtin",
             "diagnostics_period": 1.0,
-            "weights": args.weights or default_weights(),
         },
         log,
     )
@@ -146,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             latencies.clear()
         start_values = dict(client.diagnostics)
         rss_start = rss_kib(process.pid)
-        print(f"node pid {process.pid}, log {log}; stand-in network (not GIFNet)")
+        print(f"node pid {process.pid}, log {log}; backend classic_average (not GIFNet)")
         print(
             f"{args.width}x{args.height} pairs at {args.rate:g} Hz for {args.minutes:g} min; "
             f"RSS at start {rss_start / 1024:.1f} MiB"

@@ -265,10 +265,13 @@ def start_node(
     params_files: Sequence[Path] = (),
     env: dict[str, str] | None = None,
     lifecycle: bool = False,
+    script: Path | None = None,
 ) -> subprocess.Popen:
     """Start ``python -m gifnet_ros.node`` in ``namespace`` with its output in ``log_path``.
 
     ``lifecycle`` starts the managed node (unconfigured until told over its lifecycle services).
+    ``script`` runs that Python file instead of the module, with the same arguments (tests:
+    ``test/fault_node.py``, the node with a fault injector).
 
     ``parameters`` go through a params file written next to the log (a command-line ``-p``
     would re-type values: ``1`` becomes an integer, an empty string nothing at all); files in
@@ -277,7 +280,8 @@ def start_node(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     overrides = log_path.with_suffix(".params.yaml")
     overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
-    command = [sys.executable, "-m", "gifnet_ros.node", *(["--lifecycle"] if lifecycle else [])]
+    program = [str(script)] if script is not None else ["-m", "gifnet_ros.node"]
+    command = [sys.executable, *program, *(["--lifecycle"] if lifecycle else [])]
     command += ["--ros-args", "-r", f"__ns:={namespace}"]
     for path in [*params_files, overrides]:
         command += ["--params-file", str(path)]

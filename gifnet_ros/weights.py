@@ -2,7 +2,8 @@
 
 The checkpoint (``Final.model``) belongs to the GIFNet authors and this project may not
 redistribute it, so every user fetches it from the authors' public GitHub repository
-(AWCXV/GIFNet, ``model/Final.model``) with the ``gifnet-weights`` command. The file is pinned
+(AWCXV/GIFNet, ``model/Final.model``) with the ``gifnet-weights`` command (``ros2 run
+gifnet_ros weights`` in a ROS workspace, see :func:`command`). The file is pinned
 by SHA-256: a truncated or altered file can still unpickle into plausible tensors (a flipped
 byte inside the tensor data loads without complaint), and only the hash catches that.
 
@@ -50,7 +51,29 @@ SOURCE_CACHE = "cache"
 
 _CHUNK = 1 << 16
 _HASH_PREFIX = 12
-_GET_IT = "run `gifnet-weights` to download the authors' checkpoint into the cache"
+ROS_PACKAGE = "gifnet_ros"
+ROS_EXECUTABLE = "weights"
+"""This tool's name for ``ros2 run`` (installed in ``<prefix>/lib/gifnet_ros``, off PATH)."""
+CONSOLE_SCRIPT = "gifnet-weights"
+"""This tool's name on PATH in a plain (pip) install."""
+
+
+def command() -> str:
+    """The command that runs this tool from where the running program was started.
+
+    Under ROS (``ros2 run``, ``ros2 launch``) programs run from ``<prefix>/lib/gifnet_ros``,
+    which is not on PATH, and this tool is next to them as :data:`ROS_EXECUTABLE`: it is then
+    ``ros2 run gifnet_ros weights``. Anywhere else (a venv's console scripts, ``python -m``)
+    it is the console script :data:`CONSOLE_SCRIPT`.
+    """
+    folder = Path(sys.argv[0]).parent if sys.argv and sys.argv[0] else None
+    if folder is not None and folder.name == ROS_PACKAGE and (folder / ROS_EXECUTABLE).is_file():
+        return f"ros2 run {ROS_PACKAGE} {ROS_EXECUTABLE}"
+    return CONSOLE_SCRIPT
+
+
+def _get_it() -> str:
+    return f"run `{command()}` to download the authors' checkpoint into the cache"
 
 
 class WeightsError(Exception):
@@ -125,11 +148,11 @@ def resolve_weights(path: str | os.PathLike[str] | None = None) -> Path:
         return chosen
     problem = "is not a regular file" if chosen.exists() else "does not exist"
     if source == SOURCE_ARGUMENT:
-        hint = f"pass the path of the authors' {FILE_NAME}, or omit it and {_GET_IT}"
+        hint = f"pass the path of the authors' {FILE_NAME}, or omit it and {_get_it()}"
     elif source == SOURCE_ENV:
-        hint = f"point ${ENV_WEIGHTS} at the authors' {FILE_NAME}, or unset it and {_GET_IT}"
+        hint = f"point ${ENV_WEIGHTS} at the authors' {FILE_NAME}, or unset it and {_get_it()}"
     else:
-        hint = f"{_GET_IT}, or set ${ENV_WEIGHTS} to a copy you already have"
+        hint = f"{_get_it()}, or set ${ENV_WEIGHTS} to a copy you already have"
     raise WeightsError(f"{_describe(chosen, source)} {problem}; {hint}")
 
 
@@ -185,7 +208,7 @@ def load_state_dict(
         )
         if verify_hash:
             raise WeightsError(
-                f"{message}; re-download it with `gifnet-weights --force` "
+                f"{message}; re-download it with `{command()} --force` "
                 "or disable hash verification for your own checkpoint"
             )
         warnings.warn(f"{message}; loading it anyway (hash verification disabled)", stacklevel=2)
@@ -337,7 +360,7 @@ def _check(weights: str | None) -> int:
     print(f"sha256:  {actual} (MISMATCH, expected {KNOWN_SHA256})")
     print(
         f"error: {_describe(chosen, source)} is not the authors' {FILE_NAME} "
-        f"(SHA-256 {_short(actual)}); re-download it with `gifnet-weights --force`",
+        f"(SHA-256 {_short(actual)}); re-download it with `{command()} --force`",
         file=sys.stderr,
     )
     return 1
@@ -364,8 +387,9 @@ def _fetch(url: str | None, dest: str | None, force: bool) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    name = command()
     parser = argparse.ArgumentParser(
-        prog="gifnet-weights",
+        prog=name,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Download or check the GIFNet checkpoint (Final.model).\n\n"
@@ -381,9 +405,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n"
-            "  gifnet-weights                  download into the cache (skipped if verified)\n"
-            "  gifnet-weights --check          show which file would be used and verify it\n"
-            "  gifnet-weights --dest ./w.model --url http://mirror.local/Final.model"
+            f"  {name}\n      download into the cache (skipped if verified)\n"
+            f"  {name} --check\n      show which file would be used and verify it\n"
+            f"  {name} --dest ./w.model --url http://mirror.local/Final.model"
         ),
     )
     parser.add_argument(
@@ -410,7 +434,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console script ``gifnet-weights``; returns the process exit code."""
+    """Console script ``gifnet-weights`` (ROS: ``weights``); returns the process exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.check and (args.url or args.dest or args.force):

@@ -29,6 +29,12 @@ from gifnet_ros.pairing import stamp_to_ns
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "fusion.yaml"
+EXACT = {"precision": "fp32"}
+"""What the node runs unless a test says otherwise: the exact mode of the reference engine
+(conftest's ``engine``) that fused images are compared with; the default ``auto`` may pick
+bf16."""
+FAULT_NODE = Path(__file__).with_name("fault_node.py")
+"""The node with a fault injector (see that file), for ``running_node(script=...)``."""
 DOMAIN_ID = random.SystemRandom().randint(1, 100)
 """One domain per test session, so parallel test runs on one machine do not see each other."""
 SIZE = (64, 48)  # width, height: big enough for GIFNet's 8x8 minimum, ~0.3-1 s per pair on CPU
@@ -170,18 +176,23 @@ def running_node(
     warm_up: tuple[np.ndarray, np.ndarray] | None,
     *,
     transports: tuple[str, str] = ("raw", "raw"),
+    script: Path | None = None,
 ) -> Iterator[RunningNode]:
-    """Start the node (config/fusion.yaml, then ``parameters``) and a client; stop both after.
+    """Start the node (config/fusion.yaml, :data:`EXACT`, then ``parameters``) and a client;
+    stop both after.
 
     The client waits for discovery and gets the ``warm_up`` pair through (sent as the
-    transports say), so every test starts with a node that is known to fuse.
+    transports say), so every test starts with a node that is known to fuse. ``script`` runs
+    a test-side launcher of the node instead (``FAULT_NODE``).
     """
     namespace = f"/gifnet_test_{os.getpid()}_{name}"
     with pytest.MonkeyPatch.context() as patch:
         for key, value in dds_env(tmp).items():
             patch.setenv(key, value)
         log_path = tmp / f"{name}.log"
-        process = start_node(namespace, parameters, log_path, params_files=[CONFIG])
+        process = start_node(
+            namespace, {**EXACT, **parameters}, log_path, params_files=[CONFIG], script=script
+        )
         client = None
         try:
             client = FusionClient(namespace, transports=transports, domain_id=DOMAIN_ID)

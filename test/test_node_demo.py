@@ -17,6 +17,7 @@ from gifnet_ros.demo import m3svd_pairs
 from gifnet_ros.engine import FusionEngine
 
 SMALL = ["--size", "64x48", "--every", "30", "--timeout", "120", "--domain-id", str(DOMAIN_ID)]
+EXACT = ["--precision", "fp32"]  # as the reference engine the fused frames are compared with
 
 
 def _run_demo(tmp_path: Path, data_dir: Path, *arguments: str) -> subprocess.CompletedProcess:
@@ -41,7 +42,7 @@ def _png(path: Path) -> np.ndarray:
 
 def test_demo_streams_the_shared_clip_and_writes_pngs_and_report(tmp_path, data_dir, weights_path):
     out = tmp_path / "out"
-    result = _run_demo(tmp_path, data_dir, "--frames", "2", "--out", str(out), *SMALL)
+    result = _run_demo(tmp_path, data_dir, "--frames", "2", "--out", str(out), *SMALL, *EXACT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "shared folder" in result.stdout  # the weights fallback was announced
     report = json.loads((out / "report.json").read_text())
@@ -49,7 +50,7 @@ def test_demo_streams_the_shared_clip_and_writes_pngs_and_report(tmp_path, data_
     assert report["node"]["fused"] == 2 and report["size"] == "64x48"
     assert report["latency_s"]["median"] > 0
     assert (out / "report.txt").read_text().startswith("GIFNet fusion node demo")
-    engine = FusionEngine(weights=weights_path, device="cpu")
+    engine = FusionEngine(weights=weights_path, device="cpu", precision="fp32")
     pairs = m3svd_pairs("0111_1716", 2, (64, 48), 30, shared=data_dir.parent)
     for index, pair in enumerate(pairs):
         np.testing.assert_array_equal(_png(out / f"fused_{index:03d}.png"), engine.fuse(*pair))

@@ -1,9 +1,9 @@
 """Faults the node must survive: a failing model, a stopped camera, a clock jumping back, stop.
 
-The model failure is real code raising in the node process, asked for by the test through the
-node's fault injector (environment variables ``GIFNET_FAULT_INJECT_*``, inert otherwise); the
-machine has no GPU, so ``fallback_to_cpu`` is exercised with the injector's fake CUDA device.
-Everything else is the real node over DDS.
+The model failure is real code raising in the node process: the node is started through
+``test/fault_node.py``, which installs a fault injector through the node's engine hook and is
+told what to inject by environment variables; the machine has no GPU, so ``fallback_to_cpu``
+is exercised with the injector's fake CUDA device. Everything else is the real node over DDS.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import time
 
 import numpy as np
 import pytest
+from fault_node import FAKE_CUDA_ENV, MODEL_ERROR_ENV
 from node_harness import (
+    FAULT_NODE,
     FRAME,
     clip_pairs,
     mono8_pair,
@@ -24,7 +26,6 @@ from node_harness import (
 )
 
 from gifnet_ros.demo import stop_node
-from gifnet_ros.node import FAULT_FAKE_CUDA_ENV, FAULT_MODEL_ERROR_ENV
 
 FAILING_PASSES = (3, 5)
 PARAMETERS = {"device": "cpu", "sync.backend": "builtin", "diagnostics_period": 0.1}
@@ -38,13 +39,14 @@ def pairs(data_dir):
 @pytest.fixture(scope="module")
 def node(tmp_path_factory, weights_path, pairs):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(FAULT_MODEL_ERROR_ENV, ",".join(map(str, FAILING_PASSES)))
-        patch.setenv(FAULT_FAKE_CUDA_ENV, "1")
+        patch.setenv(MODEL_ERROR_ENV, ",".join(map(str, FAILING_PASSES)))
+        patch.setenv(FAKE_CUDA_ENV, "1")
         with running_node(
             tmp_path_factory.mktemp("faults"),
             "faults",
             {**PARAMETERS, "weights": str(weights_path)},
             pairs[0],
+            script=FAULT_NODE,
         ) as running:
             yield running
 
@@ -128,16 +130,13 @@ def test_sigint_when_idle_exits_within_two_seconds(node):
 
 @pytest.fixture(scope="module")
 def sim_node(tmp_path_factory, weights_path, pairs):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv(FAULT_MODEL_ERROR_ENV, raising=False)  # no faults here
-        patch.delenv(FAULT_FAKE_CUDA_ENV, raising=False)
-        with running_node(
-            tmp_path_factory.mktemp("simtime"),
-            "simtime",
-            {**PARAMETERS, "weights": str(weights_path), "use_sim_time": True, "max_age": 5.0},
-            pairs[0],
-        ) as running:
-            yield running
+    with running_node(
+        tmp_path_factory.mktemp("simtime"),
+        "simtime",
+        {**PARAMETERS, "weights": str(weights_path), "use_sim_time": True, "max_age": 5.0},
+        pairs[0],
+    ) as running:
+        yield running
 
 
 def test_bag_replayed_in_a_loop_with_sim_time(sim_node, pairs, engine):

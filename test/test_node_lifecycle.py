@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from node_harness import DOMAIN_ID, clip_pairs, dds_env, mono8_pair, pixels_of, stamp
+from node_harness import DOMAIN_ID, EXACT, clip_pairs, dds_env, mono8_pair, pixels_of, stamp
 
 from gifnet_ros.demo import FusionClient, start_node, stop_node
 
-PARAMETERS = {"device": "cpu", "sync.backend": "builtin", "diagnostics_period": 0.2}
+PARAMETERS = {**EXACT, "device": "cpu", "sync.backend": "builtin", "diagnostics_period": 0.2}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,14 @@ def _send_until_counted(client, pair, key: str) -> None:
     pytest.fail(f"{key} never went up: {client.diagnostics}")
 
 
+def _said(log, text: str) -> int:
+    """How many lines of the node's log contain ``text``."""
+    return sum(text in line for line in log.read_text().splitlines())
+
+
 def test_lifecycle_transitions(managed, pairs, engine):
+    """Every transition does what it says, and the log says what is true after each: loaded
+    but waiting on configure, fusing only once active, not fusing once deactivated."""
     from lifecycle_msgs.msg import Transition
 
     process, client, log = managed
@@ -75,6 +82,14 @@ def test_lifecycle_transitions(managed, pairs, engine):
     for cycle in range(2):
         assert _change(client, Transition.TRANSITION_CONFIGURE)
         assert _state(client) == "inactive"
+        assert _said(log, "configured: model loaded") == cycle + 1
+        # No line claims fusing before activation (the only ones are the earlier cycles').
+        claims = [
+            line
+            for line in log.read_text().splitlines()
+            if "fusing" in line and "not fusing" not in line
+        ]
+        assert len(claims) == _said(log, "active: fusing") == cycle, log.read_text()
         client.wait_for_node(60, process)
         # Configured but inactive: pairs arrive and are counted, nothing is fused. (Counters
         # are the process's and run on across cycles.)
@@ -84,6 +99,7 @@ def test_lifecycle_transitions(managed, pairs, engine):
 
         assert _change(client, Transition.TRANSITION_ACTIVATE)
         assert _state(client) == "active"
+        assert _said(log, "active: fusing") == cycle + 1
         fused_stamp = client.warm_up(pairs[1], 60, fmt="png")
         np.testing.assert_array_equal(
             pixels_of(client.fused[fused_stamp][0]), engine.fuse(*pairs[1])
@@ -91,6 +107,7 @@ def test_lifecycle_transitions(managed, pairs, engine):
 
         assert _change(client, Transition.TRANSITION_DEACTIVATE)
         assert _state(client) == "inactive"
+        assert _said(log, "inactive: not fusing") == cycle + 1
         fused = client.settled_counter("fused")
         _send_until_counted(client, pairs[1], "dropped.inactive")
         assert client.counter("fused") == fused

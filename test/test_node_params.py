@@ -87,7 +87,7 @@ def test_output_encodings_and_luminance_topic(node, pairs, engine, changed):
 def test_mode_change_takes_effect_on_the_next_pair(node, pairs, weights_path, changed):
     thermal, rgb = pairs[1]
     changed(mode="grey")
-    grey_engine = FusionEngine(weights=weights_path, device="cpu", mode="grey")
+    grey_engine = FusionEngine(weights=weights_path, device="cpu", precision="fp32", mode="grey")
     fused = node.fuse(*mono8_pair(pairs[1], stamp()))
     # A grey result still goes out as rgb8 (three equal channels).
     expected = grey_engine.fuse(thermal, rgb)
@@ -104,7 +104,11 @@ def test_thermal_normalisation_change(node, pairs, weights_path, changed):
         raw_image(counts, "16UC1", now, FRAME["thermal"]), raw_image(rgb, "rgb8", now, FRAME["rgb"])
     )
     reference = FusionEngine(
-        weights=weights_path, device="cpu", thermal_norm="fixed", thermal_range=tuple(span)
+        weights=weights_path,
+        device="cpu",
+        precision="fp32",
+        thermal_norm="fixed",
+        thermal_range=tuple(span),
     )
     np.testing.assert_array_equal(pixels_of(fused), reference.fuse(counts, rgb))
 
@@ -200,13 +204,34 @@ def test_precision_reload_swaps_the_model_and_back(node, pairs, weights_path, en
     bf16 = FusionEngine(weights=weights_path, device="cpu", precision="bf16")
     fused = node.fuse(*mono8_pair(pairs[1], stamp()))
     np.testing.assert_array_equal(pixels_of(fused), bf16.fuse(*pairs[1]))
-    assert node.client.diagnostics["precision"] == "bf16"
+    assert node.client.wait_diagnostics(lambda d: d["precision"] == "bf16 (requested)", 10)
 
     (result,) = node.client.set_parameters({"precision": "fp32"})
     assert result.successful, result.reason
     node.diagnostics_after("reloads", reloads + 2)
     fused = node.fuse(*mono8_pair(pairs[1], stamp()))
     np.testing.assert_array_equal(pixels_of(fused), engine.fuse(*pairs[1]))
+
+
+def test_precision_auto_runs_what_an_auto_engine_picks_and_says_why(node, pairs, weights_path):
+    """precision auto (the default outside these tests): the node fuses at the precision an
+    engine asked for auto picks on this machine, and shows it with its reason in the log (once,
+    on load) and in /diagnostics."""
+    auto = FusionEngine(weights=weights_path, device="cpu", precision="auto")
+    shown = f"{auto.precision} ({auto.precision_reason})"
+    assert auto.precision in ("fp32", "bf16") and shown.startswith(f"{auto.precision} (auto: ")
+    reloads = node.client.settled_counter("reloads")
+    (result,) = node.client.set_parameters({"precision": "auto"})
+    assert result.successful, result.reason
+    node.diagnostics_after("reloads", reloads + 1)
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    np.testing.assert_array_equal(pixels_of(fused), auto.fuse(*pairs[1]))
+    assert node.client.wait_diagnostics(lambda d: d["precision"] == shown, 10)
+    assert node.log().count(f"model reloaded: torch, device cpu, {shown}") == 1, node.log()
+
+    (result,) = node.client.set_parameters({"precision": "fp32"})
+    assert result.successful, result.reason
+    node.diagnostics_after("reloads", reloads + 2)
 
 
 def test_failed_reload_keeps_the_old_model_and_restores_the_parameter(
@@ -269,7 +294,11 @@ def test_reduced_size_fusion_takes_effect_on_the_next_pair(node, pairs, weights_
     thermal, rgb = pairs[1]
     changed(inference_scale=0.5, restore="bilinear")
     reduced = FusionEngine(
-        weights=weights_path, device="cpu", inference_scale=0.5, restore="bilinear"
+        weights=weights_path,
+        device="cpu",
+        precision="fp32",
+        inference_scale=0.5,
+        restore="bilinear",
     )
     fused = node.fuse(*mono8_pair(pairs[1], stamp()))
     np.testing.assert_array_equal(pixels_of(fused), reduced.fuse(thermal, rgb))

@@ -1,12 +1,18 @@
 """Starting the node: bad configurations stop it with one line; the message_filters backend.
 
 A node that cannot run as configured must say why in one line and exit non-zero, rather than
-come up half-working or print a traceback.
+come up half-working or print a traceback; a missing checkpoint names the command that gets
+it where the node runs.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +29,7 @@ from node_harness import (
 
 from gifnet_ros.demo import start_node, stop_node
 from gifnet_ros.engine import FusionEngine
+from gifnet_ros.weights import ROS_EXECUTABLE, ROS_PACKAGE
 
 HAVE_MESSAGE_FILTERS = importlib.util.find_spec("message_filters") is not None
 
@@ -91,7 +98,7 @@ def test_message_filters_backend_pairs_like_the_builtin_one(
 ):
     pytest.importorskip("message_filters", reason="message_filters comes with a ROS install")
     pairs = clip_pairs(data_dir, 2)
-    engine = FusionEngine(weights=weights_path, device="cpu")
+    engine = FusionEngine(weights=weights_path, device="cpu", precision="fp32")
     parameters = {
         "device": "cpu",
         "weights": str(weights_path),
@@ -114,3 +121,78 @@ def test_message_filters_backend_pairs_like_the_builtin_one(
             None, raw_image(pairs[1][1], "rgb8", rgb_stamp + 100_000_000, FRAME["rgb"])
         )
         assert node.client.wait_fused(rgb_stamp, 60) is not None, node.log()[-2000:]
+
+
+def _ros_install(root: Path) -> Path:
+    """An install prefix laid out as colcon makes it: the package's executables (console-script
+    launchers, like setuptools writes) in lib/gifnet_ros, off PATH, and its ament index entry."""
+    lib = root / "lib" / ROS_PACKAGE
+    lib.mkdir(parents=True)
+    for name, module in (
+        ("fusion_node", "gifnet_ros.node"),
+        (ROS_EXECUTABLE, "gifnet_ros.weights"),
+    ):
+        launcher = lib / name
+        launcher.write_text(
+            f"#!{sys.executable}\nimport sys\nfrom {module} import main\nsys.exit(main())\n"
+        )
+        launcher.chmod(0o755)
+    index = root / "share" / "ament_index" / "resource_index" / "packages"
+    index.mkdir(parents=True)
+    (index / ROS_PACKAGE).write_text("")
+    return lib
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    """No checkpoint anywhere: no GIFNET_WEIGHTS, an empty cache."""
+    monkeypatch.delenv("GIFNET_WEIGHTS", raising=False)
+    monkeypatch.setenv("GIFNET_CACHE_DIR", str(tmp_path / "empty-cache"))
+    for key, value in dds_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+
+
+def _fatal_line(output: str) -> str:
+    (line,) = [line for line in output.splitlines() if "cannot start" in line]
+    return line
+
+
+def test_missing_weights_in_a_plain_install_say_gifnet_weights(tmp_path, no_weights):
+    code, log = _start_and_wait(tmp_path, {})
+    assert code == 1, log
+    assert "run `gifnet-weights` to download" in _fatal_line(log)
+
+
+def test_missing_weights_under_ros_say_ros2_run(tmp_path, no_weights):
+    """Started from an install space (what ros2 run and ros2 launch execute): the error names
+    ``ros2 run gifnet_ros weights``, and that executable is there and runs."""
+    lib = _ros_install(tmp_path / "install")
+    node = subprocess.run(
+        [str(lib / "fusion_node")], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert node.returncode == 1, node.stdout + node.stderr
+    command = f"ros2 run {ROS_PACKAGE} {ROS_EXECUTABLE}"
+    assert f"run `{command}` to download" in _fatal_line(node.stdout + node.stderr)
+    tool = subprocess.run(
+        [str(lib / ROS_EXECUTABLE), "--help"], capture_output=True, text=True, check=False
+    )
+    assert tool.returncode == 0 and tool.stdout.startswith(f"usage: {command}"), tool.stderr
+
+
+def test_the_named_ros2_run_command_runs(tmp_path, no_weights):
+    """The command from the error, typed as a ROS user would (needs ros2cli, ../shared/ros)."""
+    ros2 = shutil.which("ros2") or shutil.which("ros2", path=str(Path(sys.executable).parent))
+    if ros2 is None:
+        pytest.skip("ros2 (ros2cli) is not installed: it comes with a ROS install")
+    _ros_install(tmp_path / "install")
+    env = {**os.environ, "AMENT_PREFIX_PATH": str(tmp_path / "install")}
+    result = subprocess.run(
+        [ros2, "run", ROS_PACKAGE, ROS_EXECUTABLE, "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr  # ran, found no checkpoint
+    assert str(tmp_path / "empty-cache" / "Final.model") in result.stdout + result.stderr

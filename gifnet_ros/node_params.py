@@ -1,0 +1,456 @@
+"""The fusion node's parameters: one table of specs, their descriptors and their validation.
+
+Every parameter is declared from :data:`PARAMETERS` with a ``ParameterDescriptor`` (type from
+the default, description, constraints, ranges, read-only), and every value, whether from a
+params file, the command line or ``ros2 param set``, goes through :func:`validate`, which
+either accepts a whole set of changes or rejects it with one reason. The node module only
+wires this to rclpy; ``config/fusion.yaml`` and the launch files expose the same names.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+from gifnet_ros.align import IDENTITY, NO_CROP, Alignment
+from gifnet_ros.align import METHODS as ALIGN_METHODS
+from gifnet_ros.engine import BACKENDS, PRECISIONS, RESTORE_RULES, FusionEngine, check_options
+from gifnet_ros.export import PROVIDERS, split_providers
+from gifnet_ros.thermal import RULES as THERMAL_RULES
+from gifnet_ros.weights import WeightsError, resolve_weights
+
+OUTPUT_ENCODINGS = ("rgb8", "bgr8", "mono8")
+TRANSPORTS = ("", "raw", "compressed")
+SYNC_BACKENDS = ("auto", "message_filters", "builtin")
+ENGINE_KEYS = (
+    "weights",
+    "device",
+    "precision",
+    "backend",
+    "onnx_model",
+    "onnx_providers",
+    "threads",
+    "compile",
+)
+"""Parameters that need a new engine (a reload); an engine key maps each to its value."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: default (which fixes its type), documentation and constraints."""
+
+    name: str
+    default: Any
+    description: str
+    constraints: str = ""
+    read_only: bool = False
+    float_range: tuple[float, float] | None = None
+    int_range: tuple[int, int] | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(
+            name=self.name,
+            description=self.description,
+            additional_constraints=self.constraints,
+            read_only=self.read_only,
+        )
+        if self.float_range is not None:
+            low, high = self.float_range
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=low, to_value=high, step=0.0)
+            ]
+        if self.int_range is not None:
+            low, high = self.int_range
+            descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
+        return descriptor
+
+
+def _one_of(choices: Sequence[str]) -> str:
+    return "one of: " + ", ".join(repr(c) if c == "" else c for c in choices)
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "mode",
+        "thermal_rgb",
+        "Fusion task of the network; takes effect on the next pair.",
+        _one_of(FusionEngine.MODES),
+    ),
+    ParamSpec(
+        "backend",
+        "torch",
+        "Inference backend: torch; onnxruntime (an exported graph, the fastest on a CPU: "
+        "exported on first use and cached, or onnx_model); or a classical rule that needs no "
+        "weights (classic_average, classic_max, classic_laplacian, classic_gff; CPU, fp32, full "
+        "size). Changing it reloads the model.",
+        _one_of(BACKENDS),
+    ),
+    ParamSpec(
+        "onnx_model",
+        "",
+        "ONNX file for backend onnxruntime (written by gifnet-export); empty: the cached "
+        "export of the checkpoint. Changing it reloads the model.",
+        "an existing .onnx file, or empty",
+    ),
+    ParamSpec(
+        "onnx_providers",
+        "",
+        "ONNX Runtime execution providers in order of preference, comma-separated (cpu, cuda, "
+        "tensorrt); empty: cuda,cpu on a CUDA device, else cpu. Changing it reloads the model.",
+        "comma-separated names out of " + ", ".join(PROVIDERS),
+    ),
+    ParamSpec(
+        "device",
+        "auto",
+        "Torch device; 'auto' picks cuda when available. Changing it "
+        "reloads the model in the background.",
+        "auto, cpu, cuda or cuda:N",
+    ),
+    ParamSpec(
+        "precision",
+        "auto",
+        "Inference precision. auto: what the hardware does fast (bf16 on CPUs with native "
+        "bf16, fp16 on CUDA GPUs with tensor cores, else fp32); the choice and its reason are "
+        "logged when the model loads and shown in /diagnostics. fp32 is the exact mode. "
+        "Changing it reloads the model.",
+        _one_of(PRECISIONS),
+    ),
+    ParamSpec(
+        "weights",
+        "",
+        "Checkpoint path; empty: $GIFNET_WEIGHTS, then the gifnet-weights "
+        "cache. Changing it reloads the model.",
+        "an existing file, or empty",
+    ),
+    ParamSpec(
+        "threads",
+        0,
+        "CPU threads for inference (torch and onnxruntime); 0: the library's default. "
+        "Changing it reloads the model.",
+        int_range=(0, 1024),
+    ),
+    ParamSpec(
+        "compile",
+        False,
+        "torch.compile the network (torch backend only; compiled once per image size, CUDA "
+        "graphs on CUDA). Changing it reloads the model.",
+    ),
+    ParamSpec(
+        "max_pixels",
+        0,
+        "Fuse the luminance at most at this many pixels and restore full size (CPU-only "
+        "robots); 0: no limit. Takes effect on the next pair.",
+        "0, or at least 64 (8x8)",
+        int_range=(0, 1 << 30),
+    ),
+    ParamSpec(
+        "inference_scale",
+        1.0,
+        "Fuse at this fraction of the image side and restore full size; 1: full size. "
+        "Takes effect on the next pair.",
+        "0 < scale <= 1",
+        float_range=(0.0, 1.0),
+    ),
+    ParamSpec(
+        "restore",
+        "detail",
+        "How a reduced-size fusion returns to full size: detail (upsample and add back the "
+        "inputs' fine detail) or bilinear (upsample only).",
+        _one_of(RESTORE_RULES),
+    ),
+    ParamSpec(
+        "thermal.normalization",
+        "percentile",
+        "How a 16-bit or float thermal image is "
+        "mapped to 8 bits (8-bit images are used as they are).",
+        _one_of(THERMAL_RULES),
+    ),
+    ParamSpec(
+        "thermal.percentiles",
+        [1.0, 99.0],
+        "Low and high percentile of the per-frame stretch for normalization 'percentile'.",
+        "[low, high], 0 <= low < high <= 100",
+    ),
+    ParamSpec(
+        "thermal.range",
+        [0.0, 65535.0],
+        "Input values mapped to 0 and 255 for "
+        "normalization 'fixed' (raw counts, kelvin or degrees, as the camera sends).",
+        "[min, max], finite, max > min",
+    ),
+    ParamSpec(
+        "align.method",
+        "resize",
+        "How the thermal image is put on the RGB pixel grid: "
+        "resize to the RGB size, warp by align.homography, or none (sizes must match).",
+        _one_of(ALIGN_METHODS),
+    ),
+    ParamSpec(
+        "align.homography",
+        list(IDENTITY),
+        "3x3 matrix, row-major, mapping (cropped) "
+        "thermal pixel coordinates to RGB pixel coordinates; used by align.method "
+        "homography.",
+        "9 finite numbers, non-singular",
+    ),
+    ParamSpec(
+        "align.crop",
+        list(NO_CROP),
+        "Region [x, y, w, h] cut from the thermal image before alignment; [0, 0, 0, 0] = no crop.",
+        "4 integers >= 0, w and h both > 0 or both 0",
+    ),
+    ParamSpec(
+        "fallback_to_cpu",
+        True,
+        "When the model raises a RuntimeError (CUDA out of memory, a lost device) on an "
+        "accelerator, load it on the CPU and keep fusing there (slower, but the node stays "
+        "useful); the pair that failed is skipped either way.",
+    ),
+    ParamSpec(
+        "output_encoding",
+        "rgb8",
+        "Encoding of fused/image; mono8 publishes the fused luminance.",
+        _one_of(OUTPUT_ENCODINGS),
+    ),
+    ParamSpec(
+        "publish_luminance",
+        False,
+        "Also publish the fused luminance (mono8) on fused/luminance.",
+    ),
+    ParamSpec(
+        "max_age",
+        0.0,
+        "Drop a pair whose RGB stamp is more than this many seconds older "
+        "than the node clock when the worker takes it; 0 disables.",
+        float_range=(0.0, 3600.0),
+    ),
+    ParamSpec(
+        "sync.slop",
+        0.05,
+        "Largest stamp difference (s) between a thermal and an RGB image that are fused together.",
+        "> 0",
+        float_range=(0.0, 60.0),
+    ),
+    ParamSpec(
+        "sync.queue_size",
+        10,
+        "Messages per input the synchronizer keeps while looking for partners.",
+        int_range=(1, 1000),
+    ),
+    ParamSpec(
+        "sync.backend",
+        "auto",
+        "Pairing implementation: message_filters' "
+        "ApproximateTimeSynchronizer, the package's StampPairer ('builtin'), or 'auto' "
+        "(message_filters when importable).",
+        _one_of(SYNC_BACKENDS),
+        read_only=True,
+    ),
+    ParamSpec(
+        "compressed",
+        False,
+        "Subscribe to sensor_msgs/CompressedImage on "
+        "<topic>/compressed (image_transport naming) for both inputs.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "thermal_transport",
+        "",
+        "Per-input override of 'compressed' for the thermal input.",
+        _one_of(TRANSPORTS),
+        read_only=True,
+    ),
+    ParamSpec(
+        "rgb_transport",
+        "",
+        "Per-input override of 'compressed' for the RGB input.",
+        _one_of(TRANSPORTS),
+        read_only=True,
+    ),
+    ParamSpec(
+        "qos_depth",
+        5,
+        "History depth of the sensor-data (best effort) subscriptions and of the publishers.",
+        read_only=True,
+        int_range=(1, 1000),
+    ),
+    ParamSpec(
+        "diagnostics_period",
+        1.0,
+        "Seconds between two DiagnosticArray messages on /diagnostics (rates, counters, "
+        "latency); the log only says when inputs start, stop or begin to be dropped.",
+        "> 0",
+        float_range=(0.0, 3600.0),
+    ),
+)
+SPECS = {spec.name: spec for spec in PARAMETERS}
+
+
+def help_table() -> str:
+    """Every parameter with its default and description, for ``fusion_node --help``."""
+    return "\n".join(
+        f"  {s.name} = {s.default!r}{' (read-only)' if s.read_only else ''}\n"
+        + textwrap.fill(s.description, width=88, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        for s in PARAMETERS
+    )
+
+
+def needs_weights(values: dict[str, Any]) -> bool:
+    """Whether the engine these parameter values ask for loads the checkpoint: not for a
+    classical rule, nor for onnxruntime with its own ONNX file."""
+    backend = values["backend"]
+    return backend == "torch" or (backend == "onnxruntime" and not values["onnx_model"])
+
+
+def check_weights(value: str) -> str | None:
+    """The reason the checkpoint ``value`` (empty: the default lookup) cannot be used, if any."""
+    try:
+        resolve_weights(value or None)
+    except WeightsError as exc:
+        return f"weights: {exc}"
+    return None
+
+
+def _check_providers(value: str) -> str | None:
+    unknown = [name for name in split_providers(value) if name not in PROVIDERS]
+    if unknown:
+        return f"onnx_providers: unknown {', '.join(unknown)} (known: {', '.join(PROVIDERS)})"
+    return None
+
+
+def _check_onnx_model(value: str) -> str | None:
+    if value and not os.path.isfile(value):
+        return f"onnx_model: {value} is not a file (write one with gifnet-export)"
+    return None
+
+
+def _check_max_pixels(value: int) -> str | None:
+    return None if value == 0 or value >= 64 else f"max_pixels must be 0 or >= 64, got {value}"
+
+
+def _check_pair(name: str, values: Sequence[float], low: float, high: float) -> str | None:
+    if len(values) != 2 or not all(math.isfinite(v) for v in values):
+        return f"{name} needs 2 finite numbers, got {list(values)}"
+    if not low <= values[0] < values[1] <= high:
+        return f"{name} {list(values)} must satisfy {low} <= first < second <= {high}"
+    return None
+
+
+def _choice(name: str, choices: Sequence[str]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"{name} {value!r} is not {_one_of(choices)}"
+
+    return check
+
+
+def _positive(name: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value > 0 else f"{name} must be > 0, got {value}"
+
+    return check
+
+
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "mode": _choice("mode", FusionEngine.MODES),
+    "precision": _choice("precision", PRECISIONS),
+    "backend": _choice("backend", BACKENDS),
+    "onnx_model": _check_onnx_model,
+    "onnx_providers": _check_providers,
+    "max_pixels": _check_max_pixels,
+    "inference_scale": _positive("inference_scale"),
+    "restore": _choice("restore", RESTORE_RULES),
+    "thermal.normalization": _choice("thermal.normalization", THERMAL_RULES),
+    "thermal.percentiles": lambda v: _check_pair("thermal.percentiles", v, 0.0, 100.0),
+    "thermal.range": lambda v: _check_pair("thermal.range", v, -math.inf, math.inf),
+    "output_encoding": _choice("output_encoding", OUTPUT_ENCODINGS),
+    "sync.slop": _positive("sync.slop"),
+    "sync.backend": _choice("sync.backend", SYNC_BACKENDS),
+    "thermal_transport": _choice("thermal_transport", TRANSPORTS),
+    "rgb_transport": _choice("rgb_transport", TRANSPORTS),
+    "diagnostics_period": _positive("diagnostics_period"),
+}
+"""Per-parameter checks beyond the descriptor's type and range; return the rejection reason."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the worker needs per pair; replaced as a whole, so a pair never sees a mix."""
+
+    mode: str
+    thermal_rule: str
+    percentiles: tuple[float, float]
+    value_range: tuple[float, float]
+    alignment: Alignment
+    output_encoding: str
+    publish_luminance: bool
+    max_age: float
+    max_pixels: int | None
+    inference_scale: float
+    restore: str
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> Settings:
+        return cls(
+            mode=values["mode"],
+            thermal_rule=values["thermal.normalization"],
+            percentiles=tuple(values["thermal.percentiles"]),
+            value_range=tuple(values["thermal.range"]),
+            alignment=Alignment.create(
+                values["align.method"], values["align.homography"], values["align.crop"]
+            ),
+            output_encoding=values["output_encoding"],
+            publish_luminance=values["publish_luminance"],
+            max_age=values["max_age"],
+            max_pixels=values["max_pixels"] or None,
+            inference_scale=values["inference_scale"],
+            restore=values["restore"],
+        )
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A set of changes that passed every check: the new values, settings and changed names."""
+
+    values: dict[str, Any]
+    settings: Settings
+    changed: set[str]
+
+
+def validate(
+    current: dict[str, Any], changes: dict[str, Any], *, check_weights_file: bool = True
+) -> Accepted | str:
+    """Check ``changes`` against ``current`` values: all accepted together, or one reason.
+
+    ``check_weights_file`` is off while the node declares its parameters one by one (whether
+    the checkpoint is needed is only known once ``backend`` and ``onnx_model`` are declared).
+    """
+    candidate = dict(current)
+    for name, value in changes.items():
+        check = _CHECKS.get(name)
+        reason = check(value) if check else None
+        if reason:
+            return reason
+        candidate[name] = value
+    changed = {name for name in SPECS if candidate[name] != current[name]}
+    weights_matter = changed & {"weights", "backend", "onnx_model"} and needs_weights(candidate)
+    if check_weights_file and weights_matter:
+        reason = check_weights(candidate["weights"])
+        if reason:
+            return reason
+    try:
+        # Backend, device and precision are checked together (fp16 needs CUDA, classical
+        # rules run on the CPU) with the engine's own rules, so a reload is only attempted
+        # for a combination it accepts.
+        check_options(
+            candidate["backend"], candidate["device"], candidate["precision"], candidate["compile"]
+        )
+        settings = Settings.from_values(candidate)
+    except ValueError as exc:  # AlignmentError is a ValueError too
+        return str(exc)
+    return Accepted(candidate, settings, changed)
