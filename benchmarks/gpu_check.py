@@ -45,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -886,9 +887,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from gifnet_ros.engine import resolve_device
     except ModuleNotFoundError as exc:  # the GPU machine's Python may lack a dependency
+        importer = [
+            frame.f_code.co_filename
+            for frame, _ in traceback.walk_tb(exc.__traceback__)
+            if Path(frame.f_code.co_filename).parent.name == "gifnet_ros"
+        ]
+        where = Path(importer[-1]).name if importer else "gifnet_ros.engine"
         print(
-            f"gpu_check: gifnet_ros.engine needs the module {exc.name!r}, which this Python "
-            "lacks; install it next to PyTorch",
+            f"gpu_check: gifnet_ros/{where} imports {exc.name!r}, which this Python lacks; "
+            "install it beside PyTorch (its wheel can travel with the assets)",
             file=sys.stderr,
         )
         return 2
