@@ -127,3 +127,11 @@ def test_bad_arguments(m3svd: Path, tmp_path: Path, capsys) -> None:
     assert "no such file or directory" in capsys.readouterr().err
     assert not (tmp_path / "a.pt").exists() and not (tmp_path / "b.pt").exists()
     assert np.all([not p.name.endswith(".part") for p in tmp_path.iterdir()])
+
+
+def test_distillation_from_gifnet(m3svd: Path, weights_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "distilled.pt"
+    assert _run(m3svd, out, "--distill", "0.5", "--gifnet-weights", str(weights_path)) == 0
+    meta = torch.load(out, weights_only=True)["metadata"]
+    assert meta["loss_weights"]["distill"] == 0.5
+    assert meta["validation_loss_after"] < meta["validation_loss_before"]
