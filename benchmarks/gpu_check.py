@@ -20,9 +20,11 @@ It prints the machine (device, driver, CUDA, cuDNN, PyTorch, TF32 settings), the
 - a table of s/pair and pairs/s of the network (``FusionEngine.run_model`` on N×1×H×W
   inputs already on the device; warm-up call, then --runs timed calls, each followed by a
   device synchronisation; the median) per variant, size and batch, with the first call's
-  time (compilation, cuDNN autotuning, TensorRT engine builds), peak GPU memory, whether a
-  batch gives each sample's single-pair output, and the output's distance from torch fp32
-  at the same size (the same thresholds).
+  time (compilation, cuDNN autotuning, TensorRT engine builds), s/pair end to end
+  (``fuse_batch`` on uint8 thermal and RGB images: upload, colour, download), peak GPU
+  memory, whether a batch gives each sample's single-pair output (network, and fuse_batch
+  against fuse), and the network output's distance from torch fp32 at the same size (the
+  same thresholds).
 
 A variant that cannot run here (no CUDA device, no onnxruntime-gpu, no ONNX file) is listed
 with the reason on each of its rows; a row the budget cannot fit is listed as skipped.
@@ -493,9 +495,10 @@ class Cost:
     first_call_extra: float  # the largest first call's time beyond a timed one (compilation)
 
     def estimate(self, pixels: int, batch: int, runs: int) -> float:
+        """Network and end-to-end calls (warm-up and timed), and the single-pair checks."""
         call = self.seconds_per_pixel * pixels * batch
-        singles = call if batch > 1 else 0.0  # the batch = single check
-        return self.first_call_extra + call * (1 + runs) + singles
+        singles = 2 * call if batch > 1 else 0.0
+        return self.first_call_extra + 2 * call * (1 + runs) + singles
 
 
 def synchronize(device: torch.device) -> None:
@@ -515,8 +518,10 @@ def time_row(
     runs: int,
     ort_baseline: int | None,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Warm-up call, `runs` timed calls, memory and the batch = single check; the figures and
-    the batch's output (N×H×W on 0-255)."""
+    """The network: a warm-up call, `runs` timed calls and the batch = single check; then the
+    same end to end (``fuse_batch`` on uint8 thermal + RGB images: upload, colour, download)
+    with the fuse_batch = fuse check; peak GPU memory over both. Returns the figures and the
+    network's output for the batch (N×H×W on 0-255)."""
     first, second = (to_device(images, device) for images in pairs)
     batch = first.shape[0]
     if device.type == "cuda":
@@ -532,27 +537,42 @@ def time_row(
         synchronize(device)
         times.append(time.perf_counter() - began)
     call = statistics.median(times)
+    # The grey second input as an RGB picture, so the colour path runs as on a robot.
+    images = [(a, cv2.cvtColor(b, cv2.COLOR_GRAY2RGB)) for a, b in zip(*pairs, strict=True)]
+    engine.fuse_batch(images)  # warm-up: pinned upload buffers, the colour kernels
+    e2e = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        fused = engine.fuse_batch(images)  # ends with the download: synchronised
+        e2e.append(time.perf_counter() - began)
     row: dict[str, Any] = {
         "status": "ok",
         "s_per_pair": call / batch,
         "pairs_per_s": batch / call,
         "first_call_s": first_s,
+        "e2e_s_per_pair": statistics.median(e2e) / batch,
         "timed_calls": runs,
         "peak_gpu_mib": None,
         "memory_method": "not measured on CPU (benchmarks/memory.py measures RSS)",
         "batch_equals_single": None,
+        "fuse_batch_equals_fuse": None,
         "vs_torch_fp32": None,
     }
+    if batch > 1:
+        singles = [run(engine, first[i : i + 1], second[i : i + 1])[0] for i in range(batch)]
+        checks = [compare(out[i], single, engine.precision) for i, single in enumerate(singles)]
+        row["batch_equals_single"] = worst(checks, engine.precision)
+        checks = [
+            compare(f, engine.fuse(*pair), engine.precision)
+            for f, pair in zip(fused, images, strict=True)
+        ]
+        row["fuse_batch_equals_fuse"] = worst(checks, engine.precision)
     if device.type == "cuda" and ort_baseline is None:
         row["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         row["memory_method"] = "torch.cuda.max_memory_allocated"
     elif device.type == "cuda":
         row["peak_gpu_mib"] = (gpu_memory_used(device) - ort_baseline) / 2**20
         row["memory_method"] = ORT_MEMORY
-    if batch > 1:
-        singles = [run(engine, first[i : i + 1], second[i : i + 1])[0] for i in range(batch)]
-        checks = [compare(out[i], single, engine.precision) for i, single in enumerate(singles)]
-        row["batch_equals_single"] = worst(checks, engine.precision)
     return row, out
 
 
@@ -781,21 +801,25 @@ def reference_table(results: list[VariantResult]) -> list[str]:
 
 def speed_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| variant | precision | size | batch | s/pair | pairs/s | first call s | peak GPU MiB "
-        "| batch = single | vs torch fp32 | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | precision | size | batch | s/pair | pairs/s | first call s "
+        "| end-to-end s/pair | peak GPU MiB | batch = single | fuse_batch = fuse "
+        "| vs torch fp32 | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         precision = row["precision"]
         head = f"| {row['variant']} | {precision or '–'} | {row['size']} | {row['batch']} |"
         if row["status"] != "ok":
-            lines.append(f"{head} – | – | – | – | – | – | {row['status']}: {row['reason']} |")
+            dashes = " – |" * 8
+            lines.append(f"{head}{dashes} {row['status']}: {row['reason']} |")
             continue
         note = "memory: mem_get_info (ONNX Runtime)" if row["memory_method"] == ORT_MEMORY else ""
         lines.append(
             f"{head} {_num(row['s_per_pair'])} | {_num(row['pairs_per_s'])} | "
-            f"{_num(row['first_call_s'], 3)} | {_num(row['peak_gpu_mib'], 5)} | "
+            f"{_num(row['first_call_s'], 3)} | {_num(row['e2e_s_per_pair'])} | "
+            f"{_num(row['peak_gpu_mib'], 5)} | "
             f"{check_text(row['batch_equals_single'], precision)} | "
+            f"{check_text(row['fuse_batch_equals_fuse'], precision)} | "
             f"{check_text(row['vs_torch_fp32'], precision)} | {note} |"
         )
     return lines
@@ -816,7 +840,7 @@ def problems(results: list[VariantResult]) -> list[str]:
             where = f"{name} {row['size']} batch {row['batch']}"
             if row["status"] == "failed" and result.status != "failed":
                 out.append(f"{where}: {row['reason']}")
-            for key in ("batch_equals_single", "vs_torch_fp32"):
+            for key in ("batch_equals_single", "fuse_batch_equals_fuse", "vs_torch_fp32"):
                 if row.get(key) is not None and not row[key]["pass"]:
                     out.append(f"{where}: {key} failed")
     return out

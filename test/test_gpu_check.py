@@ -149,21 +149,23 @@ def test_cuda_rows_say_why_they_did_not_run(cpu_run):
 
 def test_timed_rows_and_batches(cpu_run):
     """Each CPU row has consistent figures; a batch gives each sample's single-pair output
-    and every precision stays near torch fp32 at the timed size."""
+    (network, and fuse_batch against fuse: equal images in fp32 on a CPU, as the engine
+    promises) and every precision stays near torch fp32 at the timed size."""
     done, report = cpu_run
     ok = [r for r in report["rows"] if r["status"] == "ok"]
     assert {r["variant"] for r in ok} == {"torch-fp32", "torch-auto", "torch-bf16"}
     for row in ok:
-        assert row["s_per_pair"] > 0 and row["first_call_s"] > 0
+        assert row["s_per_pair"] > 0 and row["first_call_s"] > 0 and row["e2e_s_per_pair"] > 0
         assert row["pairs_per_s"] * row["s_per_pair"] == pytest.approx(1.0)
         assert row["peak_gpu_mib"] is None  # no GPU memory on a CPU
-        check = row["batch_equals_single"]
+        network, images = row["batch_equals_single"], row["fuse_batch_equals_fuse"]
         if row["batch"] == 1:
-            assert check is None
+            assert network is None and images is None
         elif row["precision"] == "fp32":
-            assert check["max_abs_diff"] <= FP32_LIMIT
+            assert network["max_abs_diff"] <= FP32_LIMIT and images["max_abs_diff"] == 0
         else:
-            assert check["psnr_db"] is None or check["psnr_db"] >= MIN_DB
+            assert network["psnr_db"] is None or network["psnr_db"] >= MIN_DB
+            assert images["psnr_db"] is None or images["psnr_db"] >= MIN_DB
         against = row["vs_torch_fp32"]
         if row["variant"] == "torch-fp32":
             assert against is None
