@@ -102,8 +102,9 @@ def main() -> int:
             client.warm_up(pairs[0], args.timeout)  # first forward pass allocates; not timed
             width, height = args.size
             print(
-                f"node overhead at {width}x{height}, device {args.device}, "
-                f"{args.frames} pairs per run, seconds (median per run unless p95)"
+                f"node overhead at {width}x{height}, device {args.device}, precision "
+                f"{client.diagnostics.get('precision')}, {args.frames} pairs per run, seconds "
+                "(median per run unless p95)"
             )
             print(f"{'run':>6} " + " ".join(f"{c:>13}" for c in COLUMNS))
             runs = []

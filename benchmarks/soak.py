@@ -79,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.default_dds:
         profile = str(Path(__file__).resolve().parents[1] / "config" / "fastdds_large_shm.xml")
-        os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", profile)  # Humble's name
-        os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", profile)
+        # Humble's Fast DDS reads only the old name; newer ones warn that it is deprecated.
+        old_name = os.environ.get("ROS_DISTRO") == "humble"
+        name = "FASTRTPS_DEFAULT_PROFILES_FILE" if old_name else "FASTDDS_DEFAULT_PROFILES_FILE"
+        os.environ.setdefault(name, profile)
 
     domain = random.SystemRandom().randint(101, 200)
     os.environ.update(
