@@ -213,3 +213,30 @@ def test_bad_arguments_are_refused(args, message, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_:
         gpu_check.parse_args(args)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_gpu_lines_and_cells_format_with_a_fake_gpu(monkeypatch):
+    """The header and table code that only a GPU reaches, fed a FAKE GPU's description
+    (no GPU exists here), so that the day a GPU is at hand does not end in a KeyError."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import gpu_check
+
+    info = gpu_check.machine_info(torch.device("cpu"))
+    info["gpu"] = {"name": "FAKE GPU", "capability": "9.0", "memory_gib": 80.0, "driver": "1.2"}
+    info["tf32"] = {"cudnn_conv": True, "matmul": False}
+    gpu_line = gpu_check.machine_lines(info)[-1]
+    assert gpu_line == (
+        "GPU: FAKE GPU (compute 9.0, 80.0 GiB), driver 1.2; "
+        "TF32 in cuDNN convolutions on, in matmul off"
+    )
+    check = gpu_check.compare(np.zeros((4, 4)), np.full((4, 4), 0.5), "fp16")
+    row = {
+        "variant": "ort-cuda-fp32", "precision": "fp16", "size": "64x48", "batch": 2,
+        "status": "ok", "s_per_pair": 0.5, "pairs_per_s": 2.0, "first_call_s": 9.0,
+        "e2e_s_per_pair": 0.6, "peak_gpu_mib": 1234.5, "memory_method": gpu_check.ORT_MEMORY,
+        "batch_equals_single": check, "fuse_batch_equals_fuse": None, "vs_torch_fp32": check,
+    }  # fmt: skip
+    cells = gpu_check.speed_table([row])[-1].split(" | ")
+    assert cells[8] == "1234.5"
+    assert cells[9] == cells[11] == "pass (54.2 dB ≥ 45)"  # 10·log10(255² / 0.25)
+    assert cells[-1] == "memory: mem_get_info (ONNX Runtime) |"
