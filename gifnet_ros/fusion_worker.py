@@ -67,10 +67,6 @@ class FusionWorker:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
-
     def _run(self) -> None:
         while True:
             with self._cv:

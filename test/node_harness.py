@@ -40,6 +40,10 @@ DOMAIN_ID = random.SystemRandom().randint(1, 100)
 SIZE = (64, 48)  # width, height: big enough for GIFNet's 8x8 minimum, ~0.3-1 s per pair on CPU
 STARTUP_TIMEOUT = 90.0
 FUSE_TIMEOUT = 60.0
+EXIT_TIMEOUT = 20.0
+"""Seconds a node may take to exit after SIGINT before it counts as hung. Generous on purpose:
+a stuck thread hangs for good, while a clean exit's interpreter teardown (torch, DDS) takes
+seconds on a loaded two-core machine; speed is for benchmarks/, not tests."""
 FRAME = {"thermal": "thermal_camera", "rgb": "rgb_camera"}
 
 

@@ -2,14 +2,23 @@
 
 configure loads the model and creates inputs and outputs, activate starts fusing, deactivate
 stops (pairs are counted, not fused), cleanup destroys the outputs and frees the model, and
-the cycle can be repeated; the shutdown transition and then Ctrl-C end the process in 2 s.
+the cycle can be repeated; the shutdown transition and then Ctrl-C end the process cleanly.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from node_harness import DOMAIN_ID, EXACT, clip_pairs, dds_env, mono8_pair, pixels_of, stamp
+from node_harness import (
+    DOMAIN_ID,
+    EXACT,
+    EXIT_TIMEOUT,
+    clip_pairs,
+    dds_env,
+    mono8_pair,
+    pixels_of,
+    stamp,
+)
 
 from gifnet_ros.demo import FusionClient, start_node, stop_node
 
@@ -119,6 +128,6 @@ def test_lifecycle_transitions(managed, pairs, engine):
 
     assert _change(client, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
     assert _state(client) == "finalized"
-    code = stop_node(process, timeout=2.0)
-    assert code == 0, f"exit code {code} (None: still running 2 s after SIGINT)"
+    code = stop_node(process, timeout=EXIT_TIMEOUT)
+    assert code == 0, f"exit code {code} (None: hung after SIGINT)"
     assert "Traceback" not in log.read_text()
