@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from node_harness import mono8_pair, running_node, stamp
 
+from gifnet_ros.node_stats import QUIET_AFTER, Activity
+
 PARAMETERS = {
     "backend": "classic_average",
     "device": "cpu",
@@ -66,3 +68,37 @@ def test_inputs_starting_and_stopping_are_logged_once_each(node, pair):
     assert f"inputs stopped: no message on {ns}/thermal/image or {ns}/rgb/image" in stopped
     fused = int(node.client.diagnostics["fused"])
     assert fused > 0 and f"fused {fused} of " in stopped
+
+
+def _lines(thermal_ticks: range, rgb_ticks: range, ticks: int) -> list[tuple[int, str]]:
+    """Activity's lines (with their tick) for inputs counting up over the given ticks of
+    0.2 s; no pairs, no drops."""
+    empty = {"thermal_in": 0, "rgb_in": 0, "fused": 0, "pairs": 0, "drops": {}}
+    activity = Activity({"thermal_in": "thermal", "rgb_in": "rgb"}, empty)
+    counts = {"thermal_in": 0, "rgb_in": 0}
+    said = []
+    for tick in range(ticks):
+        counts["thermal_in"] += tick in thermal_ticks
+        counts["rgb_in"] += tick in rgb_ticks
+        said += [(tick, line) for line in activity.update(tick * 0.2, {**empty, **counts})]
+    return said
+
+
+def test_cameras_starting_and_stopping_a_period_apart_make_one_line_each():
+    """Without DDS: the two cameras start one diagnostics period apart and stop one apart;
+    the log gets one start line and one stop line, no passing "only one input" line."""
+    lines = [line for _, line in _lines(range(5, 20), range(6, 21), 60)]
+    assert len(lines) == 2, lines
+    assert lines[0] == "receiving thermal and rgb"
+    assert lines[1].startswith(f"inputs stopped: no message on thermal or rgb for {QUIET_AFTER:g}")
+
+
+def test_one_camera_stopping_for_good_is_said_once():
+    """Without DDS: RGB stops while thermal goes on: one line says so, QUIET_AFTER after the
+    last RGB message (and one period to confirm), and nothing more while that lasts."""
+    said = _lines(range(5, 60), range(5, 20), 60)
+    assert [line for _, line in said][1:] == [
+        "receiving only thermal, nothing on rgb: no pairs to fuse"
+    ]
+    stopped_tick = said[1][0]
+    assert (stopped_tick - 19) * 0.2 >= QUIET_AFTER

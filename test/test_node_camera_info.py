@@ -13,8 +13,11 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from node_harness import FRAME, mono8_pair, running_node, stamp
 
+from gifnet_ros.camera_info import fused_camera_info
 from gifnet_ros.pairing import stamp_to_ns
 
 PARAMETERS = {"backend": "classic_average", "device": "cpu", "sync.backend": "builtin"}
@@ -156,3 +159,45 @@ def test_fused_camera_info_is_the_rgb_one_fitted_and_restamped(node, listener, p
     assert got.distortion_model == "plumb_bob"
     np.testing.assert_array_equal(got.d, D)
     np.testing.assert_array_equal(got.r, R)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    roi=st.tuples(
+        st.integers(0, 200), st.integers(0, 200), st.integers(8, 400), st.integers(8, 300)
+    ),
+    binning=st.tuples(st.integers(0, 4), st.integers(0, 4)),
+    size=st.tuples(st.integers(8, 800), st.integers(8, 600)),
+    point=st.tuples(st.floats(-2, 2), st.floats(-2, 2), st.floats(0.5, 20)),
+)
+def test_fitted_projections_land_where_the_sensor_pixel_goes(roi, binning, size, point):
+    """Property, without DDS: a 3D point projected with the fitted K and P lands where the
+    original K and P put it on the sensor, moved into the region, binned and scaled to the
+    fused image, each step done here by hand: (sensor - offset) / binning * fused / described.
+    """
+    x0, y0, w, h = roi
+    info = camera_info(640, 480, K_VGA, P_VGA, binning=binning, roi=roi)
+    bx, by = max(binning[0], 1), max(binning[1], 1)
+    described = (w // bx, h // by)
+    if 0 in described:
+        return  # binning coarser than the region: it describes no image
+    fitted = fused_camera_info(info, info.header, *size)
+    if described == size:  # what the RGB info describes: kept whole, ROI and binning too
+        assert (fitted.width, fitted.height, fitted.roi) == (info.width, info.height, info.roi)
+        assert (fitted.binning_x, fitted.binning_y) == binning
+        assert list(fitted.k) == K_VGA and list(fitted.p) == P_VGA
+        return
+
+    def pixel(matrix, columns):
+        u, v, depth = np.asarray(matrix, float).reshape(3, columns) @ [*point, 1.0][:columns]
+        return u / depth, v / depth
+
+    for fitted_matrix, sensor_matrix, columns in ((fitted.k, K_VGA, 3), (fitted.p, P_VGA, 4)):
+        su, sv = pixel(sensor_matrix, columns)
+        expected = (
+            (su - x0) / bx * size[0] / described[0],
+            (sv - y0) / by * size[1] / described[1],
+        )
+        np.testing.assert_allclose(pixel(fitted_matrix, columns), expected, rtol=1e-9, atol=1e-6)
+    assert (fitted.width, fitted.height, fitted.binning_x, fitted.binning_y) == (*size, 0, 0)
+    assert (fitted.roi.width, fitted.roi.height) == (0, 0)
