@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import array
 import gc
-import math
 import os
 import sys
 import threading
@@ -84,8 +83,6 @@ FUSED_INFO_TOPIC = "fused/camera_info"
 LUMINANCE_TOPIC = "fused/luminance"
 DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute, like diagnostic_updater: the aggregator's input
 
-ERROR_LOG_INTERVAL = 5.0
-"""Seconds between two log lines for the same error reason; every error is still counted."""
 CLOCK_JUMP_BACK = 1.0
 """Seconds the node clock must jump back before the synchronizer and mailbox are reset."""
 CLOSE_TIMEOUT = 2.0
@@ -129,8 +126,6 @@ class _FusionCore:
 
     def _bring_up(self) -> None:
         """Load the model, create publishers, inputs, timer and threads."""
-        self._error_log: dict[str, tuple[float, int]] = {}
-        self._error_log_lock = threading.Lock()
         self._loader = ModelLoader(  # loads the model now: fails before anything is created
             self._wanted_engine_key(),
             lambda: self._settings.mode,
@@ -370,19 +365,10 @@ class _FusionCore:
         self._error("internal", f"fusing a pair failed: {one_line(exc)}")
 
     def _error(self, reason: str, text: str) -> None:
-        """Count an error and log it, at most once per ERROR_LOG_INTERVAL for each reason."""
-        with self._stats.lock:
-            self._stats.errors[reason] = self._stats.errors.get(reason, 0) + 1
-            self._stats.last_error = text
-        now = time.monotonic()
-        with self._error_log_lock:
-            last, suppressed = self._error_log.get(reason, (-math.inf, 0))
-            if now - last < ERROR_LOG_INTERVAL:
-                self._error_log[reason] = (last, suppressed + 1)
-                return
-            self._error_log[reason] = (now, 0)
-        more = f" (+{suppressed} more since the last report)" if suppressed else ""
-        self.get_logger().error(text + more)
+        """Count an error and log it (throttled per reason, see FusionStats.error)."""
+        line = self._stats.error(reason, text, time.monotonic())
+        if line is not None:
+            self.get_logger().error(line)
 
     def _convert(self, which: str, msg: Any) -> np.ndarray | None:
         try:

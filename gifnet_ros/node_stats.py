@@ -2,7 +2,8 @@
 
 Rates, counters and timings live in ``/diagnostics`` (a ``DiagnosticStatus`` per period); the
 log says only what changed: inputs started or stopped arriving, pairs began or ceased to be
-dropped (:class:`Activity`). An idle node is therefore quiet.
+dropped (:class:`Activity`), and errors at most once per reason and interval
+(:meth:`FusionStats.error`). An idle node is therefore quiet.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
+ERROR_LOG_INTERVAL = 5.0
+"""Seconds between two log lines for the same error reason; every error is still counted."""
 LATENCY_WINDOW = 100
 """Fused pairs over which the latency and model-time statistics are taken."""
 QUIET_AFTER = 3.0
@@ -51,6 +54,20 @@ class FusionStats:
         self.model_total = 0.0
         self.last_model = math.nan
         self.last_processing = math.nan
+        self._error_logged: dict[str, tuple[float, int]] = {}  # reason: (when, suppressed)
+
+    def error(self, reason: str, text: str, now: float) -> str | None:
+        """Count an error; the line to log, or None within ERROR_LOG_INTERVAL of the last one
+        for this reason (the next line then says how many were not logged)."""
+        with self.lock:
+            self.errors[reason] = self.errors.get(reason, 0) + 1
+            self.last_error = text
+            last, suppressed = self._error_logged.get(reason, (-math.inf, 0))
+            if now - last < ERROR_LOG_INTERVAL:
+                self._error_logged[reason] = (last, suppressed + 1)
+                return None
+            self._error_logged[reason] = (now, 0)
+        return text + (f" (+{suppressed} more since the last report)" if suppressed else "")
 
     def drop(self, reason: str) -> None:
         """Count one pair dropped for ``reason`` (caller holds :attr:`lock`)."""
