@@ -162,6 +162,22 @@ class PairResult:
     model_seconds: float = 0.0
 
 
+def progress_bar(total: int, disable: bool) -> tqdm:
+    """The bag tools' bar on stderr: pairs done of ``total``, pairs/s, time left, and what
+    the caller puts in its postfix."""
+    return tqdm(
+        total=total,
+        unit="pair",
+        desc="fusing",
+        file=sys.stderr,
+        disable=disable,
+        dynamic_ncols=True,
+        # Always pairs/s (tqdm would switch to s/pair below 1/s, the usual CPU case).
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
+        "{rate_noinv_fmt}{postfix}]",
+    )
+
+
 def _guard(path: Path, what: str, action: Callable[[], Any]) -> Any:
     """Run a reader call; any library failure becomes one line naming the file."""
     try:
@@ -392,7 +408,7 @@ class BagFusion:
         Raises ToolError; the reader stays open for pass 2 until ``close``.
         """
         args = self.args
-        self.alignment = check_settings(args)  # fail before any expensive work
+        check_settings(args)  # fail before any expensive work
         for line in remove_dead_partials(args.output):
             self.report["leftovers"].append(line)
             self.say(line)
@@ -428,17 +444,7 @@ class BagFusion:
             self.reader = None
 
     def _bar(self) -> tqdm:
-        self.progress = tqdm(
-            total=len(self.pairing.pairs),
-            unit="pair",
-            desc="fusing",
-            file=sys.stderr,
-            disable=self.args.no_progress,
-            dynamic_ncols=True,
-            # Always pairs/s (tqdm would switch to s/pair below 1/s, the usual CPU case).
-            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
-            "{rate_noinv_fmt}]",
-        )
+        self.progress = progress_bar(len(self.pairing.pairs), self.args.no_progress)
         return self.progress
 
     # -- input -----------------------------------------------------------------------------

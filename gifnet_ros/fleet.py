@@ -62,6 +62,7 @@ from gifnet_ros.bag_tool import (
     PairJob,
     PairResult,
     add_fusion_arguments,
+    progress_bar,
     write_report,
 )
 from gifnet_ros.rosbag_io import ToolError, interrupt_on_sigterm, remove_dead_partials
@@ -106,7 +107,7 @@ class BagTask:
     name: str  # the output's path below OUT_DIR
     status: str = "waiting"  # waiting, open, complete, skipped, error, interrupted, not started
     error: str | None = None
-    estimate: int = 0  # pairs expected from the metadata, until pass 1 counts them
+    estimate: int = 0  # its pairs in the bar's total: from the metadata until pass 1 counts
     fusion: BagFusion | None = None
 
     def entry(self, out_dir: Path) -> dict[str, Any]:
@@ -374,16 +375,7 @@ class FleetRun:
     def run(self) -> None:
         """Fuse every queued bag; returns when all are finished one way or another."""
         total = sum(task.estimate for task in self.queue)
-        with tqdm(
-            total=total,
-            unit="pair",
-            desc="fusing",
-            file=sys.stderr,
-            disable=self.args.no_progress,
-            dynamic_ncols=True,
-            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
-            "{rate_noinv_fmt}{postfix}]",
-        ) as bar:
+        with progress_bar(total, self.args.no_progress) as bar:
             self.bar = bar
             self._bags_postfix()
             while self._dispatch() or self.calls:
@@ -432,17 +424,22 @@ class FleetRun:
 
     def _open(self, task: BagTask) -> None:
         self.queue.remove(task)
+        # Open from here on, so that Ctrl-C during pass 1 or the output's start cleans up.
+        task.status = "open"
+        self.open.append(task)
         fusion = task.fusion = BagFusion(self.bag_args(task), prog=PROG, progress=self.bar)
         try:
             fusion.plan()
-            self.bar.total += len(fusion.pairing.pairs) - task.estimate
-            self.bar.refresh()
+            self._count(task, len(fusion.pairing.pairs))
             fusion.open_output(self.batch)
         except ToolError as exc:
             self._fail(task, str(exc))
-            return
-        task.status = "open"
-        self.open.append(task)
+
+    def _count(self, task: BagTask, pairs: int) -> None:
+        """Put a bag's pairs in the progress bar's total in place of what it counted so far."""
+        self.bar.total += pairs - task.estimate
+        task.estimate = pairs
+        self.bar.refresh()
 
     def _read_batches(self, task: BagTask) -> list[list[PairJob]]:
         """Runs of pairs from pass 2 until a call's worth; may finish the bag."""
@@ -522,6 +519,8 @@ class FleetRun:
         if task.fusion is not None:
             task.fusion.close()
             task.fusion.finish("error", error)
+            pairs = task.fusion.report["pairs"]
+            self._count(task, pairs["fused"] + pairs["skipped"])  # the rest will not come
         self.say(f"error: {error}")
         self._finish(task)
 
@@ -543,7 +542,7 @@ class FleetRun:
         the bags not started yet say why."""
         for task in self.tasks:
             if task.status == "waiting":
-                task.status, task.error = "not started", reason
+                task.status, task.error = "not started", "the run stopped before this bag"
         for task in [*self.open]:
             task.status, task.error = status, reason
             task.fusion.close()
@@ -584,9 +583,11 @@ class FleetRun:
 
 
 def _cause(exc: BaseException) -> str:
-    """The last line of a Ray error: the worker's own exception, without Ray's traceback."""
+    """The last line of a Ray error: the worker's own exception, without Ray's traceback (and
+    without the class name when it is the package's one-line ToolError)."""
     lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(exc).__name__
+    last = lines[-1].strip() if lines else type(exc).__name__
+    return last.split(f"{ToolError.__module__}.{ToolError.__name__}: ", 1)[-1]
 
 
 def summary_text(summary: dict[str, Any]) -> str:

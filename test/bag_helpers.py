@@ -108,3 +108,17 @@ def wait_for(process: subprocess.Popen, text: bytes, timeout: float) -> bytes:
             assert chunk, f"the tool ended early: {seen[-500:]!r}"
             seen += chunk
     return seen
+
+
+def signal_when(process: subprocess.Popen, text: bytes, signum: int, timeout: float) -> bytes:
+    """Send ``signum`` to the child once ``text`` shows on its stderr; its whole stderr once it
+    has ended. A child that outlives ``timeout`` (or a failed wait) is killed, not left behind."""
+    try:
+        seen = wait_for(process, text, timeout)
+        process.send_signal(signum)
+        _, rest = process.communicate(timeout=timeout)
+        return seen + rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

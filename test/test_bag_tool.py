@@ -24,9 +24,9 @@ from bag_helpers import (
     clip_paths,
     decoded,
     leftovers,
+    signal_when,
     stamp,
     video_frames,
-    wait_for,
 )
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
@@ -483,15 +483,7 @@ def test_interrupt_leaves_nothing_at_output(clip, tmp_path, weights_path, signum
     bag = build(clip, tmp_path / "in", n, "--resize", "320x256")
     out, report_path = tmp_path / "out", tmp_path / "report.json"
     process = start_tool(tool_args(bag, out, weights_path, report=report_path))
-    try:
-        wait_for(process, f" 1/{n} ".encode(), timeout=120)
-        assert leftovers(out), "the bag should be in progress beside OUTPUT"
-        process.send_signal(signum)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    err = signal_when(process, f" 1/{n} ".encode(), signum, timeout=120)
     assert process.returncode == 130, err.decode()[-3000:]
     assert not out.exists() and not leftovers(out)
     assert b"nothing written to" in err
@@ -508,11 +500,7 @@ def test_a_killed_runs_leftover_is_removed_and_a_live_runs_kept(clip, tmp_path, 
     bag = build(clip, tmp_path / "in", n, "--resize", "320x256")
     out = tmp_path / "out"
     process = start_tool(tool_args(bag, out, weights_path))
-    try:
-        wait_for(process, f" 1/{n} ".encode(), timeout=120)
-    finally:
-        process.kill()
-        process.wait()
+    signal_when(process, f" 1/{n} ".encode(), signal.SIGKILL, timeout=120)
     [dead] = leftovers(out)
     owner = json.loads((dead / OWNER_FILE).read_text())
     assert owner["pid"] == process.pid

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
-from bag_helpers import build, clip_paths, wait_for
+from bag_helpers import build, clip_paths, signal_when
 
 from gifnet_ros import bag_tool, fleet
 from gifnet_ros.rosbag_io import OWNER_FILE
@@ -262,15 +262,7 @@ def test_ctrl_c_stops_cleanly_and_leaves_no_partial_output(cluster, clip, tmp_pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    try:
-        wait_for(process, f" 1/{n} ".encode(), timeout=180)
-        assert list(out.glob(".in.*.partial")), "the bag should be in progress"
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    err = signal_when(process, f" 1/{n} ".encode(), signal.SIGINT, timeout=180)
     assert process.returncode == 130, err.decode()[-3000:]
     assert not (out / "in").exists() and not hidden(out)
     summary = json.loads((out / fleet.SUMMARY).read_text())
