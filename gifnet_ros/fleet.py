@@ -608,7 +608,9 @@ def summary_text(summary: dict[str, Any]) -> str:
         if entry["status"] == "skipped":
             lines.append(f"  skipped {entry['input']}: {entry['output']} is complete")
         elif entry["status"] != "complete":
-            lines.append(f"  {entry['status']} {entry['input']}: {entry['error']}")
+            error = entry["error"]
+            named = error if error.startswith(entry["input"]) else f"{entry['input']}: {error}"
+            lines.append(f"  {entry['status']}: {named}")
     return "\n".join(lines)
 
 
@@ -692,12 +694,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     run = FleetRun(args, find_bags(args.inputs, out_dir))
     status, code, started = "complete", 0, False
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a size limit is an error, as in bag_tool
+    interrupt_on_sigterm()
     try:
-        started = _start_ray(args.address)
-        interrupt_on_sigterm()
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a size limit is an error, as in bag_tool
         run.prepare()
-        if run.queue:  # nothing to fuse (all done already) needs no model
+        if run.queue:  # nothing to fuse (all done already) needs neither Ray nor a model
+            started = _start_ray(args.address)
+            interrupt_on_sigterm()  # again: ray.init installs its own SIGTERM handler
             run.start_workers()
             run.run()
     except ToolError as exc:

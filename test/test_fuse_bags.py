@@ -214,7 +214,17 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, clip, tmp_path):
     assert not hidden(out)
 
 
+def tool() -> list[str]:
+    """gifnet-fuse-bags as a command: the installed console script when there is one
+    (pip/colcon install), else the module."""
+    script = Path(sys.executable).with_name("gifnet-fuse-bags")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gifnet_ros.fleet"]
+
+
 def test_unreadable_bags_are_reported_and_the_others_finish(cluster, clip, tmp_path):
+    """The command as a user runs it, Ray started inside it (the default): a random file, a
+    truncated sqlite3 file and a missing path among good bags are one line each, and the good
+    bag is still fused."""
     good = build(clip, tmp_path / "good", 3)
     garbage = tmp_path / "noise.mcap"
     garbage.write_bytes(np.random.default_rng(0).bytes(4096))
@@ -225,9 +235,17 @@ def test_unreadable_bags_are_reported_and_the_others_finish(cluster, clip, tmp_p
     missing = tmp_path / "nowhere"
     out = tmp_path / "out"
 
-    code, summary = fuse_bags([garbage, good, cut, missing], out, *CLASSIC)
+    inputs = [str(p) for p in (garbage, good, cut, missing)]
+    result = subprocess.run(
+        [*tool(), *inputs, "-o", str(out), "--no-progress", *topics(*CLASSIC)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
-    assert code == 1
+    assert result.returncode == 1, result.stderr[-3000:]
+    summary = json.loads((out / fleet.SUMMARY).read_text())
+    assert summary["status"] == "incomplete"
     entries = {Path(e["input"]).name: e for e in summary["inputs"]}
     assert entries["good"]["status"] == "complete"
     for name in ("noise.mcap", "cut.db3", "nowhere"):
@@ -235,6 +253,7 @@ def test_unreadable_bags_are_reported_and_the_others_finish(cluster, clip, tmp_p
         assert entry["status"] == "error"
         assert name in entry["error"] and "\n" not in entry["error"], entry
         assert not (out / Path(name).stem).exists()
+        assert f"error: {entry['error']}\n" in result.stderr
     assert "no such file" in entries["nowhere"]["error"]
     expected = reference(good, tmp_path / "ref" / "good", *CLASSIC, "--threads", "1")
     assert files(out / "good") == files(expected)
@@ -247,11 +266,9 @@ def test_ctrl_c_stops_cleanly_and_leaves_no_partial_output(cluster, clip, tmp_pa
     n = 12
     bag = build(clip, tmp_path / "in", n, "--resize", "320x256")
     out = tmp_path / "out"
-    script = Path(sys.executable).with_name("gifnet-fuse-bags")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "gifnet_ros.fleet"]
     process = subprocess.Popen(
         [
-            *command,
+            *tool(),
             str(bag),
             "-o",
             str(out),
