@@ -22,10 +22,10 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ElementTree
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib.metadata import distribution
 from pathlib import Path
 
 import cv2
@@ -152,9 +152,12 @@ class Workspace:
 
     @contextmanager
     def start(self, args: list[str], log: Path) -> Iterator[subprocess.Popen]:
-        """A long-running ``ros2 ...`` command (launch, run), stopped at the end as Ctrl-C in
-        its terminal does: SIGINT to its whole process group (``ros2 run`` does not forward
-        SIGINT to the node; the terminal sends it to both)."""
+        """A long-running ``ros2 ...`` command, stopped at the end with SIGINT (Ctrl-C).
+
+        ``ros2 launch`` gets it itself and stops its nodes. ``ros2 run`` does not pass it on
+        (in a terminal, Ctrl-C reaches the node directly): there its whole process group gets
+        it, as from a terminal.
+        """
         with open(log, "wb") as output:
             process = subprocess.Popen(
                 ["ros2", *args],
@@ -166,7 +169,10 @@ class Workspace:
         try:
             yield process
         finally:
-            os.killpg(process.pid, signal.SIGINT)
+            if args[0] == "run":
+                os.killpg(process.pid, signal.SIGINT)
+            else:
+                process.send_signal(signal.SIGINT)
             try:
                 code = process.wait(30)
             except subprocess.TimeoutExpired:
@@ -189,39 +195,52 @@ def _params(tmp_path: Path, weights: Path, **extra) -> Path:
     return path
 
 
-def _check_executables(workspace: Workspace) -> None:
+@pytest.fixture(scope="module")
+def pip_scripts(tmp_path_factory) -> set[str]:
+    """The console scripts a plain-venv ``pip install`` of these sources makes (its wheel's)."""
+    source = new_workspace(tmp_path_factory.mktemp("pip")) / "src" / "gifnet_ros"
+    wheels = source.parent / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "-w", str(wheels), str(source)],
+        check=True, capture_output=True, env=_build_env(), timeout=300,
+    )  # fmt: skip
+    (wheel,) = wheels.glob("gifnet_ros-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        entry_points = archive.read(name).decode()
+    section = entry_points.split("[console_scripts]", 1)[1].split("\n[", 1)[0]
+    return {line.split("=", 1)[0].strip() for line in section.splitlines() if "=" in line}
+
+
+def _check_executables(workspace: Workspace, pip_scripts: set[str]) -> None:
     lines = workspace.ros2("pkg", "executables", "gifnet_ros").split("\n")
     names = [line.split()[1] for line in lines if line.startswith("gifnet_ros ")]
     assert len(names) == len(set(names)), names
     assert set(names) >= CORE_TOOLS, names
     assert all(re.fullmatch(r"[a-z][a-z0-9_]*", name) for name in names), names
-    # The same tools, and only they, are the plain venv's gifnet-* commands (pip install).
-    venv_scripts = {
-        entry.name
-        for entry in distribution("gifnet_ros").entry_points
-        if entry.group == "console_scripts"
-    }
-    assert venv_scripts == {"gifnet-" + name.replace("_", "-") for name in names}
+    # The same tools, and only they, are the plain venv's gifnet-* commands.
+    assert pip_scripts == {"gifnet-" + name.replace("_", "-") for name in names}
 
 
 # ---------------------------------------------------------------- colcon build and test
 
 
-def test_colcon_build_is_quiet_and_installs_each_tool_once_by_its_ros_name(workspace):
+def test_colcon_build_is_quiet_and_installs_each_tool_once_by_its_ros_name(workspace, pip_scripts):
     assert "stderr output" not in workspace.build_output, workspace.build_output
     assert "warning" not in workspace.build_output.lower(), workspace.build_output
-    _check_executables(workspace)
+    _check_executables(workspace, pip_scripts)
     share = workspace.root / "install" / "gifnet_ros" / "share" / "gifnet_ros"
     for name in ("launch/fusion.launch.py", "launch/fusion.launch.xml", "config/fusion.yaml"):
         assert (share / name).read_bytes() == (ROOT / name).read_bytes(), name
 
 
-def test_symlink_install_build_is_quiet_and_lists_the_same_tools(tmp_path, workspace):
+def test_symlink_install_build_is_quiet_and_lists_the_same_tools(tmp_path, pip_scripts):
     root = new_workspace(tmp_path / "ws")
     output = colcon(root, "build", "--symlink-install")
     assert "stderr output" not in output and "warning" not in output.lower(), output
     linked = Workspace(root, output, sourced_env(root, tmp_path))
-    _check_executables(linked)
+    _check_executables(linked, pip_scripts)
     launch = root / "install" / "gifnet_ros" / "share" / "gifnet_ros" / "launch"
     assert (launch / "fusion.launch.py").resolve() == (
         root / "src" / "gifnet_ros" / "launch" / "fusion.launch.py"
