@@ -274,6 +274,11 @@ class FusionEngine:
         self._graphs = False
         self._network: Callable[[Tensor, Tensor], Tensor]
         self._autocast = autocast_dtype(self.precision, self.device) if backend == "torch" else None
+        if self.device.type == "cuda" and self.precision == "fp32":
+            # fp32 is the exact mode: no TF32 products (PyTorch lets cuDNN use them by
+            # default, about 1e-3 relative error). Process-wide, as PyTorch has these flags.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.model: torch.nn.Module | OnnxGIFNet | None = None
         # The classical rule's name for a classic_* backend, else None.
         self._classic = backend.removeprefix("classic_") if backend in CLASSIC_BACKENDS else None

@@ -158,6 +158,12 @@ class OnnxGIFNet:
         # Idle worker threads sleep instead of spinning: on a robot the cores between two
         # frames belong to the other nodes (and, in benchmarks, to the next variant).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # No memory pattern: with symbolic H and W, ONNX Runtime records one per input shape
+        # and allocates it as one more block beside its arena, so resident memory grew with
+        # every pair size seen (640×480: 3.0 GB after the first pair, 5.7 GB after the
+        # second, 6.0 GB after a new size). Without it the arena serves every shape and stays
+        # near its first-pair size (benchmarks/README.md, "ONNX Runtime memory").
+        options.enable_mem_pattern = False
         provider_options = [
             {"trt_fp16_enable": True} if fp16 and name == PROVIDERS["tensorrt"] else {}
             for name in self.providers
