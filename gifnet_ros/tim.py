@@ -40,14 +40,18 @@ import io
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor, nn
 
 from gifnet_ros.weights import WeightsError, _torch_failure
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable  # Python 3.11+; only for type checking
 
 VARIANTS = ("ivif", "light")
 CHANNELS = 48
@@ -57,9 +61,13 @@ MIN_SIZE = 8
 # The project's own weights file: a dict with this format tag, the variant, the state dict
 # of a TIM module and the training metadata.
 PROJECT_FORMAT = "gifnet_ros-tim/1"
-_DATA = Path(__file__).with_name("data")
-PROJECT_WEIGHTS = {"ivif": _DATA / "tim_ivif_project.pt"}
-PROJECT_SHA256: dict[str, str] = {"ivif": ""}
+# Read through importlib.resources, so an installed package finds them wherever it lives.
+PROJECT_WEIGHTS: dict[str, Traversable] = {
+    "ivif": files("gifnet_ros").joinpath("data", "tim_ivif_project.pt")
+}
+PROJECT_SHA256: dict[str, str] = {
+    "ivif": "a856bd2aba892ac21fcc962533983cf994579fc0fd86f4a94c8603a20a75c9b2"
+}
 # Checkpoint entries of the authors' stage 2 that the fused output does not use.
 _UNUSED_PREFIXES = ("stem_out2.", "stem_out3.")
 
@@ -482,10 +490,9 @@ class TIM(nn.Module):
 # --- weights --------------------------------------------------------------------------------
 
 
-def _read(path: str | os.PathLike[str], sha256: str | None = None) -> Mapping[str, Any]:
+def _read(path: Path | Traversable, sha256: str | None = None) -> Mapping[str, Any]:
     """A checkpoint file safely unpickled (weights_only) on the CPU, its SHA-256 checked
     when one is given; WeightsError (one line) naming the file otherwise."""
-    path = Path(path).expanduser()
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -532,8 +539,8 @@ def _load_into(module: nn.Module, state: Mapping[str, Any], source: str) -> None
 
 def _paths(variant: str, weights: WeightsArg) -> list[Path]:
     if isinstance(weights, (str, os.PathLike)):
-        return [Path(weights)]
-    paths = [Path(p) for p in weights or ()]
+        return [Path(weights).expanduser()]
+    paths = [Path(p).expanduser() for p in weights or ()]
     wanted = "a pair of paths (model_1, model_2) or" if variant == "ivif" else ""
     if len(paths) not in ((1, 2) if variant == "ivif" else (1,)):
         raise WeightsError(
@@ -566,13 +573,14 @@ def load_tim(
     if weights is None:
         if variant not in PROJECT_WEIGHTS:
             raise WeightsError(_no_project_weights(variant))
-        paths, hashes = [PROJECT_WEIGHTS[variant]], [PROJECT_SHA256[variant]]
+        paths: list[Path | Traversable] = [PROJECT_WEIGHTS[variant]]
+        hashes: list[str | None] = [PROJECT_SHA256[variant]]
     else:
-        paths = _paths(variant, weights)
+        paths = list(_paths(variant, weights))
         hashes = [None] * len(paths)
-    files = [_read(path, sha) for path, sha in zip(paths, hashes, strict=True)]
-    if len(files) == 1 and files[0].get("format") == PROJECT_FORMAT:
-        record = files[0]
+    loaded = [_read(path, sha) for path, sha in zip(paths, hashes, strict=True)]
+    if len(loaded) == 1 and loaded[0].get("format") == PROJECT_FORMAT:
+        record = loaded[0]
         if record.get("variant") != variant:
             raise WeightsError(
                 f"{paths[0]} holds TIM {record.get('variant')!r} weights, not {variant!r}"
@@ -585,11 +593,11 @@ def load_tim(
                 variant,
                 paths[0].name,
             )
-    elif variant == "ivif" and len(files) == 2:
-        _load_into(model.model_1, files[0], str(paths[0]))
-        _load_into(model.model_2, files[1], str(paths[1]))
+    elif variant == "ivif" and len(loaded) == 2:
+        _load_into(model.model_1, loaded[0], str(paths[0]))
+        _load_into(model.model_2, loaded[1], str(paths[1]))
     elif variant == "light":
-        _load_into(model.model_1, files[0], str(paths[0]))
+        _load_into(model.model_1, loaded[0], str(paths[0]))
     else:
         raise WeightsError(
             f"{paths[0]} is not a gifnet-train-tim file; the authors' ivif weights are a pair "

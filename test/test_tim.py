@@ -3,7 +3,9 @@ any size ≥ 8, batch samples independent, clear errors for weights that do not 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,15 @@ import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from conftest import SHARED
 from PIL import Image
 
-from gifnet_ros.tim import PROJECT_FORMAT, TIM, load_tim
+from gifnet_ros import metrics
+from gifnet_ros.tim import (
+    PROJECT_FORMAT,
+    PROJECT_SHA256,
+    PROJECT_WEIGHTS,
+    TIM,
+    load_tim,
+    project_metadata,
+)
 from gifnet_ros.weights import WeightsError
 
 TIM_REFERENCE = SHARED / "tim" / "reference"
@@ -201,3 +211,42 @@ def test_engine_rejects_what_tim_cannot_do(reference: Path) -> None:
         FusionEngine(network="swin", device="cpu")
     with pytest.raises(WeightsError, match="no project weights for tim_light"):
         FusionEngine(network="tim_light", device="cpu")
+
+
+# --- the project's own weights ----------------------------------------------------------------
+
+
+def test_project_weights_load_verified_and_say_whose(caplog) -> None:
+    path = Path(str(PROJECT_WEIGHTS["ivif"]))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == PROJECT_SHA256["ivif"]
+    with caplog.at_level(logging.WARNING, logger="gifnet_ros.tim"):
+        model = load_tim()
+    assert model.variant == "ivif" and not model.training
+    (record,) = caplog.records
+    assert "not the authors' checkpoint" in record.getMessage()
+    meta = project_metadata()
+    assert meta["complete"] and meta["steps_done"] == meta["steps"]
+    assert {"seed", "data", "loss", "loss_weights", "wall_seconds", "final_loss"} <= meta.keys()
+    assert [clip["clip"] for clip in meta["data"]] == ["0111_1716", "1230_1202"]
+
+
+def test_damaged_project_weights_rejected(tmp_path: Path, monkeypatch) -> None:
+    damaged = tmp_path / "tim_ivif_project.pt"
+    data = bytearray(Path(str(PROJECT_WEIGHTS["ivif"])).read_bytes())
+    data[-100] ^= 1
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setitem(PROJECT_WEIGHTS, "ivif", damaged)
+    with pytest.raises(WeightsError, match=r"has SHA-256 .* expected .* reinstall gifnet_ros"):
+        load_tim()
+
+
+def test_project_weights_fuse_more_than_an_average(reference: Path) -> None:
+    """On a real M3SVD crop the trained pipeline keeps more contrast and detail than the mean
+    of the two sources (the check docs/fusion_quality.md makes on RoadScene)."""
+    ir = _image(reference / "m3_160x128_ir.png")
+    vis = _image(reference / "m3_160x128_vis.png")
+    with torch.no_grad():
+        fused = load_tim()(ir, vis).clamp(0, 1)[0, 0].numpy() * 255.0
+    average = (ir + vis)[0, 0].numpy() / 2 * 255.0
+    assert metrics.standard_deviation(fused) > metrics.standard_deviation(average)
+    assert metrics.average_gradient(fused) > metrics.average_gradient(average)
