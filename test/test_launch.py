@@ -166,8 +166,10 @@ def test_misspelt_arguments_are_told_apart_from_other_launch_files_ones(launch_p
 @pytest.fixture
 def ros_environment(monkeypatch) -> None:
     """What sourcing a ROS install sets and launch relies on (it finds its XML grammar through
-    the ament index): here the venv stands for the install, unless one is already sourced."""
-    monkeypatch.setenv("AMENT_PREFIX_PATH", os.environ.get("AMENT_PREFIX_PATH") or sys.prefix)
+    the ament index): the prefixes already there (colcon test: just the workspace's), then this
+    Python's, which in a venv stands for the ROS install."""
+    prefixes = [os.environ.get("AMENT_PREFIX_PATH", ""), sys.prefix]
+    monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join(p for p in prefixes if p))
 
 
 def _declared(description) -> dict:
