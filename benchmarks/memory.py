@@ -4,9 +4,13 @@
     .venv/bin/python benchmarks/memory.py --quick      # 160x128, 320x256
 
 Each (size, variant) runs in a fresh Python process, so one peak cannot hide another: the
-child loads the model, records its RSS, runs one forward on a pair of that size and reports
-its peak RSS (getrusage ru_maxrss). "model" is RSS after loading (Python, torch, weights),
-"peak" the process's high-water mark, "fusion" the difference: what the forward itself adds.
+child loads the model, records its RSS, runs ``--pairs`` forwards on a pair of that size and
+reports its peak RSS (getrusage ru_maxrss). "model" is RSS after loading (Python, torch,
+weights), "peak" the process's high-water mark, "fusion" the difference: what the forwards
+add. ``--then SIZE`` follows them with one pair of another size and one more of the first, as
+a robot whose camera changes resolution: "peak" then covers the whole sequence and "after"
+is the RSS left at its end (what a runtime keeps between pairs, e.g. ONNX Runtime's arena).
+``torch-auto`` is the default engine; its row names the precision it chose.
 """
 
 from __future__ import annotations
@@ -44,26 +48,36 @@ if variant == "baseline":
 else:
     from gifnet_ros.engine import FusionEngine
     backend, precision = variant.split("-")
-    options = {{}} if backend == "torch" else {{"backend": backend}}
-    run = FusionEngine(weights, device="cpu", precision=precision, **options).run_model
-first = torch.rand(1, 1, height, width)
-second = torch.rand(1, 1, height, width)
+    engine = FusionEngine(weights, device="cpu", precision=precision, backend=backend)
+    run = engine.run_model
+    variant = variant + ("=" + engine.precision if precision == "auto" else "")
+sizes = [(height, width)] * {pairs} + ([{then}, (height, width)] if {then} else [])
 loaded = rss_mb()
 with torch.inference_mode():
-    run(first, second)
+    for size in sizes:
+        run(torch.rand(1, 1, *size), torch.rand(1, 1, *size))
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"model": loaded, "peak": peak}}))
+print(json.dumps({{"model": loaded, "peak": peak, "after": rss_mb(), "variant": variant}}))
 """
 
 
-def measure(height: int, width: int, variant: str, weights: Path) -> dict[str, float]:
-    """Run one fusion of the size in a fresh interpreter; its RSS after loading and at peak."""
+def measure(
+    height: int,
+    width: int,
+    variant: str,
+    weights: Path,
+    pairs: int = 1,
+    then: tuple[int, int] | None = None,
+) -> dict[str, float]:
+    """Run the fusions in a fresh interpreter; its RSS after loading, at peak and at the end."""
     code = _CHILD.format(
         bench=str(ROOT / "benchmarks"),
         height=height,
         width=width,
         variant=variant,
         weights=str(weights),
+        pairs=pairs,
+        then=then,
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
@@ -77,29 +91,47 @@ def measure(height: int, width: int, variant: str, weights: Path) -> dict[str, f
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=["320x256", "640x480", "1280x1024"])
-    p.add_argument("--variants", nargs="+", default=["baseline", "torch-fp32", "torch-bf16"])
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["baseline", "torch-auto", "torch-fp32", "torch-bf16", "onnxruntime-fp32"],
+    )
+    p.add_argument("--pairs", type=int, default=1, help="pairs of each size (default 1)")
+    p.add_argument("--then", metavar="SIZE", help="then one pair of this size and one more")
+    p.add_argument(
+        "--json", type=Path, help="also write the rows as JSON (for plot_performance.py)"
+    )
     p.add_argument("--quick", action="store_true", help="160x128 and 320x256 only")
     p.add_argument("--weights", type=Path, default=WEIGHTS)
     args = p.parse_args()
     if args.quick:
         args.sizes = ["160x128", "320x256"]
+    then = None
+    if args.then:
+        then_width, then_height = (int(v) for v in args.then.lower().split("x"))
+        then = (then_height, then_width)
+    print(f"{args.pairs} pair(s) per size" + (f", then {args.then} and one more" if then else ""))
     print(
-        f"{'size':>9} {'variant':>18} {'model MB':>9} {'peak MB':>8} {'fusion MB':>9} "
-        f"{'fusion B/px':>11}"
+        f"{'size':>9} {'variant':>21} {'model MB':>9} {'peak MB':>8} {'fusion MB':>9} "
+        f"{'fusion B/px':>11} {'after MB':>8}"
     )
+    rows = []
     for size in args.sizes:
         width, height = (int(v) for v in size.lower().split("x"))
         for variant in args.variants:
             try:
-                result = measure(height, width, variant, args.weights)
+                result = measure(height, width, variant, args.weights, args.pairs, then)
             except RuntimeError as exc:
-                print(f"{size:>9} {variant:>18} {exc}")
+                print(f"{size:>9} {variant:>21} {exc}")
                 continue
             fusion = result["peak"] - result["model"]
             print(
-                f"{size:>9} {variant:>18} {result['model']:9.0f} {result['peak']:8.0f} "
-                f"{fusion:9.0f} {fusion * 2**20 / (height * width):11.0f}"
+                f"{size:>9} {result['variant']:>21} {result['model']:9.0f} {result['peak']:8.0f} "
+                f"{fusion:9.0f} {fusion * 2**20 / (height * width):11.0f} {result['after']:8.0f}"
             )
+            rows.append({"size": size, "pixels": height * width, **result})
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows}, indent=1))
     print(f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '1 (set by child)')}")
 
 

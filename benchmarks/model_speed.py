@@ -6,8 +6,12 @@
 Every variant (the plain eager baseline of benchmarks/baseline_network.py, the package's
 network per backend and precision) runs on the same pair, round-robin: one timed run of
 each variant per round, after one warm-up run each, so a change in machine load hits all
-variants alike and the ratios are side by side. Each round also times a 2048² float32
-matrix product, which gives the machine's fp32 rate for the FLOP floor (model FLOPs / rate).
+variants alike and the ratios are side by side. Each round also times a 2048² matrix
+product in float32 and in bfloat16, which give the machine's rate at each precision; a
+variant's FLOP floor is the model's FLOPs over the rate of the precision it runs at (its
+matrix products and convolutions run at that precision). ``torch-auto`` is the default
+engine: its row names the precision the automatic rule chose. The CPU's model, the flags
+that decide the rule and ONEDNN_MAX_CPU_ISA are printed with every table.
 FLOPs are counted with torch.utils.flop_counter on the "meta" device (no arithmetic): once
 for the specification (the baseline) and once for what the optimised network executes.
 "first s" is each variant's warm-up run, which includes compilation where there is one
@@ -18,7 +22,9 @@ is not there yet, outside the timings).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -83,12 +89,33 @@ def count_flops(model_class: type[torch.nn.Module], height: int, width: int) -> 
     return c.get_total_flops()
 
 
-def matmul_seconds() -> float:
-    """One 2048² float32 matrix product (2·2048³ FLOPs)."""
-    a, b = torch.rand(MATMUL_N, MATMUL_N), torch.rand(MATMUL_N, MATMUL_N)
+def matmul_seconds(dtype: torch.dtype = torch.float32) -> float:
+    """One 2048² matrix product (2·2048³ FLOPs) in `dtype`."""
+    a, b = torch.rand(MATMUL_N, MATMUL_N, dtype=dtype), torch.rand(MATMUL_N, MATMUL_N, dtype=dtype)
     began = time.perf_counter()
     torch.mm(a, b)
     return time.perf_counter() - began
+
+
+def cpu_summary() -> str:
+    """CPU model, the flags the precision rule reads, and oneDNN's ISA cap: what a figure
+    depends on, printed with it because the machines of this project change."""
+    model, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    shown = [
+        f
+        for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+        if f in flags
+    ]
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "unset")
+    return f"{model}; flags {' '.join(shown) or 'none of avx2/avx512'}; ONEDNN_MAX_CPU_ISA={cap}"
 
 
 _BASELINE_CHILD = """
@@ -145,15 +172,21 @@ def runners(args: argparse.Namespace) -> dict[str, Runner]:
         backend, precision, *extra = variant.split("-")
         options = {"backend": backend, "compile": extra == ["compile"]}
         engine = FusionEngine(args.weights, device="cpu", precision=precision, **options)
-        out[" ".join([backend, precision, *extra])] = engine.run_model
+        label = precision if precision != "auto" else f"auto={engine.precision}"
+        out[" ".join([backend, label, *extra])] = engine.run_model
     return out
+
+
+def runs_at(name: str) -> str:
+    """The precision a variant's products run at: bf16 for bf16 rows, else fp32."""
+    return "bf16" if "bf16" in name else "fp32"
 
 
 def bench_size(
     height: int, width: int, runs: int, variants: dict[str, Runner]
-) -> tuple[dict[str, list[float]], list[float], dict[str, float]]:
-    """Round-robin timing: per variant the list of seconds per pair; the matmul seconds; per
-    variant the seconds of its first (warm-up) run, which includes any compilation."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float]]:
+    """Round-robin timing: per variant the list of seconds per pair; the matmul seconds per
+    precision; per variant the seconds of its first (warm-up) run (includes compilation)."""
     first, second = pair(height, width)
     warm_up: dict[str, float] = {}
     for name, run in variants.items():  # allocator, oneDNN kernels, lazy inits, compilation
@@ -161,9 +194,10 @@ def bench_size(
         run(first, second)
         warm_up[name] = time.perf_counter() - began
     times: dict[str, list[float]] = {name: [] for name in variants}
-    matmul: list[float] = []
+    matmul: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for _ in range(runs):
-        matmul.append(matmul_seconds())
+        matmul["fp32"].append(matmul_seconds())
+        matmul["bf16"].append(matmul_seconds(torch.bfloat16))
         for name, run in variants.items():
             began = time.perf_counter()
             run(first, second)
@@ -181,8 +215,8 @@ def main() -> None:
     p.add_argument(
         "--variants",
         nargs="+",
-        default=["baseline", "torch-fp32"],
-        help="baseline and/or BACKEND-PRECISION[-compile] (torch-fp32, torch-bf16, "
+        default=["baseline", "torch-auto", "torch-fp32"],
+        help="baseline and/or BACKEND-PRECISION[-compile] (torch-auto, torch-fp32, torch-bf16, "
         "onnxruntime-fp32, torch-fp32-compile, ...)",
     )
     p.add_argument(
@@ -196,12 +230,16 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="160x128 and 320x256, 5 runs")
     p.add_argument("--weights", type=Path, default=SHARED / "gifnet" / "weights" / "Final.model")
+    p.add_argument(
+        "--json", type=Path, help="also write the rows as JSON (for plot_performance.py)"
+    )
     args = p.parse_args()
     if args.quick:
         args.sizes = ["160x128", "320x256"]
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = runners(args)
+    print(cpu_summary())
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"load average {os.getloadavg()[0]:.2f} at start"
@@ -210,7 +248,7 @@ def main() -> None:
         f"{'size':>9} {'variant':>22} {'runs':>4} {'median s':>9} {'min s':>7} "
         f"{'vs base':>7} {'GFLOP/s':>8} {'floor s':>7} {'/floor':>6} {'first s':>7}"
     )
-    summary = []
+    summary, rows = [], []
     for size in args.sizes:
         height, width = parse_size(size)
         pixels = height * width
@@ -223,33 +261,46 @@ def main() -> None:
         spec_flops = count_flops(BaselineGIFNet, height, width)
         executed_flops = count_flops(GIFNet, height, width)
         times, matmul, warm_up = bench_size(height, width, runs, chosen)
-        rate = 2 * MATMUL_N**3 / statistics.median(matmul)
-        floor = spec_flops / rate
+        rates = {k: 2 * MATMUL_N**3 / statistics.median(v) for k, v in matmul.items()}
         base = statistics.median(times[BASELINE]) if BASELINE in times else None
         for name, seconds in times.items():
             median = statistics.median(seconds)
+            floor = spec_flops / rates[runs_at(name)]
             ratio = f"{base / median:6.2f}x" if base else "    n/a"
             print(
                 f"{size:>9} {name:>22} {runs:>4} {median:9.3f} {min(seconds):7.3f} {ratio:>7} "
                 f"{spec_flops / median / 1e9:8.1f} {floor:7.3f} {median / floor:6.2f} "
                 f"{warm_up[name]:7.1f}"
             )
-        summary.append((size, spec_flops, executed_flops, rate))
+            rows.append(
+                {
+                    "size": size,
+                    "pixels": pixels,
+                    "variant": name,
+                    "median_s": median,
+                    "floor_s": floor,
+                    "precision": runs_at(name),
+                }
+            )
+        summary.append((size, spec_flops, executed_flops, rates))
     print()
     print(
         f"{'size':>9} {'spec GFLOP':>10} {'GFLOP/kpx':>9} {'executed GFLOP':>14} "
-        f"{'fp32 matmul GFLOP/s':>19}"
+        f"{'fp32 matmul GFLOP/s':>19} {'bf16 matmul GFLOP/s':>19}"
     )
-    for size, spec, executed, rate in summary:
+    for size, spec, executed, rates in summary:
         height, width = parse_size(size)
         print(
             f"{size:>9} {spec / 1e9:10.1f} {spec / (height * width) * 1e3 / 1e9:9.3f} "
-            f"{executed / 1e9:14.1f} {rate / 1e9:19.1f}"
+            f"{executed / 1e9:14.1f} {rates['fp32'] / 1e9:19.1f} {rates['bf16'] / 1e9:19.1f}"
         )
     print(
         f"load average {os.getloadavg()[0]:.2f} at the end; GFLOP/s column = spec FLOPs / "
-        "median time; floor = spec FLOPs / median matmul rate of the same rounds"
+        "median time; floor = spec FLOPs / median matmul rate, at the variant's precision, "
+        "of the same rounds"
     )
+    if args.json:
+        args.json.write_text(json.dumps({"cpu": cpu_summary(), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
