@@ -660,10 +660,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_reachable(address: str) -> None:
+    """Fail in one line when nothing listens at a HOST:PORT address: ray.init would retry
+    for minutes, printing warnings."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not host or not port.isdigit():
+        return  # auto and ray:// are Ray's to resolve
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ToolError(
+            f"--address {address}: no Ray cluster answers there ({exc.strerror or exc})"
+        ) from None
+
+
 def _start_ray(address: str | None) -> bool:
     """Join the cluster at ``address``, or start Ray here; True when this call started it."""
     if ray.is_initialized():
         return False  # an embedding program (or a test) brought its own
+    if address is not None:
+        _check_reachable(address)
     options: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": False,  # worker errors reach the driver as exceptions

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -288,3 +289,27 @@ def test_ctrl_c_stops_cleanly_and_leaves_no_partial_output(cluster, clip, tmp_pa
     report = json.loads((out / "in.report.json").read_text())
     assert report["status"] == "interrupted" and not report["output_written"]
     assert 1 <= report["pairs"]["fused"] < n
+
+
+def test_an_address_without_a_cluster_is_one_line(clip, tmp_path):
+    """--address HOST:PORT where nothing listens: a one-line error at once (Ray alone would
+    retry for minutes), exit 1, no output."""
+    bag = build(clip, tmp_path / "in", 1)
+    with socket.socket() as probe:  # a port that was free a moment ago, closed again
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [*tool(), str(bag), "-o", str(out), *topics(*CLASSIC), "--address", f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if ": error: --address" in line]
+    assert errors == [
+        f"gifnet-fuse-bags: error: --address 127.0.0.1:{port}: no Ray cluster "
+        "answers there (Connection refused)"
+    ], result.stderr
+    assert json.loads((out / fleet.SUMMARY).read_text())["status"] == "error"
+    assert not (out / "in").exists()
