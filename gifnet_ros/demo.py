@@ -637,7 +637,9 @@ def _parser() -> argparse.ArgumentParser:
         help="node backend: torch, onnxruntime or classic_* (no weights) (default %(default)s)",
     )
     parser.add_argument("--device", default="auto", help="node device (default %(default)s)")
-    parser.add_argument("--precision", default="fp32", help="node precision (default %(default)s)")
+    parser.add_argument(
+        "--precision", default="auto", help="node precision (default %(default)s: by hardware)"
+    )
     parser.add_argument("--mode", default="thermal_rgb", help="fusion mode (default %(default)s)")
     parser.add_argument("--weights", help="checkpoint (default: gifnet-weights resolution)")
     parser.add_argument(
