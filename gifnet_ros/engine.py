@@ -311,9 +311,10 @@ class FusionEngine:
     # -- public API -------------------------------------------------------------------------
 
     def describe(self) -> str:
-        """One line for logs and reports: backend, device, and the precision it runs at and
-        why (``torch on cpu, bf16 (auto: the CPU computes bf16 natively ...)``)."""
-        return f"{self.backend} on {self.device}, {self.precision} ({self.precision_reason})"
+        """One line for logs and reports: network, backend, device, and the precision it runs
+        at and why (``gifnet, torch on cpu, bf16 (auto: the CPU computes bf16 natively ...)``)."""
+        where = f"{self.backend} on {self.device}"
+        return f"{self.network}, {where}, {self.precision} ({self.precision_reason})"
 
     def fuse(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """Fuse two images: uint8 H×W×3 RGB when the mode's chroma source is colour, else H×W.
