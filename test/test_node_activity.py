@@ -52,7 +52,8 @@ def test_an_idle_node_is_quiet(node):
 
 def test_inputs_starting_and_stopping_are_logged_once_each(node, pair):
     """20 pairs at about 10 Hz, then silence: one line when they start, one when they stop,
-    nothing per pair or per period in between."""
+    nothing per pair or per period in between (drops, if any, are said when they begin and
+    end)."""
     lines_before = len(node.log().splitlines())
     for _ in range(20):
         node.client.publish(*mono8_pair(pair, stamp()))
@@ -61,8 +62,14 @@ def test_inputs_starting_and_stopping_are_logged_once_each(node, pair):
     count = node.client.diagnostics_count  # a few periods more: nothing else comes
     assert node.client.wait_until(lambda: node.client.diagnostics_count >= count + 10, 30)
     new = node.log().splitlines()[lines_before:]
-    assert len(new) == 2, new
-    started, stopped = new
+    # A loaded machine may drop a pair (replaced in the mailbox): said once when drops begin,
+    # once when they end, and counted in the diagnostics.
+    drops = [line for line in new if "pairs are being dropped" in line or "no pair dropped" in line]
+    assert ["no pair dropped" in line for line in drops] == [False, True] * (len(drops) // 2)
+    assert len(drops) // 2 <= int(node.client.diagnostics["dropped.replaced"])
+    inputs = [line for line in new if line not in drops]
+    assert len(inputs) == 2, new
+    started, stopped = inputs
     ns = node.namespace
     assert f"receiving {ns}/thermal/image and {ns}/rgb/image" in started
     assert f"inputs stopped: no message on {ns}/thermal/image or {ns}/rgb/image" in stopped
