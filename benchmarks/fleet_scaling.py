@@ -14,7 +14,8 @@ jitter, 5 ms thermal offset, mcap) in a temporary folder.
    gifnet-fuse-bag in one process with one thread, without Ray.
 2. Driver ceiling: the driver's own work per pair without any fusion: bag_tool's two read
    passes and its in-order writer with a ready-made fused image, and the same plus a round
-   trip of every call's pairs and results through Ray's object store. No number of workers
+   trip of every call's pairs and results through Ray's object store (calls of
+   MAX_PAIRS_PER_CALL pairs, what the driver sends when fusion costs nothing). No number of workers
    can make a single driver go faster than this.
 3. Cluster estimate: N GPU workers at an assumed per-GPU rate (benchmarks/README.md's GPU
    section expects 60-150 pairs/s at 640x480), capped by the measured driver ceiling, and
@@ -101,7 +102,7 @@ def driver_ceiling(bag: Path, out: Path, transport: bool) -> tuple[float, int, i
     message: bytes | None = None
     while not fusion.done:
         batches = []
-        while len(batches) < fleet.PAIRS_PER_CALL and (jobs := fusion.next_batch()) is not None:
+        while len(batches) < fleet.MAX_PAIRS_PER_CALL and (jobs := fusion.next_batch()):
             batches.append(jobs)
         if not batches:
             continue  # the last next_batch() flushed the rest

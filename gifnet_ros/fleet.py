@@ -8,9 +8,12 @@ it with the same options, byte for byte.
 How the work is split
 ---------------------
 * A worker is a Ray actor that loads the model once (``bag_tool.PairFuser``) and fuses what it
-  is sent: runs of ``--batch`` consecutive pairs, several runs per call when runs are small.
-  Each worker has at most ``TASKS_PER_WORKER`` calls in flight (one running, one waiting), so
-  the pairs held anywhere are bounded by the number of workers, not by the bags' lengths.
+  is sent: runs of ``--batch`` consecutive pairs, as many runs per call as make about
+  ``CALL_SECONDS`` of work (one run when a pair takes longer: the last pairs of a bag then
+  spread evenly; several for a fast rule, where a call's ~1 ms would otherwise dominate),
+  never more than ``MAX_PAIRS_PER_CALL`` pairs. Each worker has at most ``TASKS_PER_WORKER``
+  calls in flight (one running, one waiting), so the pairs held anywhere are bounded by the
+  number of workers, not by the bags' lengths.
 * This process (the driver) reads the bags and writes the outputs: bag_tool's two passes and
   its in-order writer, with pairs handed to the workers instead of a local engine. Pairs are
   taken from the first bag that still has unread pairs, so one long bag keeps every worker
@@ -70,7 +73,8 @@ from gifnet_ros.rosbag_io import ToolError, interrupt_on_sigterm, remove_dead_pa
 PROG = "gifnet-fuse-bags"
 SUMMARY = "fuse_bags_summary.json"
 REPORT_SUFFIX = ".report.json"
-PAIRS_PER_CALL = 4  # pairs per worker call when --batch is smaller (a call costs ~1 ms)
+CALL_SECONDS = 0.05  # work per call aimed at, once the workers' time per pair is known
+MAX_PAIRS_PER_CALL = 32
 TASKS_PER_WORKER = 2  # calls in flight per worker: one being fused, one waiting
 MAX_ATTEMPTS = 3  # workers a call may kill before its bag is given up
 LOCAL_OBJECT_STORE = 256 * 2**20  # bytes; pairs in flight are a few MB, not the bags
@@ -95,8 +99,11 @@ class FusionWorker:
             "model_load_s": self.fuser.load_seconds,
         }
 
-    def fuse(self, batches: list[list[PairJob]]) -> list[list[PairResult]]:
-        return [self.fuser.fuse(jobs) for jobs in batches]
+    def fuse(self, batches: list[list[PairJob]]) -> tuple[list[list[PairResult]], float]:
+        """Each run's results, and the seconds they took here (for the driver's call size)."""
+        started = time.perf_counter()
+        results = [self.fuser.fuse(jobs) for jobs in batches]
+        return results, time.perf_counter() - started
 
 
 @dataclass
@@ -240,6 +247,7 @@ class FleetRun:
         self.pairs_redone = 0
         self.leftovers: list[str] = []
         self.batch = 1
+        self.pair_seconds: float | None = None  # a worker's seconds per pair, smoothed
         self.initial_workers = 0
         self.started = time.monotonic()
         # Names the workers (``ray list actors``); unique, as an embedding program may run
@@ -444,7 +452,7 @@ class FleetRun:
     def _read_batches(self, task: BagTask) -> list[list[PairJob]]:
         """Runs of pairs from pass 2 until a call's worth; may finish the bag."""
         batches: list[list[PairJob]] = []
-        while sum(len(b) for b in batches) < max(PAIRS_PER_CALL, self.batch):
+        while sum(len(b) for b in batches) < self._call_pairs():
             try:
                 jobs = task.fusion.next_batch()
             except ToolError as exc:
@@ -456,6 +464,14 @@ class FleetRun:
             batches.append(jobs)
         return batches
 
+    def _call_pairs(self) -> int:
+        """Pairs per call: one --batch run until a call has come back, then as many runs as
+        make about CALL_SECONDS of work, at most MAX_PAIRS_PER_CALL pairs."""
+        if self.pair_seconds is None:
+            return self.batch
+        runs = max(1, round(CALL_SECONDS / (self.pair_seconds * self.batch)))
+        return max(self.batch, min(runs * self.batch, MAX_PAIRS_PER_CALL))
+
     def _send(self, call: Call) -> None:
         worker = self.workers[call.worker]
         ref = worker.handle.fuse.remote(call.batches)
@@ -466,7 +482,7 @@ class FleetRun:
         worker = self.workers[call.worker]
         worker.in_flight -= 1
         try:
-            results = ray.get(ref)
+            results, seconds = ray.get(ref)
         except RayTaskError as exc:  # fuse() itself raised: a fault of the code, not of a pair
             if call.task.status == "open":
                 source = call.batches[0][0].source
@@ -490,6 +506,10 @@ class FleetRun:
             self.retry.append(call)
             return
         worker.pairs += call.pairs
+        per_pair = seconds / call.pairs
+        self.pair_seconds = (
+            per_pair if self.pair_seconds is None else 0.8 * self.pair_seconds + 0.2 * per_pair
+        )
         if call.task.status != "open":
             return  # its bag failed meanwhile
         try:
