@@ -421,7 +421,7 @@ class FusionClient:
                 raise DemoError(f"the fusion node exited with code {process.returncode}")
             if (
                 all(pub.get_subscription_count() > 0 for pub in self._publishers)
-                and self._fused_sub.get_publisher_count() > 0
+                and self.node.count_publishers(self._fused_sub.topic_name) > 0
                 and self._set_client.service_is_ready()
             ):
                 return

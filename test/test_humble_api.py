@@ -58,9 +58,8 @@ CONTEXT_MANAGERS = {
 FALLBACK_ERRORS = {"ImportError", "ModuleNotFoundError", "AttributeError", "TypeError"}
 
 # Known uses awaiting a fix, each with why; the test fails once one is gone, so the entry
-# goes too. FusionClient.wait_for_node asks a Subscription for its publisher count (Iron+);
-# Node.count_publishers(topic) is Humble's way.
-PENDING = {("gifnet_ros/demo.py", "get_publisher_count")}
+# goes too. None today.
+PENDING: set[tuple[str, str]] = set()
 
 
 def _catches_fallback(handler: ast.ExceptHandler) -> bool:
