@@ -1,9 +1,10 @@
-"""gifnet-train-tim: train TIM's ivif pipeline on frames of the shared M3SVD clips.
+"""gifnet-train-tim: train TIM (either variant) on frames of the shared M3SVD clips.
 
 TIM's authors publish neither their checkpoints nor their training code or loss, so this
 project trains its own weights, unsupervised (there is no ground-truth fused image), on the
-CPU. The loss is the usual one of unsupervised infrared/visible fusion, on the pipeline's
-output and, with a smaller weight, on stage 1's (so stage 2 starts from a meaningful image):
+CPU. The loss is the usual one of unsupervised infrared/visible fusion, on the network's
+output and, for the ivif pipeline, with a smaller weight on stage 1's (so stage 2 starts
+from a meaningful image):
 
     L(F) = |F - max(ir, vis)|₁                             intensity: keep the brighter source
          + w_grad · | |∇F| - max(|∇ir|, |∇vis|) |₁         texture: keep the stronger edge
@@ -50,7 +51,7 @@ from gifnet_ros.image_files import write_bytes_atomic
 from gifnet_ros.make_bag import _positive_int, source_pairs, thermal_pixels
 from gifnet_ros.metrics import luminance
 from gifnet_ros.rosbag_io import ToolError
-from gifnet_ros.tim import PROJECT_FORMAT, TIM
+from gifnet_ros.tim import PROJECT_FORMAT, TIM, VARIANTS
 
 PROG = "gifnet-train-tim"
 DEFAULT_CLIPS = ("0111_1716", "1230_1202")
@@ -107,17 +108,19 @@ def fusion_loss(
 def pipeline_loss(
     model: TIM, ir: Tensor, vis: Tensor, weights: LossWeights, teacher: Tensor | None = None
 ) -> tuple[Tensor, dict[str, float]]:
-    """Loss of the ivif pipeline on a batch: on its output, plus stage 1's weighted, plus the
-    distillation term when a teacher image is given."""
+    """Loss of TIM on a batch: on its output; for the ivif pipeline plus stage 1's, weighted;
+    plus the distillation term when a teacher image is given."""
     if model.model_2 is None:
-        raise ValueError("gifnet-train-tim trains the ivif pipeline (two stages)")
-    stage1 = model.model_1(ir, vis)
-    fused = model.model_2(ir, vis, stage1)
-    total, terms = fusion_loss(fused, ir, vis, weights)
-    if weights.stage1:
-        first, _ = fusion_loss(stage1, ir, vis, weights)
-        total = total + weights.stage1 * first
-        terms["stage1"] = first.item()
+        fused = model(ir, vis)
+        total, terms = fusion_loss(fused, ir, vis, weights)
+    else:
+        stage1 = model.model_1(ir, vis)
+        fused = model.model_2(ir, vis, stage1)
+        total, terms = fusion_loss(fused, ir, vis, weights)
+        if weights.stage1:
+            first, _ = fusion_loss(stage1, ir, vis, weights)
+            total = total + weights.stage1 * first
+            terms["stage1"] = first.item()
     if teacher is not None:
         distill = (fused - teacher).abs().mean()
         total = total + weights.distill * distill
@@ -250,18 +253,20 @@ def train(args: argparse.Namespace, command: str) -> dict[str, Any]:
     return the metadata written with the weights."""
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    weights = LossWeights(args.w_gradient, args.w_ssim, args.w_stage1, args.distill)
+    # The light variant has no stage 2, so no separate stage-1 term.
+    stage1 = args.w_stage1 if args.variant == "ivif" else 0.0
+    weights = LossWeights(args.w_gradient, args.w_ssim, stage1, args.distill)
     frames, data = load_frames(args.m3svd, args.clips, args.holdout_every)
     if min(frames.ir.shape[1:]) < args.crop:
         raise ToolError(f"crop {args.crop} is larger than the frames {frames.ir.shape[1:]}")
     val_ir, val_vis = holdout_batch(frames, args.val_crop)
     teacher = _teacher(args.gifnet_weights) if weights.distill else None
 
-    model = TIM("ivif")
+    model = TIM(args.variant)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     metadata: dict[str, Any] = {
-        "what": "TIM ivif pipeline weights trained by gifnet_ros (not the TIM authors' weights)",
+        "what": f"TIM {args.variant} weights trained by gifnet_ros (not the TIM authors' weights)",
         "licence": "MIT (gifnet_ros); trained on M3SVD clips (Tang et al., MIT licence)",
         "command": command,
         "seed": args.seed,
@@ -326,7 +331,7 @@ def train(args: argparse.Namespace, command: str) -> dict[str, Any]:
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Train TIM's ivif pipeline (gifnet_ros.tim) on M3SVD frames, unsupervised, "
+        description="Train TIM (gifnet_ros.tim) on M3SVD frames, unsupervised, "
         "on the CPU; see docs/tim.md. The result is this project's weights, not the authors'.",
     )
     parser.add_argument("output", type=Path, help="weights file to write (.pt)")
@@ -337,6 +342,9 @@ def parser() -> argparse.ArgumentParser:
         help="M3SVD folder with infrared/ and visible/ videos (default %(default)s)",
     )
     parser.add_argument("--clips", nargs="+", default=list(DEFAULT_CLIPS), metavar="CLIP")
+    parser.add_argument(
+        "--variant", choices=VARIANTS, default="ivif", help="TIM variant (default %(default)s)"
+    )
     parser.add_argument("--steps", type=_positive_int, default=450)
     parser.add_argument("--batch", type=_positive_int, default=4)
     parser.add_argument("--crop", type=_positive_int, default=96, help="crop side in pixels")

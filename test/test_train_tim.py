@@ -13,6 +13,7 @@ import torch
 from gifnet_ros import metrics
 from gifnet_ros.tim import load_tim
 from gifnet_ros.train_tim import LossWeights, fusion_loss, main, ssim
+from gifnet_ros.weights import WeightsError
 
 CLIP = "0111_1716"
 
@@ -135,3 +136,15 @@ def test_distillation_from_gifnet(m3svd: Path, weights_path: Path, tmp_path: Pat
     meta = torch.load(out, weights_only=True)["metadata"]
     assert meta["loss_weights"]["distill"] == 0.5
     assert meta["validation_loss_after"] < meta["validation_loss_before"]
+
+
+def test_light_variant(m3svd: Path, tmp_path: Path) -> None:
+    out = tmp_path / "light.pt"
+    assert _run(m3svd, out, "--variant", "light") == 0
+    meta = torch.load(out, weights_only=True)["metadata"]
+    assert meta["validation_loss_after"] < meta["validation_loss_before"]
+    assert meta["loss_weights"]["stage1"] == 0.0  # no stage 2, so no separate stage-1 term
+    assert meta["what"].startswith("TIM light weights")
+    assert load_tim("light", out).model_2 is None
+    with pytest.raises(WeightsError, match="holds TIM 'light' weights, not 'ivif'"):
+        load_tim("ivif", out)
