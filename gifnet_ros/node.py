@@ -29,6 +29,7 @@ import argparse
 import array
 import gc
 import os
+import signal
 import sys
 import threading
 import time
@@ -648,6 +649,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # Ctrl-C / SIGTERM / ros2 launch stopping us: the normal way out
     finally:
+        # Shutting down already: a second SIGINT (a terminal's Ctrl-C reaches the node, and
+        # ros2 launch forwards one more) must not interrupt the cleanup below.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         finished = node.close()
         logger = node.get_logger()
         node.destroy_node()

@@ -160,3 +160,24 @@ def test_bag_replayed_in_a_loop_with_sim_time(sim_node, pairs, engine):
     assert int(values["clock_jumps"]) == jumps + 1
     assert values["dropped.stale"] == "0"
     assert sim_node.wait_log("clock jumped back"), sim_node.log()[-2000:]
+
+
+def test_a_second_sigint_during_shutdown_is_ignored(tmp_path, weights_path, data_dir):
+    """A terminal's Ctrl-C reaches the node and ros2 launch forwards one more: the second
+    SIGINT lands while close() waits for a forward pass (640×480 in fp32 takes seconds here)
+    and must not turn the clean exit into a traceback."""
+    import signal
+
+    with running_node(
+        tmp_path, "twosigint", {**PARAMETERS, "weights": str(weights_path)}, None
+    ) as node:
+        big = clip_pairs(data_dir, 1, size=(640, 480))[0]
+        node.client.publish(*mono8_pair(big, stamp(0)))
+        time.sleep(1.0)  # the worker is inside the forward pass now
+        node.process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        node.process.send_signal(signal.SIGINT)
+        code = node.process.wait(EXIT_TIMEOUT)
+        log = node.log()
+    assert code == 0, f"exit code {code}\n{log[-2000:]}"
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-2000:]
