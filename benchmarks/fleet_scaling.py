@@ -2,7 +2,7 @@
 an estimate for a cluster of GPU workers; prints tables.
 
     .venv/bin/python benchmarks/fleet_scaling.py
-    .venv/bin/python benchmarks/fleet_scaling.py --gifnet-pairs 8 --classic-pairs 300
+    .venv/bin/python benchmarks/fleet_scaling.py --rounds 1 --gifnet-pairs 2 --classic-pairs 20
 
 Bags are built from the shared M3SVD clip with gifnet-make-bag (mono16 thermal, rgb8, 3 ms
 jitter, 5 ms thermal offset, mcap) in a temporary folder.
@@ -13,10 +13,10 @@ jitter, 5 ms thermal offset, mcap) in a temporary folder.
    figure is the bag's fusion rate from its report (models already loaded), beside
    gifnet-fuse-bag in one process with one thread, without Ray.
 2. Driver ceiling: the driver's own work per pair without any fusion: bag_tool's two read
-   passes and its in-order writer with a ready-made fused image, and the same plus a round
-   trip of every call's pairs and results through Ray's object store (calls of
-   MAX_PAIRS_PER_CALL pairs, what the driver sends when fusion costs nothing). No number of workers
-   can make a single driver go faster than this.
+   passes and its in-order writer with a ready-made fused image, and the same plus the
+   driver's side of Ray (putting each call's pairs into the object store, getting a call's
+   results out of it; calls of MAX_PAIRS_PER_CALL pairs, what the driver sends when fusion
+   costs nothing). No number of workers can make a single driver go faster than this.
 3. Cluster estimate: N GPU workers at an assumed per-GPU rate (benchmarks/README.md's GPU
    section expects 60-150 pairs/s at 640x480), capped by the measured driver ceiling, and
    the storage bandwidth the driver then needs.
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -93,13 +94,15 @@ def single_rate(bag: Path, out: Path, engine: list[str]) -> dict:
 def driver_ceiling(bag: Path, out: Path, transport: bool) -> tuple[float, int, int]:
     """(pairs/s, bytes read, bytes written) of the driver alone: both passes and the writer,
     each pair's result an already serialized fused image of the bag's size; with
-    ``transport``, every call's pairs and results also go through Ray's object store."""
+    ``transport``, also the driver's side of Ray: putting each call's pairs into the object
+    store and getting a call's results out of it (the workers' side is theirs)."""
     args = parser().parse_args([str(bag), "-o", str(out), *TOPICS, "--no-progress"])
     fusion = BagFusion(args, progress=None)
     started = time.perf_counter()
     fusion.plan()
     fusion.open_output(1)
     message: bytes | None = None
+    answer = None  # a full call's results, in the object store as a worker leaves them
     while not fusion.done:
         batches = []
         while len(batches) < fleet.MAX_PAIRS_PER_CALL and (jobs := fusion.next_batch()):
@@ -112,10 +115,12 @@ def driver_ceiling(bag: Path, out: Path, transport: bool) -> tuple[float, int, i
             pixels = np.zeros((rgb.height, rgb.width, 3), np.uint8)
             message = bytes(image_cdr(rgb.header, pixels, "rgb8"))
         if transport:
-            batches = ray.get(ray.put(batches))
-        results = [[PairResult(message, None)] * len(jobs) for jobs in batches]
-        if transport:
-            results = ray.get(ray.put(results))
+            if answer is None:
+                answer = ray.put([[PairResult(message, None)]] * fleet.MAX_PAIRS_PER_CALL)
+            ray.put(batches)
+            results = ray.get(answer)[: len(batches)]
+        else:
+            results = [[PairResult(message, None)] for _ in batches]
         for jobs, fused in zip(batches, results, strict=True):
             fusion.put(jobs, fused)
     fusion.commit()
@@ -129,9 +134,10 @@ def driver_ceiling(bag: Path, out: Path, transport: bool) -> tuple[float, int, i
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clip", default="1230_1202", help="M3SVD clip (default: the longer one)")
-    p.add_argument("--gifnet-pairs", type=int, default=6, help="pairs fused with GIFNet")
+    p.add_argument("--gifnet-pairs", type=int, default=8, help="pairs fused with GIFNet")
     p.add_argument("--classic-pairs", type=int, default=200, help="pairs for the classic rule")
     p.add_argument("--driver-pairs", type=int, default=200, help="pairs for the driver ceiling")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; medians are printed")
     p.add_argument("--weights", type=Path, default=SHARED / "gifnet" / "weights" / "Final.model")
     p.add_argument(
         "--gpu-pairs-per-s",
@@ -155,55 +161,79 @@ def main() -> None:
     )
     gifnet = ["--weights", str(args.weights), "--device", "cpu", "--threads", "1"]
     classic = ["--backend", "classic_max", "--threads", "1"]
-    rows = []
-    ceilings = {}
+    runs = ("gifnet-fuse-bag", "1 worker", "2 workers")
+    rates: dict[tuple[str, str], list[float]] = {}
+    ceilings: dict[tuple[str, bool], list[float]] = {}
+    megabytes: dict[str, tuple[float, float]] = {}  # read, written per pair
+    sizes = ("320x256", "640x480")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for label, size, pairs, engine in (
-            ("GIFNet", "320x256", args.gifnet_pairs, gifnet),
-            ("classic_max", "320x256", args.classic_pairs, classic),
-        ):
-            bag = build(folder, f"{label}_{size}", size, pairs, args.clip)
-            report = single_rate(bag, folder / f"single_{label}", engine)
-            rows.append((label, size, "gifnet-fuse-bag", report))
-            for workers in (1, 2):
-                report = fleet_rate(bag, folder / f"fleet_{label}_{workers}", workers, engine)
-                rows.append((label, size, f"{workers} worker{'s' * (workers > 1)}", report))
-        for size in ("320x256", "640x480"):
-            bag = build(folder, f"driver_{size}", size, args.driver_pairs, args.clip)
-            for transport in (False, True):
-                out = folder / f"driver_{size}_{transport}"
-                ceilings[size, transport] = driver_ceiling(bag, out, transport)
+        engines = [
+            ("GIFNet", build(folder, "gifnet", "320x256", args.gifnet_pairs, args.clip), gifnet),
+            (
+                "classic_max",
+                build(folder, "classic", "320x256", args.classic_pairs, args.clip),
+                classic,
+            ),
+        ]
+        drivers = {
+            size: build(folder, f"driver_{size}", size, args.driver_pairs, args.clip)
+            for size in sizes
+        }
+        # Every configuration once per round, so that the machine's load hits all alike.
+        for round_ in range(args.rounds):
+            for label, bag, engine in engines:
+                out = folder / f"{round_}_{label}"
+                out.mkdir()
+                report = single_rate(bag, out / "single", engine)
+                rates.setdefault((label, runs[0]), []).append(report["timing"]["pairs_per_s"])
+                for workers in (1, 2):
+                    report = fleet_rate(bag, out / f"fleet_{workers}", workers, engine)
+                    rate = report["timing"]["pairs_per_s"]
+                    rates.setdefault((label, runs[workers]), []).append(rate)
+            for size, bag in drivers.items():
+                for transport in (False, True):
+                    out = folder / f"{round_}_driver_{size}_{transport}"
+                    rate, read, written = driver_ceiling(bag, out, transport)
+                    ceilings.setdefault((size, transport), []).append(rate)
+                    megabytes[size] = (
+                        read / args.driver_pairs / 1e6,
+                        written / args.driver_pairs / 1e6,
+                    )
     ray.shutdown()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
-    print("\nfusion rate (bag report: pairs over the fusion pass, models loaded)")
-    print(f"{'engine':>12} {'size':>8} {'run':>16} {'pairs':>6} {'pairs/s':>8} {'vs 1 worker':>12}")
-    one = {}
-    for label, size, run, report in rows:
-        rate = report["timing"]["pairs_per_s"]
-        if run == "1 worker":
-            one[label] = rate
-        ratio = f"{rate / one[label]:.2f}x" if run == "2 workers" else ""
-        print(
-            f"{label:>12} {size:>8} {run:>16} {report['pairs']['fused']:>6} "
-            f"{rate:>8.2f} {ratio:>12}"
-        )
+    print(
+        f"\nfusion rate, 320x256, median of {args.rounds} rounds (bag report: pairs over the "
+        "fusion pass, models loaded)"
+    )
+    print(f"{'engine':>12} {'run':>16} {'pairs/s':>8} {'min-max':>15} {'vs 1 worker':>12}")
+    for label, _, _ in engines:
+        one = statistics.median(rates[label, runs[1]])
+        for run in runs:
+            values = rates[label, run]
+            rate = statistics.median(values)
+            ratio = f"{rate / one:.2f}x" if run == runs[2] else ""
+            spread = f"{min(values):.2f}-{max(values):.2f}"
+            print(f"{label:>12} {run:>16} {rate:>8.2f} {spread:>15} {ratio:>12}")
 
-    print(f"\ndriver ceiling ({args.driver_pairs} pairs, copy-topics all, mcap)")
+    print(
+        f"\ndriver ceiling in pairs/s, median of {args.rounds} rounds ({args.driver_pairs} pairs, "
+        "copy-topics all, mcap)"
+    )
     print(
         f"{'size':>8} {'read+write':>11} {'+ Ray':>8} {'MB read/pair':>13} {'MB written/pair':>16}"
     )
-    for size in ("320x256", "640x480"):
-        bare, read, written = ceilings[size, False]
-        with_ray = ceilings[size, True][0]
+    for size in sizes:
+        bare = statistics.median(ceilings[size, False])
+        with_ray = statistics.median(ceilings[size, True])
         print(
-            f"{size:>8} {bare:>11.0f} {with_ray:>8.0f} {read / args.driver_pairs / 1e6:>13.2f} "
-            f"{written / args.driver_pairs / 1e6:>16.2f}"
+            f"{size:>8} {bare:>11.0f} {with_ray:>8.0f} {megabytes[size][0]:>13.2f} "
+            f"{megabytes[size][1]:>16.2f}"
         )
 
-    ceiling, read, written = ceilings["640x480", True]
-    per_pair = (read + written) / args.driver_pairs
+    ceiling = statistics.median(ceilings["640x480", True])
+    per_pair = sum(megabytes["640x480"])
     low, high = args.gpu_pairs_per_s
     print(f"\nestimate at 640x480: GPU workers at {low:g}-{high:g} pairs/s each, one driver")
     print(f"{'GPUs':>5} {'workers alone':>14} {'with one driver':>16} {'storage MB/s':>13}")
@@ -211,7 +241,7 @@ def main() -> None:
         lo, hi = min(n * low, ceiling), min(n * high, ceiling)
         print(
             f"{n:>5} {n * low:>6.0f}-{n * high:<7.0f} {lo:>7.0f}-{hi:<8.0f} "
-            f"{lo * per_pair / 1e6:>5.0f}-{hi * per_pair / 1e6:<7.0f}"
+            f"{lo * per_pair:>5.0f}-{hi * per_pair:<7.0f}"
         )
     gpus = f"{ceiling / high:.1f}-{ceiling / low:.1f}"
     print(f"one driver saturates at {ceiling:.0f} pairs/s, the work of {gpus} GPUs")
