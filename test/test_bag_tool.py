@@ -467,6 +467,12 @@ def test_directory_without_metadata_reads_its_one_file(clip, tmp_path, weights_p
 # -- interruption ----------------------------------------------------------------------------
 
 
+def run_tool(args: list[str], **options) -> subprocess.CompletedProcess:
+    """gifnet-fuse-bag in a child process to its end; its output as text."""
+    command = [sys.executable, "-m", "gifnet_ros.bag_tool", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, **options)
+
+
 def start_tool(args: list[str]) -> subprocess.Popen:
     """gifnet-fuse-bag in a child process: the installed console script when there is one
     (pip/colcon install), else the module."""
@@ -510,18 +516,8 @@ def test_a_killed_runs_leftover_is_removed_and_a_live_runs_kept(clip, tmp_path, 
     record = {**owner, "pid": os.getpid(), "start": None}
     (live / OWNER_FILE).write_text(json.dumps(record))
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gifnet_ros.bag_tool",
-            *tool_args(bag, out, weights_path, "--backend", "classic_max", "--no-progress"),
-            *("--report", str(tmp_path / "r.json")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    extra = ("--backend", "classic_max", "--no-progress")
+    result = run_tool(tool_args(bag, out, weights_path, *extra, report=tmp_path / "r.json"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert not dead.exists() and live.is_dir()
     assert f"removed {dead}, left by pid {process.pid}" in result.stderr
@@ -586,17 +582,9 @@ def test_file_size_limit_while_writing_leaves_no_output(clip, tmp_path, weights_
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     out, report_path = tmp_path / "out", tmp_path / "report.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gifnet_ros.bag_tool",
-            *tool_args(bag, out, weights_path, "--no-progress", report=report_path),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_tool(
+        tool_args(bag, out, weights_path, "--no-progress", report=report_path),
         preexec_fn=limit_file_size,
-        timeout=600,
     )
     assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
     lines = result.stderr.strip().splitlines()
