@@ -188,13 +188,16 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, clip, tmp_path):
         build(clip, inputs / name, 50, "--jitter-ms", "2")
     out = tmp_path / "out"
     killed: list[str] = []
+    earlier = set(ray.util.list_named_actors())  # workers of other tests, maybe still ending
 
     def kill_one_worker() -> None:
         """Once the first bag is being written (its hidden folder exists), kill a worker."""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list(out.glob(".a.*.partial")):
             time.sleep(0.005)
-        workers = [a for a in ray.util.list_named_actors() if a.startswith(fleet.PROG)]
+        workers = sorted(
+            a for a in ray.util.list_named_actors() if a.startswith(fleet.PROG) and a not in earlier
+        )
         if workers:
             ray.kill(ray.get_actor(workers[0]), no_restart=True)
             killed.append(workers[0])
