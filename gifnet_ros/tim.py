@@ -28,7 +28,8 @@ source tensor); the dense block scales its branch by 0.333.
 
 Weights: the authors' checkpoints are not public (a private drive). ``load_tim`` takes them
 when a user has them; without them it loads the weights this project trained itself on
-M3SVD frames (gifnet_ros/data/, see docs/tim.md), which are NOT the authors' weights.
+M3SVD frames for each variant (gifnet_ros/data/, see docs/tim.md), which are NOT the
+authors' weights.
 
 This module imports no ROS.
 """
@@ -63,10 +64,12 @@ MIN_SIZE = 8
 PROJECT_FORMAT = "gifnet_ros-tim/1"
 # Read through importlib.resources, so an installed package finds them wherever it lives.
 PROJECT_WEIGHTS: dict[str, Traversable] = {
-    "ivif": files("gifnet_ros").joinpath("data", "tim_ivif_project.pt")
+    variant: files("gifnet_ros").joinpath("data", f"tim_{variant}_project.pt")
+    for variant in VARIANTS
 }
 PROJECT_SHA256: dict[str, str] = {
-    "ivif": "a856bd2aba892ac21fcc962533983cf994579fc0fd86f4a94c8603a20a75c9b2"
+    "ivif": "a856bd2aba892ac21fcc962533983cf994579fc0fd86f4a94c8603a20a75c9b2",
+    "light": "6e5f7ae498c942a52f9f661eca4f20f8d3bc610a6ea3c7f6995c037d2f2823e0",
 }
 # Checkpoint entries of the authors' stage 2 that the fused output does not use.
 _UNUSED_PREFIXES = ("stem_out2.", "stem_out3.")
@@ -551,13 +554,7 @@ def _paths(variant: str, weights: WeightsArg) -> list[Path]:
 
 def project_metadata(variant: str = "ivif") -> dict[str, Any]:
     """The training record stored in the project's own weights file for ``variant``."""
-    if variant not in PROJECT_WEIGHTS:
-        raise WeightsError(_no_project_weights(variant))
     return dict(_read(PROJECT_WEIGHTS[variant], PROJECT_SHA256[variant])["metadata"])
-
-
-def _no_project_weights(variant: str) -> str:
-    return f"no project weights for tim_{variant}; pass the authors' file as weights"
 
 
 def load_tim(
@@ -565,14 +562,12 @@ def load_tim(
 ) -> TIM:
     """TIM in inference mode on ``device``, with weights.
 
-    ``weights``: None for the weights this project trained and ships (SHA-256 checked; ivif
-    only; they are not the authors'); the authors' state dicts (ivif: a pair of paths,
+    ``weights``: None for the weights this project trained and ships (SHA-256 checked; they
+    are not the authors'); the authors' state dicts (ivif: a pair of paths,
     model_1's then model_2's; light: one path); or a file written by gifnet-train-tim.
     """
     model = TIM(variant)
     if weights is None:
-        if variant not in PROJECT_WEIGHTS:
-            raise WeightsError(_no_project_weights(variant))
         paths: list[Path | Traversable] = [PROJECT_WEIGHTS[variant]]
         hashes: list[str | None] = [PROJECT_SHA256[variant]]
     else:

@@ -137,11 +137,6 @@ def test_unknown_variant() -> None:
         TIM("nir")
 
 
-def test_light_without_weights_has_a_clear_error() -> None:
-    with pytest.raises(WeightsError, match="no project weights for tim_light; pass the authors"):
-        load_tim("light")
-
-
 def test_weights_of_the_wrong_network_are_rejected(reference: Path) -> None:
     with pytest.raises(WeightsError, match=r"light_model_1\.pt does not fit TIM Stage1: .*missing"):
         load_tim("ivif", (reference / "light_model_1.pt", reference / "ivif_model_2.pt"))
@@ -209,22 +204,21 @@ def test_engine_rejects_what_tim_cannot_do(reference: Path) -> None:
         FusionEngine(network="tim", backend="onnxruntime", device="cpu")
     with pytest.raises(ValueError, match="unknown network 'swin'"):
         FusionEngine(network="swin", device="cpu")
-    with pytest.raises(WeightsError, match="no project weights for tim_light"):
-        FusionEngine(network="tim_light", device="cpu")
 
 
 # --- the project's own weights ----------------------------------------------------------------
 
 
-def test_project_weights_load_verified_and_say_whose(caplog) -> None:
-    path = Path(str(PROJECT_WEIGHTS["ivif"]))
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == PROJECT_SHA256["ivif"]
+@pytest.mark.parametrize("variant", ["ivif", "light"])
+def test_project_weights_load_verified_and_say_whose(variant: str, caplog) -> None:
+    path = Path(str(PROJECT_WEIGHTS[variant]))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == PROJECT_SHA256[variant]
     with caplog.at_level(logging.WARNING, logger="gifnet_ros.tim"):
-        model = load_tim()
-    assert model.variant == "ivif" and not model.training
+        model = load_tim(variant)
+    assert model.variant == variant and not model.training
     (record,) = caplog.records
     assert "not the authors' checkpoint" in record.getMessage()
-    meta = project_metadata()
+    meta = project_metadata(variant)
     assert meta["complete"] and meta["steps_done"] == meta["steps"]
     assert {"seed", "data", "loss", "loss_weights", "wall_seconds", "final_loss"} <= meta.keys()
     assert [clip["clip"] for clip in meta["data"]] == ["0111_1716", "1230_1202"]
@@ -240,13 +234,14 @@ def test_damaged_project_weights_rejected(tmp_path: Path, monkeypatch) -> None:
         load_tim()
 
 
-def test_project_weights_fuse_more_than_an_average(reference: Path) -> None:
-    """On a real M3SVD crop the trained pipeline keeps more contrast and detail than the mean
+@pytest.mark.parametrize("variant", ["ivif", "light"])
+def test_project_weights_fuse_more_than_an_average(variant: str, reference: Path) -> None:
+    """On a real M3SVD crop the trained networks keep more contrast and detail than the mean
     of the two sources (the check docs/fusion_quality.md makes on RoadScene)."""
     ir = _image(reference / "m3_160x128_ir.png")
     vis = _image(reference / "m3_160x128_vis.png")
     with torch.no_grad():
-        fused = load_tim()(ir, vis).clamp(0, 1)[0, 0].numpy() * 255.0
+        fused = load_tim(variant)(ir, vis).clamp(0, 1)[0, 0].numpy() * 255.0
     average = (ir + vis)[0, 0].numpy() / 2 * 255.0
     assert metrics.standard_deviation(fused) > metrics.standard_deviation(average)
     assert metrics.average_gradient(fused) > metrics.average_gradient(average)
