@@ -53,8 +53,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+try:
+    import ray
+    from ray.exceptions import RayActorError, RayError, RayTaskError
+except ImportError:  # a ROS install without Ray: main() says how to get it, in one line
+    ray = None
 from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
@@ -80,9 +83,9 @@ MAX_ATTEMPTS = 3  # workers a call may kill before its bag is given up
 LOCAL_OBJECT_STORE = 256 * 2**20  # bytes; pairs in flight are a few MB, not the bags
 
 
-@ray.remote
 class FusionWorker:
-    """A model worker: one PairFuser (one loaded model) for its whole life."""
+    """A model worker: one PairFuser (one loaded model) for its whole life. Started as a Ray
+    actor (``ray.remote(FusionWorker)``), so that this module imports without Ray."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.fuser = PairFuser(args)
@@ -363,7 +366,8 @@ class FleetRun:
 
     def _add_worker(self) -> None:
         name = f"{PROG}-{self.run_id}-{len(self.workers)}"
-        handle = FusionWorker.options(name=name, **self._options).remote(self._worker_args)
+        actor = ray.remote(FusionWorker)
+        handle = actor.options(name=name, **self._options).remote(self._worker_args)
         self.workers.append(Worker(handle, name))
 
     def _lose_worker(self, index: int) -> None:
@@ -719,6 +723,9 @@ def _start_ray(address: str | None) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; 0 when every bag is fused, 1 when any is not, 130 on Ctrl-C."""
     args = parser().parse_args(argv)
+    if ray is None:
+        print(f"{PROG}: error: Ray is not installed: pip install ray", file=sys.stderr)
+        return 1
     out_dir: Path = args.output_dir
     if args.workers is not None and args.workers < 1:
         print(f"{PROG}: error: --workers must be at least 1, got {args.workers}", file=sys.stderr)

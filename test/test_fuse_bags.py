@@ -316,3 +316,21 @@ def test_an_address_without_a_cluster_is_one_line(clip, tmp_path):
     ], result.stderr
     assert json.loads((out / fleet.SUMMARY).read_text())["status"] == "error"
     assert not (out / "in").exists()
+
+
+def test_without_ray_installed_the_tool_says_so_in_one_line(clip, tmp_path):
+    """A ROS install without Ray (it is a pip package there): the module still imports and
+    the tool exits 1 with one line naming what to install, before touching anything. Ray's
+    absence is made by blocking its import in the child (sys.modules entry None)."""
+    bag = build(clip, tmp_path / "in", 1)
+    out = tmp_path / "out"
+    code = (
+        "import sys; sys.modules['ray'] = None; from gifnet_ros.fleet import main; "
+        f"sys.exit(main({[str(bag), '-o', str(out), *topics(*CLASSIC)]!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "gifnet-fuse-bags: error: Ray is not installed: pip install ray"
+    assert not out.exists()
