@@ -383,6 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.lr > 0:
         print(f"{PROG}: error: --lr must be positive, got {args.lr}", file=sys.stderr)
         return 2
+    # Process-wide in PyTorch: restored afterwards for callers that run main() in-process.
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
         metadata = train(args, " ".join([PROG, *argv]))
@@ -395,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        torch.set_num_threads(threads)
     print(
         f"{PROG}: wrote {args.output}: {metadata['steps_done']} steps in "
         f"{metadata['wall_seconds']:.0f} s, final loss {metadata['final_loss']:.4f}, "

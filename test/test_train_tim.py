@@ -148,3 +148,14 @@ def test_light_variant(m3svd: Path, tmp_path: Path) -> None:
     assert load_tim("light", out).model_2 is None
     with pytest.raises(WeightsError, match="holds TIM 'light' weights, not 'ivif'"):
         load_tim("ivif", out)
+
+
+def test_thread_count_restored(trained: Path, m3svd: Path, tmp_path: Path) -> None:
+    """--threads applies to the run only: a caller's own setting survives main()."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert _run(m3svd, tmp_path / "t.pt", "--steps", "1", "--log-every", "1") == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
