@@ -17,7 +17,9 @@ An optional crop ``[x, y, w, h]`` is cut from the thermal image first (``w = h =
 for thermal cores whose field of view is wider than the RGB camera's; the homography, if any,
 then works in the cropped image's coordinates.
 
-This lives outside the node so it can be tested without ROS and reused by offline tools.
+This lives outside the node so it can be tested without ROS and reused by offline tools;
+:func:`read_params_alignment` reads the ``align.*`` settings of a node parameter file (e.g.
+gifnet-calibrate's output), so the offline tools take the very file the node is launched with.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+import yaml
 
 from gifnet_ros.thermal import normalize_thermal
 
@@ -143,3 +148,40 @@ def thermal_for_fusion(
     if thermal.ndim == 2 and thermal.dtype != np.uint8:
         thermal = normalize_thermal(thermal, rule, percentiles, value_range)
     return alignment.apply(thermal, rgb_shape)
+
+
+def read_params_file(path: Path) -> dict[str, Any]:
+    """Every ``ros__parameters`` value of a ROS 2 parameter file, as dotted names (nested or
+    dotted keys alike); the sections of all nodes (``/**``, ``fusion_node``, ...) are merged in
+    file order, later ones winning. AlignmentError (one line) when it is no such YAML file."""
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise AlignmentError(f"{path}: cannot read as YAML: {' '.join(str(exc).split())}") from None
+    values: dict[str, Any] = {}
+
+    def flatten(prefix: str, tree: dict[str, Any]) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                flatten(f"{prefix}{key}.", value)
+            else:
+                values[f"{prefix}{key}"] = value
+
+    for section in document.values() if isinstance(document, dict) else ():
+        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+            flatten("", section["ros__parameters"])
+    return values
+
+
+def read_params_alignment(path: Path) -> Alignment:
+    """The alignment a node parameter file sets: its ``align.method``, ``align.homography`` and
+    ``align.crop``, the node's defaults for what it leaves out. AlignmentError naming the file."""
+    values = read_params_file(path)
+    try:
+        return Alignment.create(
+            values.get("align.method", Alignment.method),
+            values.get("align.homography", IDENTITY),
+            values.get("align.crop", NO_CROP),
+        )
+    except (AlignmentError, TypeError) as exc:
+        raise AlignmentError(f"{path}: {exc}") from None

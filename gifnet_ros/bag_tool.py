@@ -57,7 +57,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from tqdm import tqdm
 
 from gifnet_ros.align import METHODS as ALIGN_METHODS
-from gifnet_ros.align import Alignment, thermal_for_fusion
+from gifnet_ros.align import NO_CROP, Alignment, read_params_alignment, thermal_for_fusion
 from gifnet_ros.conversion import (
     compressed_to_array,
     fused_pixels,
@@ -188,11 +188,30 @@ def _guard(path: Path, what: str, action: Callable[[], Any]) -> Any:
         raise ToolError(f"{path}: {what}: {_one_line(exc)}") from None
 
 
+def _params_alignment(text: str) -> Alignment:
+    """--params-file: the alignment the file sets, read while the flags are parsed, so that a
+    bad file is a usage error and remote workers never need the file."""
+    try:
+        return read_params_alignment(Path(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def use_params_file(args: argparse.Namespace) -> None:
+    """Put a --params-file's alignment into --align, --homography and --crop, where the
+    report and the fusion read them."""
+    if args.params_file is not None:
+        alignment, args.params_file = args.params_file, None
+        args.align, args.homography = alignment.method, list(alignment.homography)
+        args.crop = list(alignment.crop)
+
+
 def check_settings(args: argparse.Namespace) -> Alignment:
     """The alignment the options ask for, after turning bad alignment, thermal or slop settings
     into a ToolError: checked before any bag is read or model loaded."""
+    use_params_file(args)
     try:
-        alignment = Alignment.create(args.align, args.homography)
+        alignment = Alignment.create(args.align, args.homography, args.crop)
         normalize_thermal(
             np.zeros((2, 2), np.uint16),
             args.thermal_norm,
@@ -324,6 +343,7 @@ class BagFusion:
     """One run of the tool; ``report`` is filled as the run goes, so it is current on error."""
 
     def __init__(self, args: argparse.Namespace, prog: str = PROG, progress: Any = None) -> None:
+        use_params_file(args)
         self.args = args
         self.prog = prog
         # Something with tqdm's update(n); gifnet-fuse-bags passes its one bar for the run.
@@ -354,6 +374,7 @@ class BagFusion:
                 "restore": args.restore,
                 "align": args.align,
                 "homography": list(args.homography),
+                "crop": list(args.crop),
                 "thermal_norm": args.thermal_norm,
                 "thermal_percentiles": list(args.thermal_percentiles),
                 "thermal_range": list(args.thermal_range),
@@ -947,6 +968,21 @@ def add_fusion_arguments(p: argparse.ArgumentParser) -> None:
         metavar="H",
         default=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
         help="3x3 row-major thermal->RGB pixel mapping for --align homography",
+    )
+    p.add_argument(
+        "--crop",
+        type=int,
+        nargs=4,
+        metavar=("X", "Y", "W", "H"),
+        default=NO_CROP,
+        help="cut this box from the thermal image first, as the node's align.crop (default none)",
+    )
+    p.add_argument(
+        "--params-file",
+        type=_params_alignment,
+        metavar="YAML",
+        help="take align.method, align.homography and align.crop from a node parameter file "
+        "(e.g. gifnet-calibrate's output) instead of --align, --homography and --crop",
     )
     p.add_argument(
         "--skip-bad",

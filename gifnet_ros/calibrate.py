@@ -44,7 +44,14 @@ import numpy as np
 import yaml
 from rosbags.rosbag2 import Reader
 
-from gifnet_ros.align import IDENTITY, NO_CROP, Alignment, AlignmentError
+from gifnet_ros.align import (
+    IDENTITY,
+    NO_CROP,
+    Alignment,
+    AlignmentError,
+    read_params_alignment,
+    read_params_file,
+)
 from gifnet_ros.conversion import ImageConversionError, compressed_to_array, image_to_array
 from gifnet_ros.engine_args import add_thermal_arguments
 from gifnet_ros.image_files import (
@@ -416,61 +423,29 @@ def params_document(homography: np.ndarray, crop: Sequence[int]) -> dict[str, An
 
 
 def read_params(path: Path) -> Alignment:
-    """The alignment a node parameter file sets (nested or dotted ``align.*`` keys).
-
-    Reads what ``params_document`` writes and hand-written files alike; the sections of all
-    nodes (``/**``, ``fusion_node``, ...) are merged in file order, later ones winning.
-    """
+    """The alignment a node parameter file sets (nested or dotted ``align.*`` keys); it must
+    hold a homography, since that is what this tool's flags carry."""
     try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise CalibrationError(
-            f"{path}: cannot read as YAML: {' '.join(str(exc).split())}"
-        ) from None
-    values: dict[str, Any] = {}
-
-    def flatten(prefix: str, tree: Any) -> None:
-        for key, value in tree.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, dict):
-                flatten(f"{name}.", value)
-            else:
-                values[name] = value
-
-    for section in (document or {}).values() if isinstance(document, dict) else ():
-        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
-            flatten("", section["ros__parameters"])
-    if "align.homography" not in values:
-        raise CalibrationError(f"{path}: no ros__parameters with align.homography")
-    try:
-        return Alignment.create(
-            values.get("align.method", Alignment.method),  # the node's default
-            values["align.homography"],
-            values.get("align.crop", NO_CROP),
-        )
-    except (AlignmentError, TypeError) as exc:
-        raise CalibrationError(f"{path}: {exc}") from None
+        if "align.homography" not in read_params_file(path):
+            raise CalibrationError(f"{path}: no ros__parameters with align.homography")
+        return read_params_alignment(path)
+    except AlignmentError as exc:
+        raise CalibrationError(str(exc)) from None
 
 
 def fuse_bag_flags(alignment: Alignment) -> list[str]:
-    """``gifnet-fuse-bag`` flags for ``alignment``; it has no crop flag, so a crop is refused."""
-    if alignment.crop != NO_CROP:
-        raise CalibrationError(
-            f"gifnet-fuse-bag has no crop option, so align.crop {list(alignment.crop)} cannot "
-            "be passed to it; calibrate without --crop for offline use"
-        )
+    """``gifnet-fuse-bag`` flags for ``alignment`` (the tool also takes the file itself:
+    ``--params-file``)."""
     # Positional notation at full precision: argparse takes "-4e-05" for an option, not a number.
     numbers = (np.format_float_positional(v, trim="-") for v in alignment.homography)
-    return ["--align", alignment.method, "--homography", *numbers]
+    flags = ["--align", alignment.method, "--homography", *numbers]
+    if alignment.crop != NO_CROP:
+        flags += ["--crop", *(str(v) for v in alignment.crop)]
+    return flags
 
 
 def params_text(calibration: Calibration, crop: Sequence[int], board: tuple[int, int]) -> str:
     """The parameter file: a comment saying where it came from and how to use it, then YAML."""
-    alignment = Alignment.create("homography", calibration.homography.reshape(-1), crop)
-    if alignment.crop == NO_CROP:
-        offline = "gifnet-fuse-bag BAG -o OUT ... " + " ".join(fuse_bag_flags(alignment))
-    else:
-        offline = "gifnet-fuse-bag: no crop option yet; calibrate without --crop for it"
     header = [
         f"Thermal-to-RGB registration from {PROG}: {len(calibration.views)} views of a "
         f"{board[0]}x{board[1]} board,",
@@ -479,7 +454,7 @@ def params_text(calibration: Calibration, crop: Sequence[int], board: tuple[int,
         "Use: ros2 launch gifnet_ros fusion.launch.py params_file:=THIS_FILE",
         "  or a second --params-file after your own: ros2 run gifnet_ros fusion_node --ros-args "
         "--params-file yours.yaml --params-file THIS_FILE",
-        f"Offline: {offline}",
+        "Offline: gifnet-fuse-bag BAG -o OUT ... --params-file THIS_FILE (or gifnet-fuse-bags)",
     ]
     body = yaml.safe_dump(
         params_document(calibration.homography, crop), default_flow_style=None, sort_keys=False
@@ -684,8 +659,7 @@ def run(args: argparse.Namespace) -> None:
         image = preview(full, first.rgb, alignment, args.preview_style)
     write_bytes_atomic(args.output, params_text(calibration, args.crop, args.board).encode())
     print(f"  wrote {args.output}")
-    if alignment.crop == NO_CROP:
-        print("  gifnet-fuse-bag flags: " + " ".join(fuse_bag_flags(alignment)))
+    print(f"  offline: gifnet-fuse-bag BAG -o OUT ... --params-file {args.output}")
     if image is not None:
         try:
             write_image(args.preview, image)

@@ -194,7 +194,7 @@ def test_crop_is_applied_first_and_written(tmp_path, capsys):
     mean, worst = warp_error(np.array(align["homography"]).reshape(3, 3))
     print(f"crop (12, 7): homography error mean {mean:.3f} px, max {worst:.3f}")
     assert mean < 1.0
-    assert "gifnet-fuse-bag flags" not in out  # the bag tool has no crop option
+    assert f"offline: gifnet-fuse-bag BAG -o OUT ... --params-file {output}" in out
 
 
 def test_preview_shows_rgb_and_the_warped_thermal_image():
@@ -414,8 +414,8 @@ def test_bad_board_is_an_argument_error(capsys):
             "/**:\n  ros__parameters:\n    align:\n      method: homography\n"
             "      homography: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]\n"
             "      crop: [4, 4, 100, 80]\n",
-            2,
-            "gifnet-fuse-bag has no crop option",
+            0,
+            "--align homography --homography 1 0 0 0 1 0 0 0 1 --crop 4 4 100 80\n",
         ),
         ("/**:\n  ros__parameters:\n    mode: grey\n", 2, "no ros__parameters with align"),
     ],
@@ -458,11 +458,11 @@ def expected_warp(path: Path, thermal: np.ndarray) -> np.ndarray:
     )
 
 
-def test_the_bag_tool_applies_the_file_as_gifnet_align_does(calibration_file, tmp_path, capsys):
+def fuse_probe_bag(tmp_path: Path, flags: list[str]) -> np.ndarray:
+    """gifnet-fuse-bag (classic_max, mono8) over a one-pair bag of probe_pair() with `flags`:
+    the fused image, which is the aligned thermal frame."""
     from gifnet_ros import bag_tool
 
-    flags_code, flags, _ = run(["--flags-from", calibration_file], capsys)
-    assert flags_code == 0
     thermal, rgb = probe_pair()
     bag = tmp_path / "probe_bag"
     store = typestore()
@@ -474,25 +474,67 @@ def test_the_bag_tool_applies_the_file_as_gifnet_align_does(calibration_file, tm
             conn = writer.add_connection(topic, IMAGE, typestore=store)
             writer.write(conn, 1_000_000_000, image_cdr(header, pixels, encoding))
     out = tmp_path / "fused_bag"
-    args = [
-        str(bag),
-        "-o",
-        str(out),
-        "--thermal-topic",
-        "/t",
-        "--rgb-topic",
-        "/c",
-        "--backend",
-        "classic_max",
-        "--fused-encoding",
-        "mono8",
-        "--no-progress",
-    ]
-    assert bag_tool.main(args + flags.split()) == 0
+    args = [str(bag), "-o", str(out), "--thermal-topic", "/t", "--rgb-topic", "/c"]
+    args += ["--backend", "classic_max", "--fused-encoding", "mono8", "--no-progress"]
+    assert bag_tool.main(args + flags) == 0
     ((_, msg),) = decoded(out, "/fused/image")
-    fused = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width)
-    np.testing.assert_allclose(fused, expected_warp(calibration_file, thermal), atol=1)
+    return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width)
+
+
+@pytest.mark.parametrize("how", ["--params-file", "--flags-from"])
+def test_the_bag_tool_applies_the_file_as_gifnet_align_does(
+    calibration_file, tmp_path, capsys, how
+):
+    """gifnet-fuse-bag takes the file itself (--params-file), or the flags printed for it."""
+    if how == "--params-file":
+        flags = ["--params-file", str(calibration_file)]
+    else:
+        flags_code, printed, _ = run(["--flags-from", calibration_file], capsys)
+        assert flags_code == 0
+        flags = printed.split()
+    fused = fuse_probe_bag(tmp_path, flags)
+    np.testing.assert_allclose(fused, expected_warp(calibration_file, probe_pair()[0]), atol=1)
     assert fused.max() > 100  # the warp put thermal content there, not an empty frame
+
+
+def test_the_bag_tool_takes_a_crop_from_the_file(tmp_path):
+    """A hand-written node file with a crop: the bag tool cuts it before the homography, as
+    gifnet_ros.align does for the node."""
+    path = tmp_path / "crop.yaml"
+    path.write_text(
+        "/**:\n  ros__parameters:\n    align.method: homography\n"
+        "    align.homography: [2.0, 0.0, 3.0, 0.0, 2.0, -1.0, 0.0, 0.0, 1.0]\n"
+        "    align.crop: [10, 6, 100, 80]\n"
+    )
+    fused = fuse_probe_bag(tmp_path, ["--params-file", str(path)])
+    matrix = [2, 0, 3, 0, 2, -1, 0, 0, 1]
+    cropped = Alignment.create("homography", matrix, [10, 6, 100, 80])
+    np.testing.assert_allclose(fused, cropped.apply(probe_pair()[0], RGB_SIZE[::-1]), atol=1)
+    uncropped = Alignment.create("homography", matrix)
+    assert not np.array_equal(fused, uncropped.apply(probe_pair()[0], RGB_SIZE[::-1]))
+
+
+def test_a_bad_params_file_is_a_usage_error(tmp_path, capsys):
+    from gifnet_ros import bag_tool
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("/**: {ros__parameters: {align.homography: [1, 2, 3]}}\n")
+    with pytest.raises(SystemExit) as exit_:
+        bag_tool.main(
+            [
+                "in",
+                "-o",
+                "out",
+                "--thermal-topic",
+                "/t",
+                "--rgb-topic",
+                "/c",
+                "--params-file",
+                str(path),
+            ]
+        )
+    assert exit_.value.code == 2
+    assert "align.homography needs 9 numbers" in capsys.readouterr().err
 
 
 def test_the_node_loads_the_file_as_its_params_file(calibration_file, tmp_path):
