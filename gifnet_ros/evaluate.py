@@ -189,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (WeightsError, ValueError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
+    network = fusers["gifnet"].network if "gifnet" in fusers else "gifnet"
+    if network != "gifnet":  # --network tim: the network's rows and tiles carry its name
+        fusers = {network if m == "gifnet" else m: fuser for m, fuser in fusers.items()}
+        methods = [network if m == "gifnet" else m for m in methods]
     args.output.mkdir(parents=True, exist_ok=True)
 
     rows: list[dict[str, object]] = []
@@ -222,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = (
             f"Mean ± standard deviation over {count} pairs "
             f"({args.ir_dir} | {args.vis_dir}); metric definitions in gifnet_ros/metrics.py."
-            + (f" GIFNet: {fusers['gifnet'].describe()}." if "gifnet" in fusers else "")
+            + (f" Network: {fusers[network].describe()}." if network in fusers else "")
             + "\n\n"
             + summary_table(rows, methods)
         )

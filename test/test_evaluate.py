@@ -67,6 +67,28 @@ def test_gifnet_is_evaluated_through_the_engine(
     assert "| gifnet |" in (out / "metrics.md").read_text()
 
 
+def test_another_network_is_named_in_the_report(crops: tuple[Path, Path], tmp_path: Path) -> None:
+    """--network tim_light: the network method's rows, table line and precision line carry
+    TIM's name, not GIFNet's, and its fusion is the tim_light engine's."""
+    from gifnet_ros.engine import FusionEngine
+
+    out = tmp_path / "report"
+    args = [str(crops[0]), str(crops[1]), "-o", str(out), "--methods", "gifnet,max"]
+    args += ["--limit", "1", "--network", "tim_light", "--precision", "fp32", "--quiet"]
+    assert main(args) == 0
+    rows = read_rows(out / "metrics.csv")
+    assert [r["method"] for r in rows] == ["tim_light", "max"]
+    table = (out / "metrics.md").read_text()
+    assert "| tim_light |" in table and "Network: tim_light, torch on cpu, fp32" in table
+    name = rows[0]["pair"]
+    thermal, visible = (read_image(folder / f"{name}.png") for folder in crops)
+    fused, _ = FusionEngine(network="tim_light", device="cpu", precision="fp32").fuse_luminance(
+        thermal, visible
+    )
+    expected = metrics.evaluate(fused, metrics.luminance(thermal), metrics.luminance(visible))
+    assert float(rows[0]["SD"]) == pytest.approx(expected["SD"], rel=1e-6)
+
+
 def test_unreadable_pair_is_reported_and_the_rest_evaluated(
     crops: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
