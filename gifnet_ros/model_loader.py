@@ -37,8 +37,13 @@ def describe(key: EngineKey, engine: Any) -> str:
     if key["backend"] in CLASSIC_BACKENDS:
         return f"{key['backend']}, device {engine.device}, no weights"
     model = key["onnx_model"] if key["backend"] == "onnxruntime" else ""
-    source = model or key["weights"] or "default weights"
-    return f"{key['backend']}, device {engine.device}, {precision_text(engine)}, {source}"
+    if key["network"] == "gifnet":
+        source, network = model or key["weights"] or "default weights", ""
+    else:
+        source = key["tim_weights"] or "this project's TIM weights (not the authors')"
+        network = f"{key['network']} (TIM), "
+    where = f"{key['backend']}, device {engine.device}"
+    return f"{network}{where}, {precision_text(engine)}, {source}"
 
 
 class ModelLoader:
@@ -80,8 +85,10 @@ class ModelLoader:
         """A new engine for ``key``; raises whatever loading raises (missing weights, ...)."""
         # Thermal normalisation is not passed: the node applies it before alignment. The
         # reduced-size options are the worker's to set per pair, like the mode.
+        weights = key["weights"] if key["network"] == "gifnet" else key["tim_weights"]
         engine = FusionEngine(
-            weights=key["weights"] or None,
+            network=key["network"],
+            weights=weights or None,
             device=key["device"],
             precision=key["precision"],
             mode=self._mode(),

@@ -14,13 +14,22 @@ import os
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from gifnet_ros.align import IDENTITY, NO_CROP, Alignment
 from gifnet_ros.align import METHODS as ALIGN_METHODS
-from gifnet_ros.engine import BACKENDS, PRECISIONS, RESTORE_RULES, FusionEngine, check_options
+from gifnet_ros.engine import (
+    BACKENDS,
+    NETWORKS,
+    PRECISIONS,
+    RESTORE_RULES,
+    TIM_MODES,
+    FusionEngine,
+    check_options,
+)
 from gifnet_ros.export import PROVIDERS, split_providers
 from gifnet_ros.thermal import RULES as THERMAL_RULES
 from gifnet_ros.weights import WeightsError, resolve_weights
@@ -29,7 +38,9 @@ OUTPUT_ENCODINGS = ("rgb8", "bgr8", "mono8")
 TRANSPORTS = ("", "raw", "compressed")
 SYNC_BACKENDS = ("auto", "message_filters", "builtin")
 ENGINE_KEYS = (
+    "network",
     "weights",
+    "tim_weights",
     "device",
     "precision",
     "backend",
@@ -83,6 +94,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         _one_of(FusionEngine.MODES),
     ),
     ParamSpec(
+        "network",
+        "gifnet",
+        "Fusion network: gifnet; or TIM (Liu et al., TPAMI 2024) as tim (its two-stage "
+        "infrared/visible pipeline) or tim_light, with weights this project trained, NOT the "
+        "authors' (theirs go in tim_weights). TIM fuses in modes thermal_rgb and grey, on the "
+        "torch backend. Changing it reloads the model.",
+        _one_of(NETWORKS),
+    ),
+    ParamSpec(
         "backend",
         "torch",
         "Inference backend: torch; onnxruntime (an exported graph, the fastest on a CPU: "
@@ -127,6 +147,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Checkpoint path; empty: $GIFNET_WEIGHTS, then the gifnet-weights "
         "cache. Changing it reloads the model.",
         "an existing file, or empty",
+    ),
+    ParamSpec(
+        "tim_weights",
+        "",
+        "TIM's weights for network tim/tim_light; empty: the ones this project trained "
+        "(shipped with the package). The authors' files: 'model_1.pt,model_2.pt' for tim, one "
+        "file for tim_light. Changing it reloads the model.",
+        "existing files, comma-separated, or empty",
     ),
     ParamSpec(
         "threads",
@@ -305,7 +333,15 @@ def needs_weights(values: dict[str, Any]) -> bool:
     """Whether the engine these parameter values ask for loads the checkpoint: not for a
     classical rule, nor for onnxruntime with its own ONNX file."""
     backend = values["backend"]
+    if values["network"] != "gifnet":
+        return False  # TIM: the project's weights ship with the package, or its own files
     return backend == "torch" or (backend == "onnxruntime" and not values["onnx_model"])
+
+
+def _check_tim_weights(value: str) -> str | None:
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    missing = [part for part in parts if not Path(part).is_file()]
+    return f"tim_weights: {missing[0]} is not a file" if missing else None
 
 
 def check_weights(value: str) -> str | None:
@@ -359,6 +395,8 @@ def _positive(name: str) -> Callable[[Any], str | None]:
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "mode": _choice("mode", FusionEngine.MODES),
     "precision": _choice("precision", PRECISIONS),
+    "network": _choice("network", NETWORKS),
+    "tim_weights": _check_tim_weights,
     "backend": _choice("backend", BACKENDS),
     "onnx_model": _check_onnx_model,
     "onnx_providers": _check_providers,
@@ -438,7 +476,9 @@ def validate(
             return reason
         candidate[name] = value
     changed = {name for name in SPECS if candidate[name] != current[name]}
-    weights_matter = changed & {"weights", "backend", "onnx_model"} and needs_weights(candidate)
+    weights_matter = changed & {"weights", "backend", "onnx_model", "network"} and needs_weights(
+        candidate
+    )
     if check_weights_file and weights_matter:
         reason = check_weights(candidate["weights"])
         if reason:
@@ -448,8 +488,17 @@ def validate(
         # rules run on the CPU) with the engine's own rules, so a reload is only attempted
         # for a combination it accepts.
         check_options(
-            candidate["backend"], candidate["device"], candidate["precision"], candidate["compile"]
+            candidate["backend"],
+            candidate["device"],
+            candidate["precision"],
+            candidate["compile"],
+            candidate["network"],
         )
+        if candidate["network"] != "gifnet" and candidate["mode"] not in TIM_MODES:
+            return (
+                f"network {candidate['network']!r} fuses in modes {', '.join(TIM_MODES)} only, "
+                f"not {candidate['mode']!r}"
+            )
         settings = Settings.from_values(candidate)
     except ValueError as exc:  # AlignmentError is a ValueError too
         return str(exc)

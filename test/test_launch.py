@@ -103,9 +103,9 @@ def test_parameter_arguments_override_the_params_file_only_when_given(launch_py)
 
 def test_parameter_arguments_name_real_node_parameters(launch_py):
     """An override of a parameter the node does not declare would be dropped by rclpy without
-    a word. (network comes with the TIM work; until the node declares it, it is exempt.)"""
+    a word."""
     declared = {spec.name for spec in PARAMETERS}
-    assert {*launch_py.OVERRIDES, "compressed"} - {"network"} <= declared
+    assert {*launch_py.OVERRIDES, "compressed"} <= declared
 
 
 def test_default_params_file_is_the_package_config(launch_py):

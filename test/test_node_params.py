@@ -148,6 +148,8 @@ REJECTED = [
     ("precision", "fp8", "precision"),
     ("precision", "fp16", "fp16"),  # needs CUDA; rejected together with device cpu
     ("weights", "/nonexistent/Final.model", "does not exist"),
+    ("network", "timm", "network"),
+    ("tim_weights", "/nonexistent/model_1.pt,/nonexistent/model_2.pt", "is not a file"),
     ("thermal.normalization", "log", "thermal.normalization"),
     ("thermal.percentiles", [99.0, 1.0], "thermal.percentiles"),
     ("thermal.percentiles", [1.0, 2.0, 3.0], "thermal.percentiles"),
@@ -333,3 +335,25 @@ def test_classic_backend_reload_and_its_rules(node, pairs, engine):
     node.diagnostics_after("reloads", reloads + 2)
     fused = node.fuse(*mono8_pair(pairs[1], stamp()))
     np.testing.assert_array_equal(pixels_of(fused), engine.fuse(thermal, rgb))
+
+
+def test_network_tim_light_reload_and_its_modes(node, pairs, engine):
+    """network tim_light: a reload to TIM with the project's weights (no GIFNet checkpoint
+    involved), fusing what a tim_light engine fuses; a mode TIM has no weights for is refused
+    with the reason; back to gifnet, GIFNet again."""
+    reloads = node.client.settled_counter("reloads")
+    (result,) = node.client.set_parameters({"network": "tim_light"})
+    assert result.successful, result.reason
+    node.diagnostics_after("reloads", reloads + 1)
+    tim = FusionEngine(network="tim_light", device="cpu", precision="fp32")
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    np.testing.assert_array_equal(pixels_of(fused), tim.fuse(*pairs[1]))
+    assert "tim_light (TIM)" in node.log()
+    (result,) = node.client.set_parameters({"mode": "medical"})
+    assert not result.successful and "fuses in modes thermal_rgb, grey only" in result.reason
+
+    (result,) = node.client.set_parameters({"network": "gifnet"})
+    assert result.successful, result.reason
+    node.diagnostics_after("reloads", reloads + 2)
+    fused = node.fuse(*mono8_pair(pairs[1], stamp()))
+    np.testing.assert_array_equal(pixels_of(fused), engine.fuse(*pairs[1]))
