@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
-from tqdm import tqdm
 
 KNOWN_SHA256 = "bfc1dfef0d5b386b0c04f172daf8f6af52ba395f26dc3dd5757425fd32eb1038"
 DEFAULT_URL = "https://raw.githubusercontent.com/AWCXV/GIFNet/main/model/Final.model"
@@ -251,6 +250,9 @@ def load_state_dict(
 
 def _receive(response: http.client.HTTPResponse, handle: BinaryIO, url: str, progress: bool) -> str:
     """Stream the response body into ``handle``; return its SHA-256, hashed on the way in."""
+    # Imported here: loading weights (the engine on a bare GPU machine) needs no progress bar.
+    from tqdm import tqdm
+
     digest = hashlib.sha256()
     length_header = response.headers.get("Content-Length")
     expected = int(length_header) if length_header and length_header.isdigit() else None
