@@ -240,3 +240,20 @@ def test_gpu_lines_and_cells_format_with_a_fake_gpu(monkeypatch):
     assert cells[8] == "1234.5"
     assert cells[9] == cells[11] == "pass (54.2 dB ≥ 45)"  # 10·log10(255² / 0.25)
     assert cells[-1] == "memory: mem_get_info (ONNX Runtime) |"
+
+
+def test_the_engine_needs_only_torch_numpy_and_opencv():
+    """A lent GPU machine has its own Python with PyTorch, numpy and OpenCV only: the engine
+    and both networks import there (the other packages blocked in a child interpreter)."""
+    blocked = ("tqdm", "rosbags", "yaml", "onnx", "onnxruntime", "rclpy", "ray", "matplotlib")
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}: sys.modules[name] = None\n"
+        "from gifnet_ros.engine import FusionEngine\n"
+        "from gifnet_ros.tim import load_tim\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
