@@ -552,7 +552,7 @@ class FusionClient:
 # ---------------------------------------------------------------------------- the demo
 
 
-def _demo_weights(explicit: str | None) -> tuple[str, str]:
+def demo_weights(explicit: str | None) -> tuple[str, str]:
     """Weights for the node and where they came from (the engine's rules, then ../shared)."""
     from gifnet_ros.weights import WeightsError, resolve_weights
 
@@ -676,7 +676,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend.startswith("classic_"):
         weights, weights_source = "", f"none needed by backend {args.backend}"
     else:
-        weights, weights_source = _demo_weights(args.weights)
+        weights, weights_source = demo_weights(args.weights)
     print(f"weights: {weights or '-'} ({weights_source})")
     pairs, source = _load_pairs(args)
     height, width = pairs[0][1].shape[:2]

@@ -111,7 +111,7 @@ def summary_table(rows: list[dict[str, object]], methods: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _tile(image: np.ndarray, label: str) -> np.ndarray:
+def labelled_tile(image: np.ndarray, label: str) -> np.ndarray:
     """An RGB tile TILE_WIDTH wide with `label` on a dark band above it."""
     rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
     height = max(1, round(rgb.shape[0] * TILE_WIDTH / rgb.shape[1]))
@@ -130,7 +130,7 @@ def _tile(image: np.ndarray, label: str) -> np.ndarray:
     return np.vstack([band, rgb])
 
 
-def _sheet(rows: list[list[np.ndarray]]) -> np.ndarray:
+def contact_sheet(rows: list[list[np.ndarray]]) -> np.ndarray:
     """Stack rows of tiles; rows of different heights are padded with black."""
     width = max(sum(t.shape[1] for t in row) for row in rows)
     stacked = []
@@ -207,18 +207,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             tqdm.write(f"{PROG}: {ir_path.stem}: {exc}", file=sys.stderr)
             failures += 1
             continue
-        tiles = [_tile(thermal, f"{ir_path.stem} thermal"), _tile(visible, "RGB")]
+        tiles = [labelled_tile(thermal, f"{ir_path.stem} thermal"), labelled_tile(visible, "RGB")]
         for method, (fused_y, colour) in results.items():
             rows.append({"pair": ir_path.stem, "method": method, **metrics.evaluate(fused_y, a, b)})
-            tiles.append(_tile(fused_y if colour is None else colour, method))
+            tiles.append(labelled_tile(fused_y if colour is None else colour, method))
         sheet_rows.append(tiles)
         if len(sheet_rows) == ROWS_PER_SHEET:
             sheets += 1
-            write_image(args.output / f"sheet_{sheets:03d}.png", _sheet(sheet_rows))
+            write_image(args.output / f"sheet_{sheets:03d}.png", contact_sheet(sheet_rows))
             sheet_rows = []
     if sheet_rows:
         sheets += 1
-        write_image(args.output / f"sheet_{sheets:03d}.png", _sheet(sheet_rows))
+        write_image(args.output / f"sheet_{sheets:03d}.png", contact_sheet(sheet_rows))
 
     if rows:
         count = len({r["pair"] for r in rows})
