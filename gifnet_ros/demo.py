@@ -636,6 +636,12 @@ def _parser() -> argparse.ArgumentParser:
         default="torch",
         help="node backend: torch, onnxruntime or classic_* (no weights) (default %(default)s)",
     )
+    parser.add_argument(
+        "--network",
+        default="gifnet",
+        help="node network: gifnet, or tim / tim_light with the weights this project trained "
+        "(not the authors') (default %(default)s)",
+    )
     parser.add_argument("--device", default="auto", help="node device (default %(default)s)")
     parser.add_argument(
         "--precision", default="auto", help="node precision (default %(default)s: by hardware)"
@@ -675,6 +681,8 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     dds_environment(args.domain_id)
     if args.backend.startswith("classic_"):
         weights, weights_source = "", f"none needed by backend {args.backend}"
+    elif args.network != "gifnet":
+        weights, weights_source = "", f"{args.network}: this project's TIM weights"
     else:
         weights, weights_source = demo_weights(args.weights)
     print(f"weights: {weights or '-'} ({weights_source})")
@@ -685,6 +693,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     namespace = args.namespace or f"/gifnet_demo_{os.getpid()}"
     parameters = {
         "weights": weights,
+        "network": args.network,
         "backend": args.backend,
         "device": args.device,
         "precision": args.precision,
@@ -781,6 +790,7 @@ def _report(
         "source": source,
         "size": f"{width}x{height}",
         "device": values.get("device"),
+        "network": values.get("network"),
         "precision": values.get("precision"),
         "mode": values.get("mode"),
         "weights": weights,

@@ -506,9 +506,11 @@ class _FusionCore:
         engine, key = self._loader.engine, self._loader.key
         extra = {
             "device": str(engine.device),
+            "network": key["network"],
             "backend": key["backend"],
             "precision": precision_text(engine),
-            "weights": key["weights"] or "default",
+            "weights": (key["weights"] if key["network"] == "gifnet" else key["tim_weights"])
+            or "default",
             "mode": self._settings.mode,
             "sync_resets": self._pairer.resets if self._pairer is not None else 0,
             "sync_dropped": self._pairer.dropped if self._pairer is not None else 0,

@@ -72,6 +72,22 @@ def test_demo_with_a_classic_backend_needs_no_weights(tmp_path, data_dir):
     np.testing.assert_array_equal(_png(out / "fused_000.png"), rule.fuse(*pair))
 
 
+def test_demo_with_tim_light_needs_no_gifnet_checkpoint(tmp_path, data_dir):
+    """--network tim_light: the node runs TIM with the project's weights (no GIFNet checkpoint
+    looked for), fuses what a tim_light engine fuses, and the report names the network."""
+    out = tmp_path / "out"
+    result = _run_demo(
+        tmp_path, data_dir, "--network", "tim_light", "--frames", "1", "--out", str(out),
+        *SMALL, *EXACT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tim_light: this project's TIM weights" in result.stdout
+    assert json.loads((out / "report.json").read_text())["network"] == "tim_light"
+    (pair,) = m3svd_pairs("0111_1716", 1, (64, 48), 30, shared=data_dir.parent)
+    tim = FusionEngine(network="tim_light", device="cpu", precision="fp32")
+    np.testing.assert_array_equal(_png(out / "fused_000.png"), tim.fuse(*pair))
+
+
 def test_demo_plays_a_bag(tmp_path, data_dir, weights_path):
     videos = data_dir / "m3svd"
     bag = tmp_path / "bag"
