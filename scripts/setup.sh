@@ -31,15 +31,7 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/python" ]]; t
   exit 0
 fi
 
-# The ROS 2 wheels on PyPI are built for CPython 3.11.
-py="${PYTHON:-}"
-if [[ -z "$py" ]]; then
-  if command -v python3.11 >/dev/null 2>&1; then py=python3.11; else py=python3; fi
-fi
-if ! "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
-  echo "setup: $py is not Python 3.11; the ROS 2 wheels in requirements.txt need 3.11 (set PYTHON=...)" >&2
-  exit 1
-fi
+source "$root/scripts/python311.sh"  # sets $py
 
 rm -f "$stamp"
 [[ -x "$venv/bin/python" ]] || "$py" -m venv "$venv"
