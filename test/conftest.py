@@ -22,6 +22,18 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A tool run in-process with --threads sets PyTorch's thread count for the whole process
+    (as PyTorch has it); later tests compare with nodes in other processes at the default
+    count, where another count can move a float rounding across a grey level."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def weights_path() -> Path:
     """The authors' checkpoint, read from ../shared (never copied into the project)."""
