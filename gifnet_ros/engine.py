@@ -170,9 +170,16 @@ def check_options(
 
 
 def _classic_luminance(method: str, first: Tensor, second: Tensor) -> Tensor:
-    """A classical rule on two 1×H×W inputs in [0, 1]: the fused H×W on 0-255 (float32)."""
-    fused = fuse_grey(method, first[0].cpu().numpy() * 255.0, second[0].cpu().numpy() * 255.0)
-    return torch.from_numpy(fused)
+    """A classical rule per sample of two N×1×H×W inputs in [0, 1]: the fused N×H×W on 0-255
+    (float32)."""
+    return torch.stack(
+        [
+            torch.from_numpy(
+                fuse_grey(method, a[0].cpu().numpy() * 255.0, b[0].cpu().numpy() * 255.0)
+            )
+            for a, b in zip(first, second, strict=True)
+        ]
+    )
 
 
 def _upsample(image: Tensor, size: tuple[int, int]) -> Tensor:
@@ -489,10 +496,7 @@ class FusionEngine:
 
     def _classic_batch(self, first: Tensor, second: Tensor) -> Tensor:
         """run_model's network for a classic backend: the rule per sample, in [0, 1]."""
-        fused = [
-            _classic_luminance(self._classic, a, b) for a, b in zip(first, second, strict=True)
-        ]
-        return torch.stack(fused)[:, None] / 255.0
+        return _classic_luminance(self._classic, first, second)[:, None] / 255.0
 
     def inference_size(self, height: int, width: int) -> tuple[int, int]:
         """The size the network runs at under max_pixels / inference_scale (≥ 8×8)."""
@@ -537,12 +541,7 @@ class FusionEngine:
         if self._classic is not None:
             # Full size and straight on 0-255: a rule takes milliseconds, and a round trip
             # through [0, 1] could move a halfway value (the average's x.5) across a rounding.
-            fused = torch.stack(
-                [
-                    _classic_luminance(self._classic, a, b)
-                    for a, b in zip(first, second, strict=True)
-                ]
-            )
+            fused = _classic_luminance(self._classic, first, second)
         else:
             fused = self._infer(first, second)[:, 0].float() * 255.0
         if on_cuda:
