@@ -220,8 +220,13 @@ def _load_network(
         return load_model(weights, device, verify_hash=verify_hash)
     variant = "ivif" if network == "tim" else "light"
     if isinstance(weights, str) and "," in weights:
-        return load_tim(variant, [part.strip() for part in weights.split(",")], device)
+        return load_tim(variant, weight_files(weights), device)
     return load_tim(variant, weights, device)
+
+
+def weight_files(text: str) -> list[str]:
+    """The files of a comma-separated weights value (TIM's ivif pair: model_1, model_2)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _size(image: np.ndarray) -> str:

@@ -29,6 +29,7 @@ from gifnet_ros.engine import (
     TIM_MODES,
     FusionEngine,
     check_options,
+    weight_files,
 )
 from gifnet_ros.export import PROVIDERS, split_providers
 from gifnet_ros.thermal import RULES as THERMAL_RULES
@@ -339,8 +340,7 @@ def needs_weights(values: dict[str, Any]) -> bool:
 
 
 def _check_tim_weights(value: str) -> str | None:
-    parts = [part.strip() for part in value.split(",") if part.strip()]
-    missing = [part for part in parts if not Path(part).is_file()]
+    missing = [part for part in weight_files(value) if not Path(part).is_file()]
     return f"tim_weights: {missing[0]} is not a file" if missing else None
 
 
