@@ -290,6 +290,10 @@ def test_slop_change_applies_to_the_next_messages(node, pairs, engine, changed):
     assert got is not None, node.log()[-2000:]
     assert first not in node.client.fused
     np.testing.assert_array_equal(pixels_of(got[0]), engine.fuse(*pairs[1]))
+    # The lone RGB (stamped 100 ms after `second`) stays in the synchronizer's queue: wait until
+    # the wall clock, which later tests stamp from, is past it by more than any slop used here,
+    # or the next test's thermal image can pair with it instead of its own RGB image.
+    time.sleep(max(0.0, (second + 300_000_000 - stamp()) / 1e9))
 
 
 def test_reduced_size_fusion_takes_effect_on_the_next_pair(node, pairs, weights_path, changed):
