@@ -28,10 +28,10 @@ weights by |c - 128|, which reproduces the authors' published images
 
 ``network``: ``gifnet`` (default), or TIM (gifnet_ros.tim), ``tim`` (its
 two-stage infrared/visible pipeline) or ``tim_light``, for ``thermal_rgb`` and
-``grey`` only (the modes TIM has weights for) and on the torch backend. TIM's
-``weights`` default to the ones this project trained (not the authors'); the
-authors' ivif pair is given as ``"model_1.pt,model_2.pt"``. The colour,
-thermal, precision and size handling are the same for every network.
+``grey`` only (the modes TIM has weights for), on the torch or onnxruntime
+backend. TIM's ``weights`` default to the ones this project trained (not the
+authors'); the authors' ivif pair is given as ``"model_1.pt,model_2.pt"``. The
+colour, thermal, precision and size handling are the same for every network.
 
 Speed options (benchmarks/README.md has the measurements):
 
@@ -66,18 +66,18 @@ from torch import Tensor
 
 from gifnet_ros.classic import METHODS as CLASSIC_METHODS
 from gifnet_ros.classic import fuse_grey
-from gifnet_ros.export import OnnxGIFNet, default_onnx_path, export_onnx
+from gifnet_ros.export import NETWORKS, OnnxGIFNet, default_onnx_path, export_onnx
 from gifnet_ros.network import load_model
 from gifnet_ros.precision import PRECISIONS, choose_precision, probe
 from gifnet_ros.thermal import normalize_thermal
-from gifnet_ros.tim import load_tim
+from gifnet_ros.tim import NETWORK_VARIANTS, load_tim
+from gifnet_ros.tim import weight_files as weight_files  # where node_params imports it from
 
 MODES = ("thermal_rgb", "nir_rgb", "multi_focus", "multi_exposure", "medical", "grey")
 CHROMA_RULES = ("neutral", "authors")
 CLASSIC_BACKENDS = tuple(f"classic_{method}" for method in CLASSIC_METHODS)
 BACKENDS = ("torch", "onnxruntime", *CLASSIC_BACKENDS)
 RESTORE_RULES = ("detail", "bilinear")
-NETWORKS = ("gifnet", "tim", "tim_light")
 # The modes TIM has weights for: infrared/visible fusion (in colour or grey).
 TIM_MODES = ("thermal_rgb", "grey")
 # Pinned upload buffers kept per (input and batch slot, shape, dtype): two per pair of a batch
@@ -149,8 +149,6 @@ def check_options(
         raise ValueError(f"compile applies to the torch backend only, not {backend!r}")
     if network not in NETWORKS:
         raise ValueError(f"unknown network {network!r} (expected one of {NETWORKS})")
-    if network != "gifnet" and backend != "torch":
-        raise ValueError(f"network {network!r} runs on the torch backend only, not {backend!r}")
     if backend in CLASSIC_BACKENDS:
         if device not in ("auto", "cpu"):
             raise ValueError(
@@ -187,6 +185,7 @@ def _upsample(image: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def _onnx_session(
+    network: str,
     weights: str | Path | None,
     verify_hash: bool,
     onnx_model: str | Path | None,
@@ -196,19 +195,27 @@ def _onnx_session(
     fp16: bool,
 ) -> OnnxGIFNet:
     """An ONNX Runtime session for the engine: the given ONNX file, or the cached export of
-    the checkpoint (exported on first use, which takes about a minute)."""
+    the network with these weights (exported on first use: about a minute for GIFNet,
+    seconds for TIM). A file exported from another network is refused."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError as exc:
         raise ValueError("backend 'onnxruntime' needs the onnxruntime package") from exc
     if onnx_model is None:
-        onnx_model = default_onnx_path(weights)
+        onnx_model = default_onnx_path(weights, network=network)
         if not onnx_model.is_file():
-            export_onnx(load_model(weights, "cpu", verify_hash=verify_hash), onnx_model)
+            model = _load_network(network, weights, torch.device("cpu"), verify_hash)
+            export_onnx(model, onnx_model)
     elif not Path(onnx_model).is_file():
         raise ValueError(f"ONNX model {onnx_model} not found (write one with gifnet-export)")
     names = providers or (["cuda", "cpu"] if device.type == "cuda" else ["cpu"])
-    return OnnxGIFNet(onnx_model, names, threads, fp16)
+    session = OnnxGIFNet(onnx_model, names, threads, fp16)
+    if session.network != network:
+        raise ValueError(
+            f"ONNX model {onnx_model} is an export of {session.network}, not of network "
+            f"{network!r} (export it with gifnet-export --network {network})"
+        )
+    return session
 
 
 def _load_network(
@@ -218,15 +225,7 @@ def _load_network(
     ``"model_1.pt,model_2.pt"`` (one string, as a flag or a node parameter gives it)."""
     if network == "gifnet":
         return load_model(weights, device, verify_hash=verify_hash)
-    variant = "ivif" if network == "tim" else "light"
-    if isinstance(weights, str) and "," in weights:
-        return load_tim(variant, weight_files(weights), device)
-    return load_tim(variant, weights, device)
-
-
-def weight_files(text: str) -> list[str]:
-    """The files of a comma-separated weights value (TIM's ivif pair: model_1, model_2)."""
-    return [part.strip() for part in text.split(",") if part.strip()]
+    return load_tim(NETWORK_VARIANTS[network], weights, device)
 
 
 def _size(image: np.ndarray) -> str:
@@ -305,6 +304,7 @@ class FusionEngine:
                 self._network = torch.compile(self.model, dynamic=False, **options)
         else:
             self.model = _onnx_session(
+                network,
                 weights,
                 verify_hash,
                 onnx_model,

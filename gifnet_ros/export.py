@@ -1,12 +1,29 @@
-"""ONNX export of GIFNet and an ONNX Runtime session that runs it: ``gifnet-export``.
+"""ONNX export of GIFNet or TIM and an ONNX Runtime session that runs it: ``gifnet-export``.
 
 The exported graph takes two 1×1×H×W float32 inputs (``first``, ``second``,
-values in [0, 1]) and returns the fused 1×1×H×W luminance, for any H, W ≥ 8:
-height and width are symbolic in the graph, including the reflection padding
-to multiples of 4 and 8, the shifted windows and the crops (see the traced
-path of gifnet_ros.network). The export uses torch.export (opset 18 by
-default) and needs the ``onnx`` and ``onnxscript`` packages; running it needs
-``onnxruntime`` (``onnxruntime-gpu`` for the CUDA and TensorRT providers).
+values in [0, 1]; for TIM the thermal then the visible image) and returns the
+fused 1×1×H×W luminance (TIM's unclamped, as its torch module gives it).
+Height and width are symbolic in the graph:
+
+- GIFNet: any H, W ≥ 8, including the reflection padding to multiples of 4
+  and 8, the shifted windows and the crops (see the traced path of
+  gifnet_ros.network).
+- TIM ``tim_light``: any H, W ≥ 8; it needs no padding.
+- TIM ``tim`` (ivif): H and W are declared as multiples of 4 (4·k, k ≥ 2).
+  Its first stage works at 1/2 and 1/4 size: with TIM.forward's padding in
+  the graph, torch.export specialises on it (guards that H and W are
+  multiples of 4 and that halving and doubling gives them back, which fail
+  for a general size; its own suggested fix is H = 4·k), so the graph holds
+  TIM.fuse_padded and the padding happens outside it: the session
+  (OnnxGIFNet) reflection-pads the bottom and right to the next multiple of 4
+  with gifnet_ros.tim.pad_to_multiple, the same call TIM.forward makes, and
+  crops the result back to H×W. The file records the network and the
+  multiple in its metadata (``gifnet_ros.network``,
+  ``gifnet_ros.size_multiple``), so a session needs nothing else to run it.
+
+The export uses torch.export (opset 18 by default) and needs the ``onnx`` and
+``onnxscript`` packages; running it needs ``onnxruntime``
+(``onnxruntime-gpu`` for the CUDA and TensorRT providers).
 
 Robots without PyTorch's CUDA build, e.g. a Jetson with ONNX Runtime and
 TensorRT, export once on any machine and pass the file to the engine
@@ -14,6 +31,8 @@ TensorRT, export once on any machine and pass the file to the engine
 
     gifnet-export                       # into the per-user cache, where the engine looks
     gifnet-export -o gifnet.onnx --check
+    gifnet-export --network tim --check # TIM with this project's weights (not the authors')
+    gifnet-export --network tim --weights model_1.pt,model_2.pt   # the authors' ivif pair
 """
 
 from __future__ import annotations
@@ -29,10 +48,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from gifnet_ros import network
+from gifnet_ros import network as gifnet_module
+from gifnet_ros import tim
 from gifnet_ros.network import GIFNet, load_model
+from gifnet_ros.tim import NETWORK_VARIANTS, TIM, load_tim, pad_to_multiple, weights_digest
 from gifnet_ros.weights import WeightsError, cache_path, resolve_weights, sha256_file
 
 OPSET = 18
@@ -44,8 +65,16 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
-# Traced at this size: not a multiple of 8, so no padding step can be mistaken for a no-op.
+NETWORKS = ("gifnet", *NETWORK_VARIANTS)
+# Traced at this size: not a multiple of 8, so no padding step can be mistaken for a no-op
+# (a multiple of 4, as TIM's ivif graph takes).
 _SAMPLE_SIZE = (36, 44)
+MIN_SIZE = 8
+# Metadata keys of the exported file: which network it holds, and the multiple its graph
+# needs H and W to be (the session pads to it).
+NETWORK_KEY = "gifnet_ros.network"
+MULTIPLE_KEY = "gifnet_ros.size_multiple"
+_TIM_NETWORKS = {variant: name for name, variant in NETWORK_VARIANTS.items()}
 
 
 class ExportError(ValueError):
@@ -55,20 +84,49 @@ class ExportError(ValueError):
     device, a precision the device lacks), so callers handle them alike."""
 
 
-def default_onnx_path(weights: str | Path | None = None, opset: int = OPSET) -> Path:
-    """Where the engine keeps its export: beside the checkpoint cache, named by a digest of
-    the checkpoint, the network's source, the opset and the torch version, so that an
-    export never outlives the code or weights it was made from."""
+def default_onnx_path(
+    weights: str | Path | None = None, opset: int = OPSET, network: str = "gifnet"
+) -> Path:
+    """Where the engine keeps its export: beside the checkpoint cache, named by the network
+    and a digest of its weights file(s), its source (gifnet_ros/network.py or tim.py), the
+    opset and the torch version, so that an export never outlives the code or weights it
+    was made from. TIM's ``weights`` as load_tim takes them (None: the project's own)."""
+    if network not in NETWORKS:
+        raise ExportError(f"unknown network {network!r} (expected one of {NETWORKS})")
     digest = hashlib.sha256()
-    digest.update(sha256_file(resolve_weights(weights)).encode())
-    digest.update(Path(network.__file__).read_bytes())
+    if network == "gifnet":
+        digest.update(sha256_file(resolve_weights(weights)).encode())
+        digest.update(Path(gifnet_module.__file__).read_bytes())
+    else:
+        digest.update(weights_digest(NETWORK_VARIANTS[network], weights).encode())
+        digest.update(Path(tim.__file__).read_bytes())
     digest.update(f"{opset} {torch.__version__}".encode())
-    return cache_path().parent / f"gifnet-{digest.hexdigest()[:16]}-opset{opset}.onnx"
+    return cache_path().parent / f"{network}-{digest.hexdigest()[:16]}-opset{opset}.onnx"
 
 
-def export_onnx(model: GIFNet, path: str | Path, opset: int = OPSET) -> Path:
+class _PaddedTIM(nn.Module):
+    """TIM.fuse_padded as a module's forward: the part of TIM that its export holds."""
+
+    def __init__(self, model: TIM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ir: Tensor, vis: Tensor) -> Tensor:
+        return self.model.fuse_padded(ir, vis)
+
+
+def _size_dim(name: str, multiple: int) -> torch.export.Dim:
+    """A symbolic image size of at least MIN_SIZE that is a multiple of ``multiple``."""
+    if multiple == 1:
+        return torch.export.Dim(name, min=MIN_SIZE)
+    return multiple * torch.export.Dim(f"{name}_over_{multiple}", min=-(-MIN_SIZE // multiple))
+
+
+def export_onnx(model: GIFNet | TIM, path: str | Path, opset: int = OPSET) -> Path:
     """Write `model` (float32, CPU) as an ONNX file with symbolic H and W; returns the path.
 
+    For TIM the graph holds TIM.fuse_padded, whose sizes are multiples of
+    ``model.size_multiple``; the module docstring says how the session pads around it.
     The file appears whole or not at all (written beside the target, then renamed).
     """
     path = Path(path)
@@ -79,13 +137,16 @@ def export_onnx(model: GIFNet, path: str | Path, opset: int = OPSET) -> Path:
     except ImportError as exc:
         raise ExportError("ONNX export needs the 'onnx' and 'onnxscript' packages") from exc
     model = model.float().cpu().eval()
+    if isinstance(model, TIM):
+        name, multiple = _TIM_NETWORKS[model.variant], model.size_multiple
+        traced: nn.Module = _PaddedTIM(model)
+    else:
+        name, traced, multiple = "gifnet", model, 1
     sample = torch.rand(1, 1, *_SAMPLE_SIZE)
-    height = torch.export.Dim("height", min=8)
-    width = torch.export.Dim("width", min=8)
-    dims = {2: height, 3: width}
+    dims = {2: _size_dim("height", multiple), 3: _size_dim("width", multiple)}
     with torch.inference_mode(False), torch.no_grad():
         program = torch.export.export(
-            model, (sample, sample.clone()), dynamic_shapes=(dims, dims), strict=False
+            traced, (sample, sample.clone()), dynamic_shapes=(dims, dims), strict=False
         )
         onnx_program = torch.onnx.export(
             program,
@@ -96,6 +157,7 @@ def export_onnx(model: GIFNet, path: str | Path, opset: int = OPSET) -> Path:
             optimize=False,  # ONNX Runtime optimises the graph itself when it loads it
             verbose=False,
         )
+    onnx_program.model.metadata_props.update({NETWORK_KEY: name, MULTIPLE_KEY: str(multiple)})
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=path.name, suffix=".part", dir=path.parent)
     os.close(handle)
@@ -131,13 +193,17 @@ def provider_names(names: Sequence[str]) -> list[str]:
 
 
 class OnnxGIFNet:
-    """An ONNX Runtime session for an exported GIFNet, called like the torch module:
+    """An ONNX Runtime session for an exported GIFNet or TIM, called like the torch module:
     (first, second) N×1×H×W float tensors → fused N×1×H×W float32 tensor on their device.
 
     Inputs and output are bound in place (I/O binding): CPU tensors without a
     copy, CUDA tensors on the GPU, so a CUDA or TensorRT session adds no host
     round trip. `fp16` enables TensorRT's half-precision kernels (the graph
-    itself stays float32).
+    itself stays float32). ``network`` is the network the file holds (from its
+    metadata; files without it are GIFNet exports); where its graph takes sizes
+    that are multiples of ``size_multiple`` (TIM ivif: 4), the inputs are
+    reflection-padded at the bottom and right to them (tim.pad_to_multiple,
+    as TIM.forward pads) and the result cropped back.
     """
 
     def __init__(
@@ -175,9 +241,15 @@ class OnnxGIFNet:
         except Exception as exc:  # onnxruntime raises its own exception types
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"cannot load ONNX model {path}: {message}") from exc
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.network = metadata.get(NETWORK_KEY, "gifnet")
+        self.size_multiple = int(metadata.get(MULTIPLE_KEY, "1"))
 
     def __call__(self, first: Tensor, second: Tensor) -> Tensor:
-        return torch.cat([self._run(a[None], b[None]) for a, b in zip(first, second, strict=True)])
+        height, width = first.shape[-2:]
+        first, second = (pad_to_multiple(t, self.size_multiple) for t in (first, second))
+        fused = [self._run(a[None], b[None]) for a, b in zip(first, second, strict=True)]
+        return torch.cat(fused)[..., :height, :width]
 
     def _run(self, first: Tensor, second: Tensor) -> Tensor:
         binding = self.session.io_binding()
@@ -193,7 +265,7 @@ class OnnxGIFNet:
         return out
 
 
-def _check(model: GIFNet, path: Path) -> float:
+def _check(model: GIFNet | TIM, path: Path) -> float:
     """ONNX Runtime (CPU) against the torch model on two sizes of random input."""
     session = OnnxGIFNet(path)
     worst = 0.0
@@ -211,26 +283,43 @@ def _check(model: GIFNet, path: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="gifnet-export",
-        description="Export GIFNet to ONNX with dynamic height and width.",
+        description="Export GIFNet or TIM to ONNX with dynamic height and width.",
     )
-    p.add_argument("--weights", help="checkpoint (default: GIFNET_WEIGHTS or the user cache)")
+    p.add_argument(
+        "--network",
+        choices=NETWORKS,
+        default="gifnet",
+        help="gifnet (default), or TIM: tim (two stages) or tim_light",
+    )
+    p.add_argument(
+        "--weights",
+        help="checkpoint (GIFNet default: GIFNET_WEIGHTS or the user cache; TIM default: the "
+        "weights gifnet_ros trained, not the authors'; the authors' tim pair as "
+        "MODEL_1.pt,MODEL_2.pt)",
+    )
     p.add_argument(
         "-o", "--output", type=Path, help="ONNX file (default: the cache path the engine uses)"
     )
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     p.add_argument(
-        "--no-verify-hash", action="store_true", help="accept a checkpoint of another hash"
+        "--no-verify-hash", action="store_true", help="accept a GIFNet checkpoint of another hash"
     )
     p.add_argument(
         "--check", action="store_true", help="compare ONNX Runtime (CPU) with torch afterwards"
     )
     args = p.parse_args(argv)
     try:
-        model = load_model(args.weights, "cpu", verify_hash=not args.no_verify_hash)
-        output = args.output or default_onnx_path(args.weights, args.opset)
+        if args.network == "gifnet":
+            model = load_model(args.weights, "cpu", verify_hash=not args.no_verify_hash)
+        else:
+            model = load_tim(NETWORK_VARIANTS[args.network], args.weights)
+        output = args.output or default_onnx_path(args.weights, args.opset, args.network)
         began = time.perf_counter()
         export_onnx(model, output, args.opset)
-        print(f"wrote {output} in {time.perf_counter() - began:.0f} s (opset {args.opset})")
+        print(
+            f"wrote {args.network} to {output} in {time.perf_counter() - began:.0f} s "
+            f"(opset {args.opset})"
+        )
         if args.check and _check(model, output) > 1e-3:
             print("error: ONNX Runtime differs from torch by more than 1e-3", file=sys.stderr)
             return 1

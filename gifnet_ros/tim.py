@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable  # Python 3.11+; only for type checking
 
 VARIANTS = ("ivif", "light")
+# The engine's network names for the variants (FusionEngine(network=...), --network).
+NETWORK_VARIANTS = {"tim": "ivif", "tim_light": "light"}
 CHANNELS = 48
 # Stage 1 of the ivif variant works at 1/2 and 1/4 size: inputs are padded to a multiple.
 _IVIF_MULTIPLE = 4
@@ -468,6 +470,8 @@ class TIM(nn.Module):
         if variant not in VARIANTS:
             raise ValueError(f"unknown TIM variant {variant!r} (expected one of {VARIANTS})")
         self.variant = variant
+        # H and W that fuse_padded takes are multiples of this (forward pads to it).
+        self.size_multiple = _IVIF_MULTIPLE if variant == "ivif" else 1
         self.model_1 = Stage1(_IVIF_CELLS if variant == "ivif" else _LIGHT_CELLS)
         self.model_2 = Stage2() if variant == "ivif" else None
 
@@ -480,26 +484,42 @@ class TIM(nn.Module):
         height, width = ir.shape[-2:]
         if min(height, width) < MIN_SIZE:
             raise ValueError(f"TIM needs H and W of at least {MIN_SIZE}, got {(height, width)}")
+        ir, vis = (pad_to_multiple(t, self.size_multiple) for t in (ir, vis))
+        return self.fuse_padded(ir, vis)[..., :height, :width]
+
+    def fuse_padded(self, ir: Tensor, vis: Tensor) -> Tensor:
+        """The network alone, on inputs whose H and W are multiples of ``size_multiple``: no
+        checks, no padding, no crop. What the ONNX export holds (gifnet_ros.export), whose
+        runner pads and crops around it with pad_to_multiple as forward does."""
         if self.model_2 is None:
             return self.model_1(vis, ir)  # the light script feeds the visible image first
-        pad_h, pad_w = -height % _IVIF_MULTIPLE, -width % _IVIF_MULTIPLE
-        if pad_h or pad_w:
-            ir = F.pad(ir, (0, pad_w, 0, pad_h), mode="reflect")
-            vis = F.pad(vis, (0, pad_w, 0, pad_h), mode="reflect")
-        fused = self.model_2(ir, vis, self.model_1(ir, vis))
-        return fused[..., :height, :width]
+        return self.model_2(ir, vis, self.model_1(ir, vis))
+
+
+def pad_to_multiple(image: Tensor, multiple: int) -> Tensor:
+    """``image`` (…×H×W) reflection-padded at the bottom and right to the next multiples of
+    ``multiple`` (at most multiple - 1 rows and columns, mirrored without repeating the edge):
+    TIM's size rule, shared by TIM.forward and the ONNX runner so both pad alike."""
+    pad_h, pad_w = -image.shape[-2] % multiple, -image.shape[-1] % multiple
+    if not (pad_h or pad_w):
+        return image
+    return F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
 
 
 # --- weights --------------------------------------------------------------------------------
 
 
+def _file_bytes(path: Path | Traversable) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"cannot read TIM weights file {path}: {exc.strerror or exc}") from exc
+
+
 def _read(path: Path | Traversable, sha256: str | None = None) -> Mapping[str, Any]:
     """A checkpoint file safely unpickled (weights_only) on the CPU, its SHA-256 checked
     when one is given; WeightsError (one line) naming the file otherwise."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise WeightsError(f"cannot read TIM weights file {path}: {exc.strerror or exc}") from exc
+    data = _file_bytes(path)
     if sha256 is not None:
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
@@ -540,9 +560,17 @@ def _load_into(module: nn.Module, state: Mapping[str, Any], source: str) -> None
     module.load_state_dict(state)
 
 
+def weight_files(text: str) -> list[str]:
+    """The files of a comma-separated weights value (the ivif pair: model_1, model_2), as a
+    flag or a node parameter gives them."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _paths(variant: str, weights: WeightsArg) -> list[Path]:
-    if isinstance(weights, (str, os.PathLike)):
-        return [Path(weights).expanduser()]
+    if isinstance(weights, str):  # one path, or the ivif pair as "model_1.pt,model_2.pt"
+        weights = weight_files(weights)
+    elif isinstance(weights, os.PathLike):
+        weights = [weights]
     paths = [Path(p).expanduser() for p in weights or ()]
     wanted = "a pair of paths (model_1, model_2) or" if variant == "ivif" else ""
     if len(paths) not in ((1, 2) if variant == "ivif" else (1,)):
@@ -550,6 +578,22 @@ def _paths(variant: str, weights: WeightsArg) -> list[Path]:
             f"TIM {variant} weights: expected {wanted} one path, got {len(paths)} paths"
         )
     return paths
+
+
+def weight_sources(variant: str, weights: WeightsArg = None) -> list[Path | Traversable]:
+    """The file(s) load_tim(variant, weights) reads, in order: the project's own file for
+    None."""
+    return [PROJECT_WEIGHTS[variant]] if weights is None else list(_paths(variant, weights))
+
+
+def weights_digest(variant: str, weights: WeightsArg = None) -> str:
+    """One SHA-256 over the bytes of the weight file(s) that load_tim(variant, weights)
+    reads: part of a TIM export's cache name (gifnet_ros.export), so a changed file gets a
+    new export; WeightsError (one line) for a file that cannot be read."""
+    digest = hashlib.sha256()
+    for path in weight_sources(variant, weights):
+        digest.update(_file_bytes(path))
+    return digest.hexdigest()
 
 
 def project_metadata(variant: str = "ivif") -> dict[str, Any]:
@@ -563,16 +607,13 @@ def load_tim(
     """TIM in inference mode on ``device``, with weights.
 
     ``weights``: None for the weights this project trained and ships (SHA-256 checked; they
-    are not the authors'); the authors' state dicts (ivif: a pair of paths,
-    model_1's then model_2's; light: one path); or a file written by gifnet-train-tim.
+    are not the authors'); the authors' state dicts (ivif: a pair of paths, model_1's then
+    model_2's, or one string ``"model_1.pt,model_2.pt"``; light: one path); or a file
+    written by gifnet-train-tim.
     """
     model = TIM(variant)
-    if weights is None:
-        paths: list[Path | Traversable] = [PROJECT_WEIGHTS[variant]]
-        hashes: list[str | None] = [PROJECT_SHA256[variant]]
-    else:
-        paths = list(_paths(variant, weights))
-        hashes = [None] * len(paths)
+    paths = weight_sources(variant, weights)
+    hashes: list[str | None] = [PROJECT_SHA256[variant]] if weights is None else [None] * len(paths)
     loaded = [_read(path, sha) for path, sha in zip(paths, hashes, strict=True)]
     if len(loaded) == 1 and loaded[0].get("format") == PROJECT_FORMAT:
         record = loaded[0]

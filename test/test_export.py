@@ -1,18 +1,31 @@
 """ONNX export (gifnet-export) and the engine's onnxruntime backend, on ONNX Runtime's CPU
 provider: against the authors' references, the torch network, and at sizes other than the
-one traced. The export runs once for the module (it takes about a minute)."""
+one traced; for GIFNet and for TIM (both variants, the project's weights). Each export runs
+once for the module (GIFNet's takes about a minute, TIM's seconds)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REFERENCE
+from conftest import REFERENCE, SHARED
 
 from gifnet_ros.engine import FusionEngine
-from gifnet_ros.export import ExportError, OnnxGIFNet, default_onnx_path, export_onnx, main
+from gifnet_ros.export import (
+    MULTIPLE_KEY,
+    NETWORK_KEY,
+    ExportError,
+    OnnxGIFNet,
+    default_onnx_path,
+    export_onnx,
+    main,
+)
 from gifnet_ros.network import load_model
+from gifnet_ros.tim import NETWORK_VARIANTS, load_tim
+from gifnet_ros.weights import WeightsError
 
 ort = pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs onnxruntime")
 onnx = pytest.importorskip("onnx", reason="gifnet-export needs onnx")
@@ -131,3 +144,123 @@ def test_default_path_is_in_the_cache_and_names_the_opset(weights_path, tmp_path
     assert path17.parent == path18.parent == tmp_path
     assert path17.name.endswith("-opset17.onnx") and path18.name.endswith("-opset18.onnx")
     assert path17.name.split("-")[1] != path18.name.split("-")[1]
+
+
+# --- TIM ----------------------------------------------------------------------------------------
+
+TIM_NETWORKS = tuple(NETWORK_VARIANTS)
+# ONNX Runtime against torch, both fp32, on the 0-255 scale: GIFNet's acceptance bound. The
+# graph holds the same operations in the same order, so the two differ by float rounding
+# only (measured 0.7-0.9e-4 at 37×45 and 61×75); a padding or input-order mistake moves
+# pixels by whole grey levels.
+TIM_TOLERANCE = 1e-3
+
+
+@pytest.fixture(scope="module")
+def tim_exports(tmp_path_factory) -> dict[str, Path]:
+    """One export per TIM network with the project's weights, written by the gifnet-export
+    command itself with --check (ONNX Runtime against torch within 1e-3, else exit 1)."""
+    folder = tmp_path_factory.mktemp("tim_onnx")
+    paths = {}
+    for network in TIM_NETWORKS:
+        paths[network] = folder / f"{network}.onnx"
+        assert main(["--network", network, "-o", str(paths[network]), "--check"]) == 0
+    return paths
+
+
+def _random_pair(height: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    return tuple(
+        torch.from_numpy(rng.random((1, 1, height, width), dtype=np.float32)) for _ in "ab"
+    )
+
+
+@pytest.mark.parametrize("network", TIM_NETWORKS)
+def test_tim_export_matches_torch_at_odd_sizes(tim_exports, network):
+    """Sizes that are not multiples of 4 (so the ivif session pads and crops) or of 8."""
+    path = tim_exports[network]
+    model_proto = onnx.load(str(path), load_external_data=False)
+    metadata = {entry.key: entry.value for entry in model_proto.metadata_props}
+    multiple = 4 if network == "tim" else 1
+    assert metadata == {NETWORK_KEY: network, MULTIPLE_KEY: str(multiple)}
+    for value in (*model_proto.graph.input, *model_proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        assert dims[2].dim_param and dims[3].dim_param, f"{value.name} has a fixed size"
+    session = OnnxGIFNet(path)
+    assert (session.network, session.size_multiple) == (network, multiple)
+    model = load_tim(NETWORK_VARIANTS[network])
+    for seed, (height, width) in enumerate(((37, 45), (61, 75))):
+        ir, vis = _random_pair(height, width, seed)
+        with torch.inference_mode():
+            expected = model(ir, vis)
+        got = session(ir, vis)
+        assert got.shape == (1, 1, height, width)
+        error = float((got - expected).abs().max()) * 255.0
+        print(f"{network} {width}x{height}: max |ort - torch| {error:.2g} (0-255)")
+        assert error < TIM_TOLERANCE
+
+
+@pytest.mark.parametrize("network", TIM_NETWORKS)
+def test_tim_session_batch_equals_each_sample(tim_exports, network):
+    session = OnnxGIFNet(tim_exports[network])
+    pairs = [_random_pair(37, 45, seed) for seed in range(3)]
+    alone = [session(ir, vis) for ir, vis in pairs]
+    batch = session(torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]))
+    assert batch.shape == (3, 1, 37, 45)
+    torch.testing.assert_close(batch, torch.cat(alone), rtol=0, atol=1e-6)
+    assert (alone[0] - alone[1]).abs().max() > 1e-3  # the samples differ: the check could fail
+
+
+def test_engine_onnxruntime_fuses_tim_like_torch(tim_exports, data_dir):
+    """A real RoadScene pair, cropped to an odd size; the engine's colour path around both."""
+    ir = cv2.imread(str(data_dir / "roadscene/ir/FLIR_04302.jpg"), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(data_dir / "roadscene/vis/FLIR_04302.jpg"), cv2.IMREAD_COLOR)
+    ir, vis = ir[40:101, 100:175], cv2.cvtColor(vis[40:101, 100:175], cv2.COLOR_BGR2RGB)
+    engine = FusionEngine(
+        device="cpu", backend="onnxruntime", network="tim", onnx_model=tim_exports["tim"]
+    )
+    assert engine.precision == "fp32"  # auto on ONNX Runtime's CPU provider
+    reference = FusionEngine(device="cpu", precision="fp32", network="tim")
+    out, expected = engine.fuse(ir, vis), reference.fuse(ir, vis)
+    assert out.shape == expected.shape == (61, 75, 3)
+    assert np.abs(out.astype(int) - expected).max() <= 1  # rounding ties only
+    assert engine.describe().startswith("tim, onnxruntime on cpu, fp32")
+
+
+def test_engine_exports_tim_into_the_cache_on_first_use(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIFNET_CACHE_DIR", str(tmp_path))
+    engine = FusionEngine(device="cpu", backend="onnxruntime", network="tim_light")
+    (written,) = tmp_path.glob("*.onnx")
+    assert written == default_onnx_path(network="tim_light")
+    assert written.name.startswith("tim_light-")
+    ir, vis = _random_pair(24, 40, 3)
+    with torch.inference_mode():
+        expected = load_tim("light")(ir, vis).clamp(0, 1)
+    assert float((engine.run_model(ir, vis) - expected).abs().max()) * 255.0 < TIM_TOLERANCE
+
+
+def test_tim_default_paths_name_network_and_weights(weights_path, tmp_path, monkeypatch):
+    """A TIM export never collides with GIFNet's, the other variant's or other weights'."""
+    monkeypatch.setenv("GIFNET_CACHE_DIR", str(tmp_path))
+    reference = SHARED / "tim" / "reference"
+    if not reference.is_dir():
+        pytest.skip(f"TIM reference cases not found at {reference}")
+    pair = [reference / "ivif_model_1.pt", reference / "ivif_model_2.pt"]
+    paths = {
+        "gifnet": default_onnx_path(weights_path),
+        "tim": default_onnx_path(network="tim"),
+        "tim_light": default_onnx_path(network="tim_light"),
+        "tim pair": default_onnx_path(f"{pair[0]},{pair[1]}", network="tim"),
+    }
+    assert len(set(paths.values())) == 4
+    assert all(path.name.startswith(key.split()[0] + "-") for key, path in paths.items())
+    assert default_onnx_path(pair, network="tim") == paths["tim pair"]  # one file, two spellings
+    with pytest.raises(WeightsError, match=r"cannot read TIM weights file .*missing\.pt"):
+        default_onnx_path(tmp_path / "missing.pt", network="tim_light")
+
+
+def test_onnx_model_of_another_network_is_refused(tim_exports):
+    with pytest.raises(ValueError, match="is an export of tim_light, not of network 'tim'"):
+        FusionEngine(
+            device="cpu", backend="onnxruntime", network="tim", onnx_model=tim_exports["tim_light"]
+        )

@@ -200,8 +200,6 @@ def test_engine_rejects_what_tim_cannot_do(reference: Path) -> None:
     engine.mode = "medical"
     with pytest.raises(ValueError, match="not mode 'medical'; use network 'gifnet'"):
         engine.fuse(np.zeros((16, 16), np.uint8), np.zeros((16, 16), np.uint8))
-    with pytest.raises(ValueError, match="runs on the torch backend only, not 'onnxruntime'"):
-        FusionEngine(network="tim", backend="onnxruntime", device="cpu")
     with pytest.raises(ValueError, match="unknown network 'swin'"):
         FusionEngine(network="swin", device="cpu")
 
