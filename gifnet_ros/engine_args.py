@@ -73,7 +73,7 @@ def add_engine_arguments(
         choices=NETWORKS,
         default="gifnet",
         help="gifnet (default), or TIM: tim (two stages) or tim_light; TIM fuses thermal/RGB "
-        "only, on the torch backend, with this project's weights unless --weights",
+        "only, with this project's weights unless --weights",
     )
     group.add_argument(
         "--weights",
@@ -83,8 +83,8 @@ def add_engine_arguments(
     )
     group.add_argument(
         "--onnx-model",
-        help="ONNX file for --backend onnxruntime (default: the checkpoint's cached export, "
-        "written on first use)",
+        help="ONNX file for --backend onnxruntime, exported from --network (default: the "
+        "network's cached export of its weights, written on first use)",
     )
     group.add_argument(
         "--providers",
