@@ -1,7 +1,9 @@
-"""Peak resident memory (RSS) of one GIFNet fusion against resolution; prints a table.
+"""Peak resident memory (RSS) of one GIFNet or TIM fusion against resolution; prints a table.
 
     .venv/bin/python benchmarks/memory.py              # 320x256, 640x480, 1280x1024
     .venv/bin/python benchmarks/memory.py --quick      # 160x128, 320x256
+    .venv/bin/python benchmarks/memory.py --sizes 640x480 \
+        --variants torch-auto tim-torch-auto tim_light-torch-auto tim-onnxruntime-fp32
 
 Each (size, variant) runs in a fresh Python process, so one peak cannot hide another: the
 child loads the model, records its RSS, runs ``--pairs`` forwards on a pair of that size and
@@ -10,7 +12,9 @@ weights), "peak" the process's high-water mark, "fusion" the difference: what th
 add. ``--then SIZE`` follows them with one pair of another size and one more of the first, as
 a robot whose camera changes resolution: "peak" then covers the whole sequence and "after"
 is the RSS left at its end (what a runtime keeps between pairs, e.g. ONNX Runtime's arena).
-``torch-auto`` is the default engine; its row names the precision it chose.
+``torch-auto`` is the default engine; its row names the precision it chose. A variant is
+``[NETWORK-]BACKEND-PRECISION``: GIFNet (``--weights``) unless it starts with ``tim`` or
+``tim_light`` (TIM with this project's weights, not the authors').
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 from pathlib import Path
 
 from gifnet_ros.demo import find_shared  # the children measure memory, not this process
+from gifnet_ros.export import NETWORKS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo
@@ -34,6 +39,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 sys.path.insert(0, {bench!r})
 import torch
 height, width, variant, weights = {height}, {width}, {variant!r}, {weights!r}
+network, backend, precision = {network!r}, {backend!r}, {precision!r}
 
 def rss_mb():
     with open("/proc/self/status") as status:
@@ -47,8 +53,13 @@ if variant == "baseline":
     run = lambda a, b: model(a, b)
 else:
     from gifnet_ros.engine import FusionEngine
-    backend, precision = variant.split("-")
-    engine = FusionEngine(weights, device="cpu", precision=precision, backend=backend)
+    engine = FusionEngine(
+        weights if network == "gifnet" else None,
+        device="cpu",
+        precision=precision,
+        backend=backend,
+        network=network,
+    )
     run = engine.run_model
     variant = variant + ("=" + engine.precision if precision == "auto" else "")
 sizes = [(height, width)] * {pairs} + ([{then}, (height, width)] if {then} else [])
@@ -61,6 +72,27 @@ print(json.dumps({{"model": loaded, "peak": peak, "after": rss_mb(), "variant": 
 """
 
 
+def split_variant(text: str) -> tuple[str, str, str, list[str]]:
+    """``[NETWORK-]BACKEND-PRECISION[-EXTRA]`` → (network, backend, precision, extras); the
+    network is gifnet where none is named (``torch-auto``, ``tim-onnxruntime-fp32``)."""
+    parts = text.split("-")
+    network = parts.pop(0) if parts[0] in NETWORKS else "gifnet"
+    if len(parts) < 2:
+        raise ValueError(f"variant {text!r}: expected [NETWORK-]BACKEND-PRECISION")
+    backend, precision, *extra = parts
+    return network, backend, precision, extra
+
+
+def variant_arg(text: str) -> str:
+    """argparse type of --variants: the name as given, once it parses (or is baseline)."""
+    if text != "baseline":
+        try:
+            split_variant(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def measure(
     height: int,
     width: int,
@@ -70,7 +102,13 @@ def measure(
     then: tuple[int, int] | None = None,
 ) -> dict[str, float]:
     """Run the fusions in a fresh interpreter; its RSS after loading, at peak and at the end."""
+    network = backend = precision = None
+    if variant != "baseline":
+        network, backend, precision, _ = split_variant(variant)
     code = _CHILD.format(
+        network=network,
+        backend=backend,
+        precision=precision,
         bench=str(ROOT / "benchmarks"),
         height=height,
         width=width,
@@ -94,7 +132,10 @@ def main() -> None:
     p.add_argument(
         "--variants",
         nargs="+",
+        type=variant_arg,
         default=["baseline", "torch-auto", "torch-fp32", "torch-bf16", "onnxruntime-fp32"],
+        help="baseline and/or [NETWORK-]BACKEND-PRECISION (torch-auto, onnxruntime-fp32, "
+        "tim-torch-auto, tim_light-torch-fp32, tim-onnxruntime-fp32, ...)",
     )
     p.add_argument("--pairs", type=int, default=1, help="pairs of each size (default 1)")
     p.add_argument("--then", metavar="SIZE", help="then one pair of this size and one more")
@@ -104,6 +145,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="160x128 and 320x256 only")
     p.add_argument("--weights", type=Path, default=WEIGHTS)
     args = p.parse_args()
+    for variant in args.variants:
+        if variant != "baseline" and split_variant(variant)[3]:
+            p.error(f"variant {variant!r}: memory.py takes [NETWORK-]BACKEND-PRECISION only")
     if args.quick:
         args.sizes = ["160x128", "320x256"]
     then = None
@@ -112,7 +156,7 @@ def main() -> None:
         then = (then_height, then_width)
     print(f"{args.pairs} pair(s) per size" + (f", then {args.then} and one more" if then else ""))
     print(
-        f"{'size':>9} {'variant':>21} {'model MB':>9} {'peak MB':>8} {'fusion MB':>9} "
+        f"{'size':>9} {'variant':>27} {'model MB':>9} {'peak MB':>8} {'fusion MB':>9} "
         f"{'fusion B/px':>11} {'after MB':>8}"
     )
     rows = []
@@ -122,11 +166,11 @@ def main() -> None:
             try:
                 result = measure(height, width, variant, args.weights, args.pairs, then)
             except RuntimeError as exc:
-                print(f"{size:>9} {variant:>21} {exc}")
+                print(f"{size:>9} {variant:>27} {exc}")
                 continue
             fusion = result["peak"] - result["model"]
             print(
-                f"{size:>9} {result['variant']:>21} {result['model']:9.0f} {result['peak']:8.0f} "
+                f"{size:>9} {result['variant']:>27} {result['model']:9.0f} {result['peak']:8.0f} "
                 f"{fusion:9.0f} {fusion * 2**20 / (height * width):11.0f} {result['after']:8.0f}"
             )
             rows.append({"size": size, "pixels": height * width, **result})

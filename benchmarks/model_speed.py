@@ -1,7 +1,9 @@
-"""GIFNet model time per pair against the machine's matrix-product rate; prints tables.
+"""GIFNet and TIM model time per pair against the machine's matrix-product rate; prints tables.
 
     .venv/bin/python benchmarks/model_speed.py            # 320x256, 640x480, 1280x1024
     .venv/bin/python benchmarks/model_speed.py --quick    # 160x128, 320x256, fewer runs
+    .venv/bin/python benchmarks/model_speed.py --sizes 640x480 \
+        --variants baseline torch-auto tim-torch-auto tim_light-torch-auto tim-onnxruntime-fp32
 
 Every variant (the plain eager baseline of benchmarks/baseline_network.py, the package's
 network per backend and precision) runs on the same pair, round-robin: one timed run of
@@ -12,8 +14,13 @@ variant's FLOP floor is the model's FLOPs over the rate of the precision it runs
 matrix products and convolutions run at that precision). ``torch-auto`` is the default
 engine: its row names the precision the automatic rule chose. The CPU's model, the flags
 that decide the rule and ONEDNN_MAX_CPU_ISA are printed with every table.
+A variant named ``tim-…`` or ``tim_light-…`` (``[NETWORK-]BACKEND-PRECISION[-compile]``,
+as benchmarks/memory.py takes them) runs TIM with this project's weights instead of GIFNet,
+through the same engine; "vs base" is then its time against GIFNet's baseline, side by side.
 FLOPs are counted with torch.utils.flop_counter on the "meta" device (no arithmetic): once
-for the specification (the baseline) and once for what the optimised network executes.
+for the specification (the baseline) and once for what the optimised network executes; a
+TIM row's GFLOP/s and floor use the FLOPs of the TIM module it runs (gifnet_ros.tim, without
+the authors' two discarded stage-2 heads), counted the same way.
 "first s" is each variant's warm-up run, which includes compilation where there is one
 (torch.compile; the onnxruntime variant exports the graph into the cache beforehand if it
 is not there yet, outside the timings).
@@ -30,7 +37,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as gifnet_ros (its __init__) does
@@ -41,10 +48,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_network import GIFNet as BaselineGIFNet
+from memory import split_variant, variant_arg
 
 from gifnet_ros.demo import find_shared
 from gifnet_ros.engine import FusionEngine
 from gifnet_ros.network import GIFNet
+from gifnet_ros.tim import NETWORK_VARIANTS, TIM
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo
@@ -78,10 +87,11 @@ def _inplace_addmm_flops(
     return 2 * a[0] * a[1] * b[1]
 
 
-def count_flops(model_class: type[torch.nn.Module], height: int, width: int) -> int:
-    """FLOPs of one forward, counted on the meta device (in-place products included)."""
+def count_flops(build: Callable[[], torch.nn.Module], height: int, width: int) -> int:
+    """FLOPs of one forward of the module ``build()`` makes, counted on the meta device
+    (in-place products included)."""
     with torch.device("meta"):
-        model = model_class().eval()
+        model = build().eval()
         first = torch.zeros(1, 1, height, width)
     mapping = {torch.ops.aten.addmm_: _inplace_addmm_flops}
     with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as c:
@@ -162,19 +172,29 @@ def baseline_runner(weights: Path, threads: int | None) -> Runner:
     return run
 
 
-def runners(args: argparse.Namespace) -> dict[str, Runner]:
-    """Name → function(first, second) running one network forward, for each variant asked."""
+def runners(args: argparse.Namespace) -> tuple[dict[str, Runner], dict[str, str]]:
+    """Name → function(first, second) running one network forward, for each variant asked;
+    and name → the network it runs (gifnet for the baseline)."""
     out: dict[str, Runner] = {}
+    networks: dict[str, str] = {}
     for variant in args.variants:
         if variant == "baseline":
             out[BASELINE] = baseline_runner(args.weights, args.threads)
+            networks[BASELINE] = "gifnet"
             continue
-        backend, precision, *extra = variant.split("-")
-        options = {"backend": backend, "compile": extra == ["compile"]}
-        engine = FusionEngine(args.weights, device="cpu", precision=precision, **options)
+        network, backend, precision, extra = split_variant(variant)
+        engine = FusionEngine(
+            args.weights if network == "gifnet" else None,  # TIM: this project's weights
+            device="cpu",
+            precision=precision,
+            backend=backend,
+            compile=extra == ["compile"],
+            network=network,
+        )
         label = precision if precision != "auto" else f"auto={engine.precision}"
-        out[" ".join([backend, label, *extra])] = engine.run_model
-    return out
+        name = " ".join([*([network] if network != "gifnet" else []), backend, label, *extra])
+        out[name], networks[name] = engine.run_model, network
+    return out, networks
 
 
 def runs_at(name: str) -> str:
@@ -215,9 +235,11 @@ def main() -> None:
     p.add_argument(
         "--variants",
         nargs="+",
+        type=variant_arg,
         default=["baseline", "torch-auto", "torch-fp32"],
-        help="baseline and/or BACKEND-PRECISION[-compile] (torch-auto, torch-fp32, torch-bf16, "
-        "onnxruntime-fp32, torch-fp32-compile, ...)",
+        help="baseline and/or [NETWORK-]BACKEND-PRECISION[-compile] (torch-auto, torch-fp32, "
+        "torch-bf16, onnxruntime-fp32, torch-fp32-compile, tim-torch-auto, "
+        "tim_light-torch-auto, tim-onnxruntime-fp32, ...)",
     )
     p.add_argument(
         "--no-baseline-above",
@@ -238,14 +260,14 @@ def main() -> None:
         args.sizes = ["160x128", "320x256"]
     if args.threads:
         torch.set_num_threads(args.threads)
-    variants = runners(args)
+    variants, networks = runners(args)
     print(cpu_summary())
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"load average {os.getloadavg()[0]:.2f} at start"
     )
     print(
-        f"{'size':>9} {'variant':>22} {'runs':>4} {'median s':>9} {'min s':>7} "
+        f"{'size':>9} {'variant':>28} {'runs':>4} {'median s':>9} {'min s':>7} "
         f"{'vs base':>7} {'GFLOP/s':>8} {'floor s':>7} {'/floor':>6} {'first s':>7}"
     )
     summary, rows = [], []
@@ -260,16 +282,21 @@ def main() -> None:
         }
         spec_flops = count_flops(BaselineGIFNet, height, width)
         executed_flops = count_flops(GIFNet, height, width)
+        # What a row's network computes per pair: GIFNet's specification, or the TIM module.
+        flops = {"gifnet": spec_flops}
+        for network in set(networks.values()) - {"gifnet"}:
+            flops[network] = count_flops(partial(TIM, NETWORK_VARIANTS[network]), height, width)
         times, matmul, warm_up = bench_size(height, width, runs, chosen)
         rates = {k: 2 * MATMUL_N**3 / statistics.median(v) for k, v in matmul.items()}
         base = statistics.median(times[BASELINE]) if BASELINE in times else None
         for name, seconds in times.items():
             median = statistics.median(seconds)
-            floor = spec_flops / rates[runs_at(name)]
+            row_flops = flops[networks[name]]
+            floor = row_flops / rates[runs_at(name)]
             ratio = f"{base / median:6.2f}x" if base else "    n/a"
             print(
-                f"{size:>9} {name:>22} {runs:>4} {median:9.3f} {min(seconds):7.3f} {ratio:>7} "
-                f"{spec_flops / median / 1e9:8.1f} {floor:7.3f} {median / floor:6.2f} "
+                f"{size:>9} {name:>28} {runs:>4} {median:9.3f} {min(seconds):7.3f} {ratio:>7} "
+                f"{row_flops / median / 1e9:8.1f} {floor:7.3f} {median / floor:6.2f} "
                 f"{warm_up[name]:7.1f}"
             )
             rows.append(
@@ -277,27 +304,30 @@ def main() -> None:
                     "size": size,
                     "pixels": pixels,
                     "variant": name,
+                    "network": networks[name],
                     "median_s": median,
                     "floor_s": floor,
                     "precision": runs_at(name),
                 }
             )
-        summary.append((size, spec_flops, executed_flops, rates))
+        summary.append((size, spec_flops, executed_flops, rates, flops))
     print()
     print(
         f"{'size':>9} {'spec GFLOP':>10} {'GFLOP/kpx':>9} {'executed GFLOP':>14} "
         f"{'fp32 matmul GFLOP/s':>19} {'bf16 matmul GFLOP/s':>19}"
     )
-    for size, spec, executed, rates in summary:
+    for size, spec, executed, rates, flops in summary:
         height, width = parse_size(size)
         print(
             f"{size:>9} {spec / 1e9:10.1f} {spec / (height * width) * 1e3 / 1e9:9.3f} "
             f"{executed / 1e9:14.1f} {rates['fp32'] / 1e9:19.1f} {rates['bf16'] / 1e9:19.1f}"
         )
+        for network in sorted(flops.keys() - {"gifnet"}):
+            print(f"{size:>9} {network}: {flops[network] / 1e9:.1f} GFLOP (the TIM module run)")
     print(
-        f"load average {os.getloadavg()[0]:.2f} at the end; GFLOP/s column = spec FLOPs / "
-        "median time; floor = spec FLOPs / median matmul rate, at the variant's precision, "
-        "of the same rounds"
+        f"load average {os.getloadavg()[0]:.2f} at the end; GFLOP/s column = spec FLOPs (TIM "
+        "rows: the TIM module's) / median time; floor = those FLOPs / median matmul rate, at "
+        "the variant's precision, of the same rounds"
     )
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu_summary(), "rows": rows}, indent=1))
