@@ -75,6 +75,12 @@ MIN_SIZE = 8
 NETWORK_KEY = "gifnet_ros.network"
 MULTIPLE_KEY = "gifnet_ros.size_multiple"
 _TIM_NETWORKS = {variant: name for name, variant in NETWORK_VARIANTS.items()}
+# --check's bound on max |ONNX Runtime - torch| (0-255 scale): float rounding only. GIFNet:
+# the acceptance bound against the authors' outputs. TIM: stage 2's per-image norms amplify
+# rounding more with some weights (1e-4 with the project's, up to 9e-4 with the seeded random
+# weights of ../shared/tim/reference); 1e-2 is still 50 times under half a grey level, while a
+# padding or input-order mistake moves pixels by tens of grey levels (docs/tim.md).
+CHECK_TOLERANCE = {"gifnet": 1e-3, "tim": 1e-2, "tim_light": 1e-2}
 
 
 class ExportError(ValueError):
@@ -320,8 +326,12 @@ def main(argv: list[str] | None = None) -> int:
             f"wrote {args.network} to {output} in {time.perf_counter() - began:.0f} s "
             f"(opset {args.opset})"
         )
-        if args.check and _check(model, output) > 1e-3:
-            print("error: ONNX Runtime differs from torch by more than 1e-3", file=sys.stderr)
+        tolerance = CHECK_TOLERANCE[args.network]
+        if args.check and _check(model, output) > tolerance:
+            print(
+                f"error: ONNX Runtime differs from torch by more than {tolerance:g}",
+                file=sys.stderr,
+            )
             return 1
     except (WeightsError, ValueError, OSError) as exc:
         print(f"gifnet-export: {exc}", file=sys.stderr)
