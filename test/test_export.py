@@ -264,3 +264,19 @@ def test_onnx_model_of_another_network_is_refused(tim_exports):
         FusionEngine(
             device="cpu", backend="onnxruntime", network="tim", onnx_model=tim_exports["tim_light"]
         )
+
+
+def test_gifnet_export_takes_the_authors_tim_pair(tmp_path, capsys):
+    """The authors' format, as one comma-separated --weights value, exported and checked
+    (their seeded random weights: the case that needs --check's TIM bound, see export.py)."""
+    reference = SHARED / "tim" / "reference"
+    if not reference.is_dir():
+        pytest.skip(f"TIM reference cases not found at {reference}")
+    pair = f"{reference / 'ivif_model_1.pt'},{reference / 'ivif_model_2.pt'}"
+    path = tmp_path / "tim_authors.onnx"
+    assert main(["--network", "tim", "--weights", pair, "-o", str(path), "--check"]) == 0
+    assert path.is_file() and not list(tmp_path.glob("*.part"))
+    assert "max |onnxruntime - torch|" in capsys.readouterr().out
+    missing = tmp_path / "missing.onnx"
+    assert main(["--network", "tim", "--weights", str(reference), "-o", str(missing)]) == 1
+    assert "gifnet-export: " in capsys.readouterr().err and not missing.exists()
