@@ -45,6 +45,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -55,6 +56,9 @@ from gifnet_ros import tim
 from gifnet_ros.network import GIFNet, load_model
 from gifnet_ros.tim import NETWORK_VARIANTS, TIM, load_tim, pad_to_multiple, weights_digest
 from gifnet_ros.weights import WeightsError, cache_path, resolve_weights, sha256_file
+
+if TYPE_CHECKING:  # imported where a session is made: the package runs without onnxruntime
+    import onnxruntime as ort
 
 OPSET = 18
 INPUT_NAMES = ("first", "second")
@@ -198,6 +202,31 @@ def provider_names(names: Sequence[str]) -> list[str]:
     return full
 
 
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """The ONNX Runtime session options of the engine's sessions, each choice measured
+    (benchmarks/onnxruntime_memory.py prints them side by side with the earlier ones)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    # Idle worker threads sleep instead of spinning: on a robot the cores between two
+    # frames belong to the other nodes (and, in benchmarks, to the next variant).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # No memory pattern: with symbolic H and W, ONNX Runtime records one per input shape
+    # and allocates it as one more block beside its arena, so resident memory grew with
+    # every pair size seen (640×480: 3.0 GB after the first pair, 5.7 GB after the
+    # second, 6.0 GB after a new size). Without it the arena serves every shape and stays
+    # near its first-pair size (benchmarks/README.md, "ONNX Runtime memory").
+    options.enable_mem_pattern = False
+    # No planned buffer reuse: ONNX Runtime's allocation planner lets a later tensor take over
+    # the buffer of an earlier one whose (symbolic) size matches, and with this graph that kept
+    # about twice the live tensors resident during a run (640×480 peak RSS 3.1 GB with it,
+    # 1.7 GB without, and no slower: the arena still recycles freed blocks).
+    options.enable_mem_reuse = False
+    return options
+
+
 class OnnxGIFNet:
     """An ONNX Runtime session for an exported GIFNet or TIM, called like the torch module:
     (first, second) N×1×H×W float tensors → fused N×1×H×W float32 tensor on their device.
@@ -209,7 +238,8 @@ class OnnxGIFNet:
     metadata; files without it are GIFNet exports); where its graph takes sizes
     that are multiples of ``size_multiple`` (TIM ivif: 4), the inputs are
     reflection-padded at the bottom and right to them (tim.pad_to_multiple,
-    as TIM.forward pads) and the result cropped back.
+    as TIM.forward pads) and the result cropped back. ``options`` replaces
+    session_options(threads), for benchmarks that compare session options.
     """
 
     def __init__(
@@ -218,24 +248,14 @@ class OnnxGIFNet:
         providers: Sequence[str] = ("cpu",),
         threads: int | None = None,
         fp16: bool = False,
+        options: ort.SessionOptions | None = None,
     ) -> None:
         import onnxruntime as ort
 
         self.providers = provider_names(providers)
         if fp16 and PROVIDERS["tensorrt"] not in self.providers:
             raise ExportError("fp16 with ONNX Runtime needs the TensorRT provider")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        # Idle worker threads sleep instead of spinning: on a robot the cores between two
-        # frames belong to the other nodes (and, in benchmarks, to the next variant).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # No memory pattern: with symbolic H and W, ONNX Runtime records one per input shape
-        # and allocates it as one more block beside its arena, so resident memory grew with
-        # every pair size seen (640×480: 3.0 GB after the first pair, 5.7 GB after the
-        # second, 6.0 GB after a new size). Without it the arena serves every shape and stays
-        # near its first-pair size (benchmarks/README.md, "ONNX Runtime memory").
-        options.enable_mem_pattern = False
+        options = options or session_options(threads)
         provider_options = [
             {"trt_fp16_enable": True} if fp16 and name == PROVIDERS["tensorrt"] else {}
             for name in self.providers
