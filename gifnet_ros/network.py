@@ -29,6 +29,18 @@ outputs are met to well below 1e-3 on the 0-255 scale):
   selects the fused (flash) CPU kernel where a 3-D bias falls back to the
   unfused one.
 
+Traced for export (ONNX) the graph is the plain one, arranged for the memory of
+the runtime that executes it rather than for oneDNN: ONNX Runtime runs an
+exported graph in the order of a depth-first walk back from the output and
+holds every tensor until its last consumer has run, so the traced path (see
+_tracing) computes Q and K by separate products, folds the attention's scale
+into the query weights and writes the attention out (no scaled copies of Q
+and K), traces each stream's local branch before its attention (the walk then
+runs it after), and recomputes the encoder's F for the decoder instead of
+holding it through the transformer. Together they brought the peak resident
+memory of a 640×480 pair in ONNX Runtime from 1.7 to 1.3 GB
+(benchmarks/README.md, "ONNX Runtime memory").
+
 Large fresh allocations cost page faults on every call, so the package asks
 PyTorch for transparent-huge-page backed allocations (``THP_MEM_ALLOC_ENABLE``,
 set in ``gifnet_ros/__init__.py``); see benchmarks/README.md.
@@ -182,13 +194,23 @@ class DenseEncoder(nn.Module):
         super().__init__()
         self.convs = nn.ModuleList(nn.Conv2d(2 + 32 * i, 32, 3) for i in range(3))
 
-    def forward(self, x0: Tensor) -> Tensor:
-        """N×H×W×2 → N×H×W×98."""
-        features = x0
+    def forward(self, x0: Tensor, swap: bool = False) -> Tensor:
+        """N×H×W×2 → N×H×W×98.
+
+        `swap` computes the same F from x0's two channels in the other order (each layer's
+        weights permuted to match, F's first two channels swapped back): the recomputation
+        for an exported decoder, which a runtime's common-subexpression pass would otherwise
+        merge with the first computation, and so hold F after all.
+        """
+        order = [1, 0] if swap else [0, 1]
+        features = x0[..., order] if swap else x0
         for conv in self.convs:
-            new = _reflect_conv(features, conv.weight, conv.bias).relu_()
+            weight = conv.weight
+            if swap:
+                weight = torch.cat([weight[:, order], weight[:, 2:]], dim=1)
+            new = _reflect_conv(features, weight, conv.bias).relu_()
             features = torch.cat([features, new], dim=-1)
-        return features
+        return torch.cat([features[..., order], features[..., 2:]], dim=-1) if swap else features
 
 
 class RevisedLayerNorm(nn.Module):
@@ -254,31 +276,45 @@ class StreamParams(nn.Module):
 
     def project(
         self, x: Tensor, pending: Tensor, with_queries: bool
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Steps 1-2: ([Q,] K as 1×H×W×(2 or 1)·98, V as 1×H×W×98, r, t).
+    ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+        """Steps 1-2: ([Q,] K maps, V as 1×H×W×98, r, t).
 
-        V has its own product so that the local branch convolves a dense map.
+        Q and K are one 1×H×W×(2 or 1)·98 map from one product; traced, one map and product
+        each (a runtime then holds K only from when it is needed) with the attention's scale
+        1/√49 folded into Q. V has its own product so that the local branch convolves a
+        dense map.
         """
         scale, offset, rescale, shift = self.norm(x, pending)
         first = 0 if with_queries else DIM
         qk_weight, qk_bias = self.qk.weight.flatten(1)[first:], self.qk.bias[first:]
+        weight, bias = qk_weight * scale, qk_bias + qk_weight @ offset
+        parts = 1
+        if _tracing():
+            parts = len(bias) // DIM
+            if with_queries:
+                factor = torch.ones_like(bias)
+                factor[:DIM] = HEAD_DIM**-0.5
+                weight, bias = weight * factor[:, None], bias * factor
+        qk = [_linear(x, w, b) for w, b in zip(weight.chunk(parts), bias.chunk(parts), strict=True)]
         v_weight = self.v.weight.flatten(1)
-        qk = _linear(x, qk_weight * scale, qk_bias + qk_weight @ offset)
         v = _linear(x, v_weight * scale, self.v.bias + v_weight @ offset)
         return qk, v, rescale, shift
+
+    def local_branch(self, v: Tensor) -> Tensor:
+        """Step 7's local branch: the 5×5 depthwise convolution of V."""
+        return _reflect_conv(v, self.local.weight, self.local.bias, groups=DIM)
 
     def finish(
         self,
         x: Tensor,
         pending: Tensor,
-        v: Tensor,
+        local: Tensor,
         attended: Tensor,
         rescale: Tensor,
         shift: Tensor,
     ) -> Tensor:
-        """Steps 7-9 applied to x in place: local branch, projection, modulation, residuals and
-        MLP. Returns the new pending bias."""
-        local = _reflect_conv(v, self.local.weight, self.local.bias, groups=DIM)
+        """Steps 7-9 applied to x in place, given the local branch: projection, modulation,
+        residuals and MLP. Returns the new pending bias."""
         local += attended
         # proj(z)·r + t = (r ⊙ Wp) z + (r ⊙ bp + t)
         _accumulate(x, local, self.proj.weight.flatten(1) * rescale[:, None])
@@ -339,7 +375,7 @@ def _to_windows(x: Tensor, gather: Tensor) -> tuple[Tensor, ...]:
     c = x.shape[-1]
     tokens = x.view(-1, c).index_select(0, gather)
     tokens = tokens.view(-1, WINDOW * WINDOW, c // HEAD_DIM, HEAD_DIM).transpose(1, 2)
-    return tokens.split(HEADS, dim=1)
+    return (tokens,) if c == DIM else tokens.split(HEADS, dim=1)
 
 
 def _from_windows(x: Tensor, scatter: Tensor, h: int, w: int) -> Tensor:
@@ -376,15 +412,21 @@ class InteractionBlock(nn.Module):
         M's). Each intermediate map is dropped once used, which bounds the peak memory."""
         gather, scatter = windows
         qk, v, rescale, shift = params.project(x, pending, with_queries=queries is None)
-        *own, keys = _to_windows(qk, gather)
+        *own, keys = (windows for part in qk for windows in _to_windows(part, gather))
         del qk
         (values,) = _to_windows(v, gather)
         queries = own[0] if queries is None else queries
-        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias)
+        if _tracing():  # local branch traced first: ONNX Runtime's walk then runs it last
+            local = params.local_branch(v)
+            out = (queries @ keys.transpose(-1, -2) + bias).softmax(-1) @ values
+        else:
+            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias)
         del own, keys, values
         attended = _from_windows(out, scatter, x.shape[1], x.shape[2])
         del out
-        return params.finish(x, pending, v, attended, rescale, shift), queries
+        if not _tracing():
+            local = params.local_branch(v)
+        return params.finish(x, pending, local, attended, rescale, shift), queries
 
     def forward(
         self, m: Tensor, pending_m: Tensor, i: Tensor | None = None, pending_i: Tensor | None = None
@@ -508,6 +550,8 @@ class GIFNet(nn.Module):
         x0 = torch.cat([first, second], dim=1).to(dtype).permute(0, 2, 3, 1).contiguous()
         f = self.encoder(x0)
         m, pending = self.transformer(f)
+        if _tracing():  # the decoder's F computed again rather than held through the transformer
+            f = self.encoder(x0, swap=True)
         out = self.decoder(f, m, pending, self.transformer.unembed)
         return out.view(1, 1, *out.shape[1:3])
 
