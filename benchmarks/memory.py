@@ -12,7 +12,8 @@ weights), "peak" the process's high-water mark, "fusion" the difference: what th
 add. ``--then SIZE`` follows them with one pair of another size and one more of the first, as
 a robot whose camera changes resolution: "peak" then covers the whole sequence and "after"
 is the RSS left at its end (what a runtime keeps between pairs, e.g. ONNX Runtime's arena).
-``torch-auto`` is the default engine; its row names the precision it chose. A variant is
+``auto-auto`` is the default engine (backend and precision auto), ``torch-auto`` the torch
+backend at automatic precision; rows name what auto chose. A variant is
 ``[NETWORK-]BACKEND-PRECISION``: GIFNet (``--weights``) unless it starts with ``tim`` or
 ``tim_light`` (TIM with this project's weights, not the authors').
 """
@@ -62,6 +63,7 @@ else:
     )
     run = engine.run_model
     variant = variant + ("=" + engine.precision if precision == "auto" else "")
+    variant = variant + (" (" + engine.backend + ")" if backend == "auto" else "")
 sizes = [(height, width)] * {pairs} + ([{then}, (height, width)] if {then} else [])
 loaded = rss_mb()
 with torch.inference_mode():

@@ -11,8 +11,9 @@ each variant per round, after one warm-up run each, so a change in machine load 
 variants alike and the ratios are side by side. Each round also times a 2048² matrix
 product in float32 and in bfloat16, which give the machine's rate at each precision; a
 variant's FLOP floor is the model's FLOPs over the rate of the precision it runs at (its
-matrix products and convolutions run at that precision). ``torch-auto`` is the default
-engine: its row names the precision the automatic rule chose. The CPU's model, the flags
+matrix products and convolutions run at that precision). ``auto-auto`` is the default
+engine (backend and precision auto), ``torch-auto`` the torch backend at automatic
+precision: rows name what the rules chose. The CPU's model, the flags
 that decide the rule and ONEDNN_MAX_CPU_ISA are printed with every table.
 A variant named ``tim-…`` or ``tim_light-…`` (``[NETWORK-]BACKEND-PRECISION[-compile]``,
 as benchmarks/memory.py takes them) runs TIM with this project's weights instead of GIFNet,
@@ -192,7 +193,8 @@ def runners(args: argparse.Namespace) -> tuple[dict[str, Runner], dict[str, str]
             network=network,
         )
         label = precision if precision != "auto" else f"auto={engine.precision}"
-        name = " ".join([*([network] if network != "gifnet" else []), backend, label, *extra])
+        runs = backend if backend != "auto" else f"auto={engine.backend}"
+        name = " ".join([*([network] if network != "gifnet" else []), runs, label, *extra])
         out[name], networks[name] = engine.run_model, network
     return out, networks
 

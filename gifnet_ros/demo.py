@@ -633,8 +633,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--compressed", action="store_true", help="send JPEG CompressedImage")
     parser.add_argument(
         "--backend",
-        default="torch",
-        help="node backend: torch, onnxruntime or classic_* (no weights) (default %(default)s)",
+        default="auto",
+        help="node backend: auto, torch, onnxruntime or classic_* (no weights) "
+        "(default %(default)s: by hardware)",
     )
     parser.add_argument(
         "--network",
@@ -791,6 +792,7 @@ def _report(
         "size": f"{width}x{height}",
         "device": values.get("device"),
         "network": values.get("network"),
+        "backend": values.get("backend"),
         "precision": values.get("precision"),
         "mode": values.get("mode"),
         "weights": weights,
@@ -826,7 +828,8 @@ def _report_text(report: dict[str, Any]) -> str:
 
     lines = [
         f"GIFNet fusion node demo: {report['source']}, {report['size']}, "
-        f"device {report['device']} {report['precision']}, mode {report['mode']}",
+        f"device {report['device']} {report['backend']} {report['precision']}, "
+        f"mode {report['mode']}",
         f"pairs sent        {report['pairs_sent']}",
         f"fused received    {report['fused_received']}",
         f"node: pairs {node['pairs']}, fused {node['fused']}, dropped {node['dropped']}, "

@@ -35,7 +35,9 @@ colour, thermal, precision and size handling are the same for every network.
 
 Speed options (benchmarks/README.md has the measurements):
 
-- ``backend``: ``torch`` (default) or ``onnxruntime`` with an exported graph
+- ``backend``: ``auto`` (default: onnxruntime on x86 CPUs without native bf16,
+  where its fp32 graph is the faster path, torch elsewhere; gifnet_ros.precision
+  has the rule), ``torch``, or ``onnxruntime`` with an exported graph
   (gifnet_ros.export; providers ``cpu``, ``cuda``, ``tensorrt``), or a classical
   rule with no weights (``classic_average``, ``classic_max``,
   ``classic_laplacian``, ``classic_gff``; gifnet_ros.classic): the same
@@ -54,6 +56,7 @@ Speed options (benchmarks/README.md has the measurements):
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -68,15 +71,14 @@ from gifnet_ros.classic import METHODS as CLASSIC_METHODS
 from gifnet_ros.classic import fuse_grey
 from gifnet_ros.export import NETWORKS, OnnxGIFNet, default_onnx_path, export_onnx
 from gifnet_ros.network import load_model
-from gifnet_ros.precision import PRECISIONS, choose_precision, probe
+from gifnet_ros.precision import PRECISIONS, choose_backend, choose_precision, probe
 from gifnet_ros.thermal import normalize_thermal
 from gifnet_ros.tim import NETWORK_VARIANTS, load_tim
-from gifnet_ros.tim import weight_files as weight_files  # where node_params imports it from
 
 MODES = ("thermal_rgb", "nir_rgb", "multi_focus", "multi_exposure", "medical", "grey")
 CHROMA_RULES = ("neutral", "authors")
 CLASSIC_BACKENDS = tuple(f"classic_{method}" for method in CLASSIC_METHODS)
-BACKENDS = ("torch", "onnxruntime", *CLASSIC_BACKENDS)
+BACKENDS = ("auto", "torch", "onnxruntime", *CLASSIC_BACKENDS)
 RESTORE_RULES = ("detail", "bilinear")
 # The modes TIM has weights for: infrared/visible fusion (in colour or grey).
 TIM_MODES = ("thermal_rgb", "grey")
@@ -145,7 +147,7 @@ def check_options(
         raise ValueError(f"unknown backend {backend!r} (expected one of {BACKENDS})")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r} (expected one of {PRECISIONS})")
-    if compile and backend != "torch":
+    if compile and backend not in ("auto", "torch"):
         raise ValueError(f"compile applies to the torch backend only, not {backend!r}")
     if network not in NETWORKS:
         raise ValueError(f"unknown network {network!r} (expected one of {NETWORKS})")
@@ -248,7 +250,7 @@ class FusionEngine:
         thermal_percentiles: tuple[float, float] = (1.0, 99.0),
         chroma_rule: str = "neutral",
         verify_hash: bool = True,
-        backend: str = "torch",
+        backend: str = "auto",
         onnx_model: str | Path | None = None,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
@@ -259,18 +261,25 @@ class FusionEngine:
         network: str = "gifnet",
     ) -> None:
         self.device = check_options(backend, device, precision, compile, network)
-        # The precision it runs at ("fp32", "bf16" or "fp16"), and why: what the node's
-        # diagnostics and the tools' reports show.
+        # The backend and precision it runs at ("fp32", "bf16" or "fp16"), and why: what the
+        # node's diagnostics and the tools' reports show.
+        capabilities = probe(self.device)
+        self.backend, self.backend_reason = backend, "requested"
+        if backend == "auto":
+            installed = importlib.util.find_spec("onnxruntime") is not None
+            self.backend, self.backend_reason = choose_backend(
+                self.device.type, capabilities, precision, compile, installed
+            )
+        backend = self.backend
         self.precision, self.precision_reason = precision, "requested"
         if precision == "auto":
             self.precision, self.precision_reason = choose_precision(
-                backend, self.device.type, probe(self.device), providers
+                backend, self.device.type, capabilities, providers
             )
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads must be at least 1, got {threads}")
             torch.set_num_threads(threads)  # process-wide, as PyTorch has it
-        self.backend = backend
         self.network = network
         self.mode = mode
         self.chroma_rule = chroma_rule
@@ -322,10 +331,16 @@ class FusionEngine:
 
     # -- public API -------------------------------------------------------------------------
 
+    def backend_text(self) -> str:
+        """The backend it runs and, when ``auto`` chose it, why."""
+        chosen = f" ({self.backend_reason})" if self.backend_reason != "requested" else ""
+        return f"{self.backend}{chosen}"
+
     def describe(self) -> str:
-        """One line for logs and reports: network, backend, device, and the precision it runs
-        at and why (``gifnet, torch on cpu, bf16 (auto: the CPU computes bf16 natively ...)``)."""
-        where = f"{self.backend} on {self.device}"
+        """One line for logs and reports: network, backend (and why, when chosen by auto),
+        device, and the precision it runs at and why (``gifnet, torch on cpu, bf16 (auto: the
+        CPU computes bf16 natively ...)``)."""
+        where = f"{self.backend_text()} on {self.device}"
         return f"{self.network}, {where}, {self.precision} ({self.precision_reason})"
 
     def fuse(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:

@@ -49,9 +49,10 @@ def add_engine_arguments(
     group.add_argument(
         "--backend",
         choices=backends,
-        default="torch",
-        help="torch (default), onnxruntime (an exported graph; the fastest on a CPU), or a "
-        "classical rule that needs no weights (classic_*)",
+        default="auto",
+        help="auto (default: onnxruntime on x86 CPUs without native bf16, else torch; see "
+        "gifnet_ros.precision), torch, onnxruntime (an exported graph), or a classical rule "
+        "that needs no weights (classic_*)",
     )
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     group.add_argument(

@@ -36,13 +36,13 @@ def describe(key: EngineKey, engine: Any) -> str:
     """An engine for the log: backend, device, precision (and why) and the model file."""
     if key["backend"] in CLASSIC_BACKENDS:
         return f"{key['backend']}, device {engine.device}, no weights"
-    model = key["onnx_model"] if key["backend"] == "onnxruntime" else ""
+    model = key["onnx_model"] if engine.backend == "onnxruntime" else ""
     if key["network"] == "gifnet":
         source, network = model or key["weights"] or "default weights", ""
     else:
         source = key["tim_weights"] or "this project's TIM weights (not the authors')"
         network = f"{key['network']} (TIM), "
-    where = f"{key['backend']}, device {engine.device}"
+    where = f"{engine.backend_text()}, device {engine.device}"
     return f"{network}{where}, {precision_text(engine)}, {source}"
 
 

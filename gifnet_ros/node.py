@@ -507,7 +507,7 @@ class _FusionCore:
         extra = {
             "device": str(engine.device),
             "network": key["network"],
-            "backend": key["backend"],
+            "backend": engine.backend_text(),
             "precision": precision_text(engine),
             "weights": (key["weights"] if key["network"] == "gifnet" else key["tim_weights"])
             or "default",

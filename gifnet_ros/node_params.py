@@ -29,10 +29,10 @@ from gifnet_ros.engine import (
     TIM_MODES,
     FusionEngine,
     check_options,
-    weight_files,
 )
 from gifnet_ros.export import PROVIDERS, split_providers
 from gifnet_ros.thermal import RULES as THERMAL_RULES
+from gifnet_ros.tim import weight_files
 from gifnet_ros.weights import WeightsError, resolve_weights
 
 OUTPUT_ENCODINGS = ("rgb8", "bgr8", "mono8")
@@ -100,13 +100,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Fusion network: gifnet; or TIM (Liu et al., TPAMI 2024) as tim (its two-stage "
         "infrared/visible pipeline) or tim_light, with weights this project trained, NOT the "
         "authors' (theirs go in tim_weights). TIM fuses in modes thermal_rgb and grey, on the "
-        "torch backend. Changing it reloads the model.",
+        "torch or onnxruntime backend. Changing it reloads the model.",
         _one_of(NETWORKS),
     ),
     ParamSpec(
         "backend",
-        "torch",
-        "Inference backend: torch; onnxruntime (an exported graph, the fastest on a CPU: "
+        "auto",
+        "Inference backend: auto (onnxruntime on x86 CPUs without native bf16, where its fp32 "
+        "graph is the faster path; torch elsewhere); torch; onnxruntime (an exported graph: "
         "exported on first use and cached, or onnx_model); or a classical rule that needs no "
         "weights (classic_average, classic_max, classic_laplacian, classic_gff; CPU, fp32, full "
         "size). Changing it reloads the model.",
@@ -336,7 +337,7 @@ def needs_weights(values: dict[str, Any]) -> bool:
     backend = values["backend"]
     if values["network"] != "gifnet":
         return False  # TIM: the project's weights ship with the package, or its own files
-    return backend == "torch" or (backend == "onnxruntime" and not values["onnx_model"])
+    return backend in ("auto", "torch") or (backend == "onnxruntime" and not values["onnx_model"])
 
 
 def _check_tim_weights(value: str) -> str | None:

@@ -1,4 +1,4 @@
-"""Which precision an engine runs at: the rule behind ``precision: auto``.
+"""Which precision and backend an engine runs at: the rules behind ``auto``.
 
 ``auto`` is the default everywhere (engine, node, launch, tools) because the fastest correct
 path should not be opt-in. The rule, decided once per engine from what the hardware offers:
@@ -24,6 +24,13 @@ path should not be opt-in. The rule, decided once per engine from what the hardw
 
 An explicit ``fp32``/``bf16``/``fp16`` is taken as asked; ``fp32`` is the exact mode the
 reference tests pin.
+
+``backend: auto`` (also the default) follows from the same facts: on an x86 CPU without native
+bf16 (or with oneDNN capped below it) the network runs in fp32, and there ONNX Runtime's fp32
+graph is the faster path (1.35× PyTorch fp32 at 640×480 on a Zen 3 AVX2 CPU) within 1.5 GB
+(benchmarks/README.md), so auto picks **onnxruntime** where it is installed; everywhere else
+(native bf16, CUDA, other architectures, an explicit precision, compile) **torch**. The first
+onnxruntime engine exports the graph into the user cache (under a minute), later ones reuse it.
 """
 
 from __future__ import annotations
@@ -129,3 +136,23 @@ def choose_precision(
     if device_type == "cuda":
         return _cuda_choice(caps)
     return _cpu_choice(caps)
+
+
+def choose_backend(
+    device_type: str, caps: Capabilities, precision: str, compile: bool, onnxruntime: bool
+) -> tuple[str, str]:
+    """(backend, one-line reason) that ``auto`` means here; `onnxruntime`: whether the
+    onnxruntime package can be imported. The reason does not repeat the precision's."""
+    if device_type == "cuda":
+        return "torch", "auto: PyTorch on CUDA"
+    if compile:
+        return "torch", "auto: compile runs in PyTorch"
+    if precision != "auto":  # fp32 asked for is the exact mode the references pin, in PyTorch
+        return "torch", "auto: an explicit precision runs in PyTorch"
+    if caps.machine not in ("x86_64", "AMD64"):
+        return "torch", f"auto: ONNX Runtime's lead is measured on x86 only, not {caps.machine}"
+    if _cpu_choice(caps)[0] == "bf16":
+        return "torch", "auto: bf16 runs fastest in PyTorch"
+    if not onnxruntime:
+        return "torch", "auto: onnxruntime (fp32 runs fastest in it here) is not installed"
+    return "onnxruntime", "auto: fp32 runs fastest in ONNX Runtime"

@@ -40,7 +40,7 @@ ARGUMENTS = {
     "fused_topic": "fused output (sensor_msgs/Image with the RGB header)",
     "device": "auto, cpu, cuda or cuda:N; empty keeps the params file's value",
     "mode": "fusion mode, e.g. thermal_rgb; empty keeps the params file's value",
-    "backend": "torch, onnxruntime or classic_*; empty keeps the params file's value",
+    "backend": "auto, torch, onnxruntime or classic_*; empty keeps the params file's value (auto)",
     "precision": "inference precision, e.g. fp32; empty keeps the params file's value",
     "network": "gifnet, tim or tim_light; empty keeps the params file's value",
     "compressed": "true: subscribe to <topic>/compressed (sensor_msgs/CompressedImage) for "

@@ -210,7 +210,8 @@ def test_batches_give_the_images_of_single_pairs(crops, weights_path, tmp_path, 
     out = tmp_path / "out"
     flags = ["--device", "cpu", "--weights", str(weights_path), "--precision", "fp32"]
     assert main([str(ir_dir), str(vis_dir), "-o", str(out), *flags, "--batch", "2"]) == 0
-    assert "torch on cpu, fp32 (requested)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "gifnet, torch (auto: an explicit precision runs in PyTorch) on cpu, fp32" in err
     engine = FusionEngine(weights_path, "cpu", "fp32")
     names = sorted(p.stem for p in ir_dir.iterdir())
     assert len(names) == 4

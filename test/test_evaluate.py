@@ -79,7 +79,8 @@ def test_another_network_is_named_in_the_report(crops: tuple[Path, Path], tmp_pa
     rows = read_rows(out / "metrics.csv")
     assert [r["method"] for r in rows] == ["tim_light", "max"]
     table = (out / "metrics.md").read_text()
-    assert "| tim_light |" in table and "Network: tim_light, torch on cpu, fp32" in table
+    assert "| tim_light |" in table and "Network: tim_light, torch (auto: " in table
+    assert "on cpu, fp32 (requested)" in table
     name = rows[0]["pair"]
     thermal, visible = (read_image(folder / f"{name}.png") for folder in crops)
     fused, _ = FusionEngine(network="tim_light", device="cpu", precision="fp32").fuse_luminance(

@@ -101,6 +101,23 @@ def test_engine_backend_fuses_like_torch(onnx_path, weights_path, data_dir):
     assert engine.last_model_seconds > 0.0
 
 
+def test_auto_backend_runs_onnxruntime_where_the_cpu_lacks_bf16(
+    onnx_path, weights_path, data_dir, monkeypatch
+):
+    """backend auto with oneDNN capped to AVX2 (what a CPU without native bf16 offers): the
+    engine runs the exported graph in fp32, says why, and fuses like torch fp32."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    engine = FusionEngine(weights_path, "cpu", onnx_model=onnx_path)
+    assert (engine.backend, engine.precision) == ("onnxruntime", "fp32")
+    assert engine.backend_reason == "auto: fp32 runs fastest in ONNX Runtime"
+    assert engine.backend_reason in engine.describe()
+    ir = cv2.imread(str(data_dir / "roadscene/ir/FLIR_04302.jpg"), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(data_dir / "roadscene/vis/FLIR_04302.jpg"), cv2.IMREAD_COLOR)
+    ir, vis = ir[40:136, 100:228], cv2.cvtColor(vis[40:136, 100:228], cv2.COLOR_BGR2RGB)
+    expected = FusionEngine(weights_path, "cpu", "fp32", backend="torch").fuse(ir, vis)
+    assert np.abs(engine.fuse(ir, vis).astype(int) - expected).max() <= 1  # rounding ties
+
+
 def test_unavailable_provider_is_a_clear_error(onnx_path, weights_path):
     if "TensorrtExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has TensorRT")

@@ -11,7 +11,7 @@ from conftest import REFERENCE, REFERENCE_CASES
 
 from gifnet_ros.engine import FusionEngine
 from gifnet_ros.network import load_model
-from gifnet_ros.precision import Capabilities, choose_precision, probe
+from gifnet_ros.precision import Capabilities, choose_backend, choose_precision, probe
 
 # Fake capability probes (what this machine cannot show: other CPUs, GPUs), named as such.
 FAKE_BF16_CPU = Capabilities(cpu_flags=frozenset({"avx2", "avx512f", "avx512_bf16"}))
@@ -57,6 +57,33 @@ def test_auto_rule(backend, device, caps, providers, expected, why):
     assert why in reason and reason.startswith("auto:") and "\n" not in reason
 
 
+@pytest.mark.parametrize(
+    ("device", "caps", "precision", "compile", "installed", "expected", "why"),
+    [
+        ("cpu", FAKE_BF16_CPU, "auto", False, True, "torch", "bf16 runs fastest in PyTorch"),
+        ("cpu", FAKE_AMX_CPU, "auto", False, True, "torch", "bf16 runs fastest in PyTorch"),
+        ("cpu", FAKE_BF16_CPU_CAP_KEEPS, "auto", False, True, "torch", "bf16 runs fastest"),
+        ("cpu", FAKE_AVX2_CPU, "auto", False, True, "onnxruntime", "fp32 runs fastest in ONNX"),
+        ("cpu", FAKE_AVX512_NO_BF16_CPU, "auto", False, True, "onnxruntime", "fp32 runs"),
+        ("cpu", FAKE_BF16_CPU_CAPPED, "auto", False, True, "onnxruntime", "fp32 runs fastest"),
+        ("cpu", FAKE_AVX2_CPU, "auto", False, False, "torch", "not installed"),
+        ("cpu", FAKE_AVX2_CPU, "fp32", False, True, "torch", "explicit precision"),
+        ("cpu", FAKE_AVX2_CPU, "bf16", False, True, "torch", "explicit precision"),
+        ("cpu", FAKE_AVX2_CPU, "auto", True, True, "torch", "compile runs in PyTorch"),
+        ("cpu", FAKE_ARM_CPU, "auto", False, True, "torch", "aarch64"),
+        ("cuda", _fake_gpu(8, 6, "A10"), "auto", False, True, "torch", "CUDA"),
+        ("cuda", _fake_gpu(6, 1, "GTX 1080"), "auto", False, True, "torch", "CUDA"),
+    ],
+)
+def test_auto_backend_rule(device, caps, precision, compile, installed, expected, why):
+    """backend auto: ONNX Runtime exactly where automatic precision would run the network in
+    fp32 on an x86 CPU (there its graph is the faster fp32 path) and onnxruntime is installed;
+    torch elsewhere, and for an explicit precision (fp32 is the exact mode, in PyTorch)."""
+    backend, reason = choose_backend(device, caps, precision, compile, installed)
+    assert backend == expected
+    assert why in reason and reason.startswith("auto:") and "\n" not in reason
+
+
 def test_probe_reads_this_machine(monkeypatch):
     """The probe's CPU flags are /proc/cpuinfo's, read here independently, and the oneDNN cap
     is the environment's."""
@@ -76,8 +103,12 @@ def test_engine_reports_its_choice(weights_path):
     exact = FusionEngine(weights_path, "cpu", precision="fp32")
     assert (exact.precision, exact.precision_reason) == ("fp32", "requested")
     auto = FusionEngine(weights_path, "cpu")
-    expected = choose_precision("torch", "cpu", probe(torch.device("cpu")))
+    caps = probe(torch.device("cpu"))
+    backend = choose_backend("cpu", caps, "auto", False, True)
+    assert (auto.backend, auto.backend_reason) == backend
+    expected = choose_precision(auto.backend, "cpu", caps)
     assert (auto.precision, auto.precision_reason) == expected
+    assert backend[1] in auto.describe() and expected[1] in auto.describe()
 
 
 def test_auto_fits_every_backend_where_explicit_precisions_may_not():
