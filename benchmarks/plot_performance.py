@@ -1,4 +1,4 @@
-"""One picture of GIFNet's speed and memory: s/pair and peak RSS against resolution.
+"""One picture of GIFNet's and TIM's speed and memory: s/pair, peak RSS against resolution.
 
     .venv/bin/python benchmarks/model_speed.py --sizes 320x256 640x480 \
         --variants baseline torch-auto torch-fp32 onnxruntime-fp32 --json speed.json
@@ -6,10 +6,11 @@
     .venv/bin/python benchmarks/plot_performance.py speed.json memory.json \
         -o benchmarks/performance.png
 
-Left: seconds per pair for each backend and precision, with the FLOP floors (the
-specification's FLOPs over the machine's measured fp32 and bf16 matrix-product rates) drawn
-as dashed lines. Right: peak resident memory per variant. Both against megapixels, from the
-JSON the two benchmark scripts write; the CPU line of the speed run is the title.
+Left: seconds per pair for each backend and precision, with the FLOP floors (each
+network's FLOPs, GIFNet's specification or the TIM module's, over the machine's measured fp32
+and bf16 matrix-product rates) drawn as dashed (fp32) and dotted (bf16) lines. Right: peak
+resident memory per variant. Both against megapixels, from the JSON the two benchmark scripts
+write; the CPU line of the speed run is the title.
 """
 
 from __future__ import annotations
@@ -38,15 +39,18 @@ def plot(speed: dict, memory: dict, output: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     for label, points in _series(speed["rows"], "variant", "median_s").items():
         left.plot(*zip(*points, strict=True), marker="o", label=label)
-    floors: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    # One floor per network (each has its own FLOPs) and precision (its own product rate).
+    floors: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for row in speed["rows"]:
-        floors[row["precision"]].append((row["pixels"] / 1e6, row["floor_s"]))
-    for precision, points in floors.items():
+        key = (row.get("network", "gifnet"), row["precision"])
+        floors[key].append((row["pixels"] / 1e6, row["floor_s"]))
+    for (network, precision), points in floors.items():
         points = sorted(set(points))
         left.plot(
             *zip(*points, strict=True),
-            "k--" if precision == "fp32" else "k:",
-            label=f"FLOP floor {precision}",
+            linestyle="--" if precision == "fp32" else ":",
+            color="black" if network == "gifnet" else "grey",
+            label=f"{network} FLOP floor {precision}",
         )
     left.set(xlabel="megapixels", ylabel="seconds per pair (median)", title="model time")
     left.legend(fontsize=8)
