@@ -49,11 +49,13 @@ def plot(speed: dict, memory: dict, output: Path) -> None:
         left.plot(
             *zip(*points, strict=True),
             linestyle="--" if precision == "fp32" else ":",
-            color="black" if network == "gifnet" else "grey",
+            color={"gifnet": "black", "tim": "dimgrey"}.get(network, "darkgrey"),
             label=f"{network} FLOP floor {precision}",
         )
     left.set(xlabel="megapixels", ylabel="seconds per pair (median)", title="model time")
-    left.legend(fontsize=8)
+    left.set_yscale("log")  # the eager baseline is ten times the rest
+    left.set_ylim(top=left.get_ylim()[1] * 30)  # headroom above the lines for the legend
+    left.legend(fontsize=7, loc="upper left", ncol=2)
     left.grid(alpha=0.3)
     for label, points in _series(memory["rows"], "variant", "peak").items():
         right.plot(*zip(*points, strict=True), marker="o", label=label)

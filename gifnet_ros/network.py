@@ -38,8 +38,9 @@ into the query weights and writes the attention out (no scaled copies of Q
 and K), traces each stream's local branch before its attention (the walk then
 runs it after), and recomputes the encoder's F for the decoder instead of
 holding it through the transformer. Together they brought the peak resident
-memory of a 640×480 pair in ONNX Runtime from 1.7 to 1.3 GB
-(benchmarks/README.md, "ONNX Runtime memory").
+memory of 640×480 pairs in an ONNX Runtime process from 1.75 to 1.23 GB (1.4 GB
+with PyTorch loaded, as in the engine; benchmarks/README.md, "ONNX Runtime
+memory"). torch.compile traces the same path.
 
 Large fresh allocations cost page faults on every call, so the package asks
 PyTorch for transparent-huge-page backed allocations (``THP_MEM_ALLOC_ENABLE``,
