@@ -101,6 +101,11 @@ class ModelLoader:
         hook = ModelLoader.engine_hook
         return engine if hook is None else hook(engine)
 
+    def newest(self) -> Any:
+        """The engine of :attr:`key`: the loaded one if the worker has not taken it yet."""
+        with self._cv:
+            return self._pending or self.engine
+
     def describe(self) -> str:
         """The engine of :attr:`key` for the log (the loaded one, if not yet taken)."""
         with self._cv:

@@ -503,7 +503,7 @@ class _FusionCore:
         current = self._stats.snapshot()
         then, previous = self._last_diag
         self._last_diag = (now, current)
-        engine, key = self._loader.engine, self._loader.key
+        engine, key = self._loader.newest(), self._loader.key
         extra = {
             "device": str(engine.device),
             "network": key["network"],

@@ -229,7 +229,8 @@ def test_precision_auto_runs_what_an_auto_engine_picks_and_says_why(node, pairs,
     fused = node.fuse(*mono8_pair(pairs[1], stamp()))
     np.testing.assert_array_equal(pixels_of(fused), auto.fuse(*pairs[1]))
     assert node.client.wait_diagnostics(lambda d: d["precision"] == shown, 10)
-    assert node.log().count(f"model reloaded: torch, device cpu, {shown}") == 1, node.log()
+    loaded = f"model reloaded: {auto.backend_text()}, device cpu, {shown}"
+    assert node.log().count(loaded) == 1, node.log()
 
     (result,) = node.client.set_parameters({"precision": "fp32"})
     assert result.successful, result.reason
