@@ -108,8 +108,8 @@ class ModelLoader:
 
     def describe(self) -> str:
         """The engine of :attr:`key` for the log (the loaded one, if not yet taken)."""
-        with self._cv:
-            return describe(self.key, self._pending or self.engine)
+        with self._cv:  # a reentrant lock: key and engine read together
+            return describe(self.key, self.newest())
 
     def start(self) -> None:
         self._thread.start()

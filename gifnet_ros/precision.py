@@ -62,6 +62,8 @@ _BF16_ISA_CAPS = frozenset(
         "AVX10_2_512_AMX_2",
     }
 )
+# platform.machine() names of x86-64 CPUs, the architecture both rules were measured on.
+_X86_64 = ("x86_64", "AMD64")
 # CUDA compute capabilities with fast fp16 but no tensor cores: Tegra X1 and X2 (Jetson).
 _TEGRA_FP16 = ((5, 3), (6, 2))
 
@@ -100,7 +102,7 @@ def probe(device: torch.device) -> Capabilities:
 
 
 def _cpu_choice(caps: Capabilities) -> tuple[str, str]:
-    if caps.machine not in ("x86_64", "AMD64"):
+    if caps.machine not in _X86_64:
         return "fp32", f"auto: bf16 on {caps.machine} CPUs is not measured here"
     native = [flag for flag in NATIVE_BF16_FLAGS if flag in caps.cpu_flags]
     if not native:
@@ -149,7 +151,7 @@ def choose_backend(
         return "torch", "auto: compile runs in PyTorch"
     if precision != "auto":  # fp32 asked for is the exact mode the references pin, in PyTorch
         return "torch", "auto: an explicit precision runs in PyTorch"
-    if caps.machine not in ("x86_64", "AMD64"):
+    if caps.machine not in _X86_64:
         return "torch", f"auto: ONNX Runtime's lead is measured on x86 only, not {caps.machine}"
     if _cpu_choice(caps)[0] == "bf16":
         return "torch", "auto: bf16 runs fastest in PyTorch"
