@@ -59,33 +59,32 @@ def test_demo_streams_the_shared_clip_and_writes_pngs_and_report(tmp_path, data_
     assert not list(out.glob("*.part"))
 
 
-def test_demo_with_a_classic_backend_needs_no_weights(tmp_path, data_dir):
+def _demo_of_one_pair(
+    tmp_path: Path, data_dir: Path, engine: FusionEngine, *arguments: str
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """The demo on the clip's first small pair with these flags, which must succeed and write
+    what ``engine`` fuses from that pair; its result and output folder."""
     out = tmp_path / "out"
-    result = _run_demo(
-        tmp_path, data_dir, "--backend", "classic_average", "--frames", "1", "--out", str(out),
-        *SMALL,
-    )  # fmt: skip
+    result = _run_demo(tmp_path, data_dir, *arguments, "--frames", "1", "--out", str(out), *SMALL)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "none needed by backend classic_average" in result.stdout
     (pair,) = m3svd_pairs("0111_1716", 1, (64, 48), 30, shared=data_dir.parent)
+    np.testing.assert_array_equal(_png(out / "fused_000.png"), engine.fuse(*pair))
+    return result, out
+
+
+def test_demo_with_a_classic_backend_needs_no_weights(tmp_path, data_dir):
     rule = FusionEngine(backend="classic_average")
-    np.testing.assert_array_equal(_png(out / "fused_000.png"), rule.fuse(*pair))
+    result, _ = _demo_of_one_pair(tmp_path, data_dir, rule, "--backend", "classic_average")
+    assert "none needed by backend classic_average" in result.stdout
 
 
 def test_demo_with_tim_light_needs_no_gifnet_checkpoint(tmp_path, data_dir):
     """--network tim_light: the node runs TIM with the project's weights (no GIFNet checkpoint
     looked for), fuses what a tim_light engine fuses, and the report names the network."""
-    out = tmp_path / "out"
-    result = _run_demo(
-        tmp_path, data_dir, "--network", "tim_light", "--frames", "1", "--out", str(out),
-        *SMALL, *EXACT,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
+    tim = FusionEngine(network="tim_light", device="cpu", precision="fp32")
+    result, out = _demo_of_one_pair(tmp_path, data_dir, tim, "--network", "tim_light", *EXACT)
     assert "tim_light: this project's TIM weights" in result.stdout
     assert json.loads((out / "report.json").read_text())["network"] == "tim_light"
-    (pair,) = m3svd_pairs("0111_1716", 1, (64, 48), 30, shared=data_dir.parent)
-    tim = FusionEngine(network="tim_light", device="cpu", precision="fp32")
-    np.testing.assert_array_equal(_png(out / "fused_000.png"), tim.fuse(*pair))
 
 
 def test_demo_plays_a_bag(tmp_path, data_dir, weights_path):
