@@ -55,8 +55,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
@@ -73,6 +74,10 @@ NORM_EPS = 1e-5
 # (25 MB): a reused buffer instead of one more full-size map, in few enough pieces that the
 # per-operation overhead (thread wake-ups) stays small.
 _STATS_ROWS = 65536
+# Rows (pixels or window tokens) per piece of the per-pixel steps and the window attention on
+# the CPU: a piece's maps (6 MB of 2·98-channel bfloat16 tokens) stay in cache from one step
+# to the next and are reused allocations rather than fresh full-size maps.
+_BAND_ROWS = 16384
 
 
 def _tracing() -> bool:
@@ -140,9 +145,9 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """A 1×1 convolution (weight Cout×Cin) of an N×H×W×C map, as one matrix product."""
     flat = x.reshape(-1, x.shape[-1])
     weight = weight.to(x.dtype).t()
-    out = flat @ weight
-    if bias is not None:  # in place afterwards: addmm's broadcast copy of the bias is slower
-        out += bias.to(x.dtype)
+    # The bias in the product: with freed memory kept (allocator.py), addmm's broadcast copy
+    # of it costs less than a second pass over the output.
+    out = flat @ weight if bias is None else torch.addmm(bias.to(x.dtype), flat, weight)
     return out.view(*x.shape[:-1], weight.shape[1])
 
 
@@ -165,27 +170,32 @@ def _staged_sum(x: Tensor) -> Tensor:
 def _moments(x: Tensor, pending: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and σ (section 3.1.1) of x + pending over one sample's H, W and C, in float32.
 
-    `pending` is a per-channel bias not yet added to x. Two passes, like the
-    formula: the mean, then the squared deviations (on the CPU in cache-sized
-    pieces), because a one-pass E[x²] - μ² loses digits the 1e-3 agreement needs.
+    `pending` is a per-channel bias not yet added to x. A one-pass E[x²] - μ² loses
+    digits the 1e-3 agreement needs. Traced and off the CPU: two passes, like the
+    formula, the mean and then the squared deviations. On the CPU: one pass, in
+    cache-sized pieces, over the deviations d from a close estimate of the mean (that
+    of every 64th row): E[d²] - E[d]² then subtracts a square far below σ², and keeps
+    the digits.
     """
     count = x.numel()
     if _tracing():
         mean = _staged_sum(x) / count + pending.mean()
         return mean, torch.sqrt(_staged_sum((x + (pending - mean)).square()) / count + NORM_EPS)
     flat = x.reshape(-1, x.shape[-1])
-    mean = flat.sum(dtype=torch.float32) / count + pending.mean()
-    offset = pending - mean
     if x.device.type != "cpu":
-        total = (flat + offset).square().sum(dtype=torch.float32)
-    else:
-        buffer = torch.empty(min(_STATS_ROWS, flat.shape[0]), flat.shape[1])
-        total = torch.zeros(())
-        for start in range(0, flat.shape[0], _STATS_ROWS):
-            part = flat[start : start + _STATS_ROWS]
-            deviation = torch.add(part, offset, out=buffer[: part.shape[0]])
-            total += deviation.square_().sum()
-    return mean, torch.sqrt(total / count + NORM_EPS)
+        mean = flat.sum(dtype=torch.float32) / count + pending.mean()
+        total = (flat + (pending - mean)).square().sum(dtype=torch.float32)
+        return mean, torch.sqrt(total / count + NORM_EPS)
+    estimate = flat[::64].float().mean() + pending.mean()
+    offset = pending - estimate
+    buffer = torch.empty(min(_STATS_ROWS, flat.shape[0]), flat.shape[1])
+    sums, squares = torch.zeros(()), torch.zeros(())
+    for part in flat.split(_STATS_ROWS):
+        deviation = torch.add(part, offset, out=buffer[: part.shape[0]]).view(-1)
+        sums += deviation.sum()
+        squares += deviation.square_().sum()
+    shift = sums / count
+    return estimate + shift, torch.sqrt(squares / count - shift.square() + NORM_EPS)
 
 
 class DenseEncoder(nn.Module):
@@ -275,55 +285,68 @@ class StreamParams(nn.Module):
         self.proj = nn.Conv2d(DIM, DIM, 1)
         self.mlp = nn.Sequential(nn.Conv2d(DIM, 2 * DIM, 1), nn.ReLU(), nn.Conv2d(2 * DIM, DIM, 1))
 
-    def project(
-        self, x: Tensor, pending: Tensor, with_queries: bool
-    ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
-        """Steps 1-2: ([Q,] K maps, V as 1×H×W×98, r, t).
+    def fold(self, x: Tensor, pending: Tensor, with_queries: bool) -> Folded:
+        """Steps 1-2 as weights: the stream's layer norm of x + pending folded into its Q/K
+        and V projections (1×1 weights and biases that take x itself), and r, t.
 
-        Q and K are one 1×H×W×(2 or 1)·98 map from one product; traced, one map and product
-        each (a runtime then holds K only from when it is needed) with the attention's scale
-        1/√49 folded into Q. V has its own product so that the local branch convolves a
-        dense map.
+        The Q/K pair is Q and K stacked (2·98 outputs), or K alone without queries.
         """
         scale, offset, rescale, shift = self.norm(x, pending)
         first = 0 if with_queries else DIM
         qk_weight, qk_bias = self.qk.weight.flatten(1)[first:], self.qk.bias[first:]
-        weight, bias = qk_weight * scale, qk_bias + qk_weight @ offset
-        parts = 1
-        if _tracing():
-            parts = len(bias) // DIM
-            if with_queries:
-                factor = torch.ones_like(bias)
-                factor[:DIM] = HEAD_DIM**-0.5
-                weight, bias = weight * factor[:, None], bias * factor
-        qk = [_linear(x, w, b) for w, b in zip(weight.chunk(parts), bias.chunk(parts), strict=True)]
         v_weight = self.v.weight.flatten(1)
-        v = _linear(x, v_weight * scale, self.v.bias + v_weight @ offset)
-        return qk, v, rescale, shift
+        return Folded(
+            (qk_weight * scale, qk_bias + qk_weight @ offset),
+            (v_weight * scale, self.v.bias + v_weight @ offset),
+            rescale,
+            shift,
+        )
+
+    def project(self, x: Tensor, folded: Folded) -> list[Tensor]:
+        """Traced: the [Q,] K maps, one product each (a runtime then holds K only from when
+        it is needed), with the attention's scale 1/√49 folded into Q."""
+        weight, bias = folded.qk
+        if len(bias) > DIM:
+            factor = torch.ones_like(bias)
+            factor[:DIM] = HEAD_DIM**-0.5
+            weight, bias = weight * factor[:, None], bias * factor
+        parts = zip(weight.chunk(len(bias) // DIM), bias.chunk(len(bias) // DIM), strict=True)
+        return [_linear(x, w, b) for w, b in parts]
 
     def local_branch(self, v: Tensor) -> Tensor:
         """Step 7's local branch: the 5×5 depthwise convolution of V."""
         return _reflect_conv(v, self.local.weight, self.local.bias, groups=DIM)
 
-    def finish(
-        self,
-        x: Tensor,
-        pending: Tensor,
-        local: Tensor,
-        attended: Tensor,
-        rescale: Tensor,
-        shift: Tensor,
-    ) -> Tensor:
-        """Steps 7-9 applied to x in place, given the local branch: projection, modulation,
-        residuals and MLP. Returns the new pending bias."""
-        local += attended
+    def finish(self, x: Tensor, pending: Tensor, branches: Tensor, folded: Folded) -> Tensor:
+        """Steps 7-9 applied to x in place, given the sum of the local branch and the
+        attention: projection, modulation, residuals and MLP. Returns the new pending bias.
+
+        Each step is per pixel: eagerly on the CPU they run on pieces of rows, each piece
+        through all of them while it is in cache, and the MLP's hidden map exists a piece
+        at a time.
+        """
         # proj(z)·r + t = (r ⊙ Wp) z + (r ⊙ bp + t)
-        _accumulate(x, local, self.proj.weight.flatten(1) * rescale[:, None])
-        pending = pending + self.proj.bias * rescale + shift
+        projection = self.proj.weight.flatten(1) * folded.rescale[:, None]
+        pending = pending + self.proj.bias * folded.rescale + folded.shift
         w1, w2 = self.mlp[0].weight.flatten(1), self.mlp[2].weight.flatten(1)
-        hidden = _linear(x, w1, self.mlp[0].bias + w1 @ pending).relu_()
-        _accumulate(x, hidden, w2)
+        b1 = self.mlp[0].bias + w1 @ pending
+        rows, inputs = x.view(-1, DIM), branches.view(-1, DIM)
+        pieces: Iterable[tuple[Tensor, Tensor]] = [(rows, inputs)]
+        if x.device.type == "cpu" and not _tracing():
+            pieces = zip(rows.split(_BAND_ROWS), inputs.split(_BAND_ROWS), strict=True)
+        for part, branch in pieces:
+            _accumulate(part, branch, projection)
+            _accumulate(part, _linear(part, w1, b1).relu_(), w2)
         return pending + self.mlp[2].bias
+
+
+class Folded(NamedTuple):
+    """A stream's projections with its layer norm folded in (StreamParams.fold)."""
+
+    qk: tuple[Tensor, Tensor]
+    v: tuple[Tensor, Tensor]
+    rescale: Tensor
+    shift: Tensor
 
 
 def _window_padding(size: int, shift: int) -> tuple[int, int]:
@@ -368,6 +391,36 @@ def _window_indices(h: int, w: int, shift: int, device: torch.device) -> tuple[T
     return gather, scatter
 
 
+@functools.lru_cache(maxsize=8)
+def _window_bands(
+    h: int, w: int, shift: int, device: torch.device
+) -> list[tuple[Tensor, slice, Tensor]]:
+    """The windows of a block in bands of whole window rows, for an eager attention a band
+    at a time (one band off the CPU): per band, the pixel of each of its tokens (the rows of
+    gather), the pixels its tokens give back (whole image rows: a slice of the H·W rows), and
+    the token of the band that holds each of those pixels (from scatter)."""
+    gather, scatter = _window_indices(h, w, shift, device)
+    top, _ = _window_padding(h, shift)
+    left, right = _window_padding(w, shift)
+    per_row = (w + left + right) // WINDOW * WINDOW * WINDOW  # tokens in a row of windows
+    window_rows = len(gather) // per_row
+    rows_per_band = max(1, _BAND_ROWS // per_row) if device.type == "cpu" else window_rows
+    bands = []
+    for first in range(0, window_rows, rows_per_band):
+        last = min(first + rows_per_band, window_rows)
+        y0, y1 = max(first * WINDOW - top, 0), min(last * WINDOW - top, h)
+        pixels = slice(y0 * w, y1 * w)
+        bands.append(
+            (gather[first * per_row : last * per_row], pixels, scatter[pixels] - first * per_row)
+        )
+    return bands
+
+
+def _heads(tokens: Tensor) -> Tensor:
+    """Tokens×98 (window-major, head-major channels) → windows×heads×64×49, a strided view."""
+    return tokens.view(-1, WINDOW * WINDOW, HEADS, HEAD_DIM).transpose(1, 2)
+
+
 def _to_windows(x: Tensor, gather: Tensor) -> tuple[Tensor, ...]:
     """1×H×W×(k·98) → k tensors windows×heads×64×49, strided views of one gathered copy.
 
@@ -380,17 +433,19 @@ def _to_windows(x: Tensor, gather: Tensor) -> tuple[Tensor, ...]:
 
 
 def _from_windows(x: Tensor, scatter: Tensor, h: int, w: int) -> Tensor:
-    """Attention output windows×heads×64×49 → the 1×H×W×98 map (inverse of _to_windows).
-
-    PyTorch's fused CPU kernel returns it stored as windows×64×heads×49, so the
-    transposition below is free there (on other layouts it copies).
-    """
+    """Attention output windows×heads×64×49 → the 1×H×W×98 map (inverse of _to_windows)."""
     tokens = x.transpose(1, 2).reshape(-1, DIM)
     return tokens.index_select(0, scatter).view(1, h, w, DIM)
 
 
 class InteractionBlock(nn.Module):
-    """One block of section 3.1 with its M stream and, for block 0, its I stream."""
+    """One block of section 3.1 with its M stream and, for block 0, its I stream.
+
+    Eagerly, each stream's attention runs a band of windows at a time (_attend): its Q, K
+    and V windows exist a band at a time, gathered from x and V, and the band's output is
+    added straight into the local branch's map. Traced (_stream), whole-map steps make
+    the smaller graph, arranged for ONNX Runtime's memory (see the module's docstring).
+    """
 
     def __init__(self, shift: int, with_stream_i: bool) -> None:
         super().__init__()
@@ -398,6 +453,36 @@ class InteractionBlock(nn.Module):
         self.position = RelativePositionBias()
         self.stream_m = StreamParams()
         self.stream_i = StreamParams() if with_stream_i else None
+
+    @staticmethod
+    def _attend(
+        params: StreamParams,
+        x: Tensor,
+        folded: Folded,
+        bands: list[tuple[Tensor, slice, Tensor]],
+        bias: Tensor,
+        queries: tuple[Tensor, Tensor, Tensor] | None,
+    ) -> Tensor:
+        """Eager steps 3-7 of one stream up to the projection: the local branch plus the
+        window attention, one 1×H×W×98 map. `queries` (a map and the 1×1 weight and bias
+        that make queries of it) replaces the stream's own queries (stream I of block 0
+        takes M's)."""
+        v = _linear(x, *folded.v)
+        branches = params.local_branch(v)
+        rows, values, out = x.view(-1, DIM), v.view(-1, DIM), branches.view(-1, DIM)
+        for gather, pixels, order in bands:
+            qk = _linear(rows.index_select(0, gather), *folded.qk)
+            q, k = (qk[:, :DIM], qk[:, DIM:]) if queries is None else (None, qk)
+            if queries is not None:
+                source, weight, q_bias = queries
+                q = _linear(source.view(-1, DIM).index_select(0, gather), weight, q_bias)
+            attended = F.scaled_dot_product_attention(
+                _heads(q), _heads(k), _heads(values.index_select(0, gather)), attn_mask=bias
+            )
+            # The fused CPU kernel stores its output as windows×64×heads×49: this
+            # transposition back to tokens×98 is free there (elsewhere it copies).
+            out[pixels] += attended.transpose(1, 2).reshape(-1, DIM).index_select(0, order)
+        return branches
 
     def _stream(
         self,
@@ -408,42 +493,56 @@ class InteractionBlock(nn.Module):
         bias: Tensor,
         queries: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Steps 1-9 for one stream, x updated in place: (its new pending bias, the windowed
-        queries it used). `queries` replaces the stream's own (stream I of block 0 takes
-        M's). Each intermediate map is dropped once used, which bounds the peak memory."""
+        """Traced steps 1-9 for one stream, x updated in place: (its new pending bias, the
+        windowed queries it used). `queries` replaces the stream's own (stream I of block 0
+        takes M's). Each intermediate map is dropped once used, which bounds the peak memory."""
         gather, scatter = windows
-        qk, v, rescale, shift = params.project(x, pending, with_queries=queries is None)
+        folded = params.fold(x, pending, with_queries=queries is None)
+        qk = params.project(x, folded)
+        v = _linear(x, *folded.v)
         *own, keys = (windows for part in qk for windows in _to_windows(part, gather))
         del qk
         (values,) = _to_windows(v, gather)
         queries = own[0] if queries is None else queries
-        if _tracing():  # local branch traced first: ONNX Runtime's walk then runs it last
-            local = params.local_branch(v)
-            out = (queries @ keys.transpose(-1, -2) + bias).softmax(-1) @ values
-        else:
-            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias)
+        local = params.local_branch(v)  # traced first: ONNX Runtime's walk then runs it last
+        out = (queries @ keys.transpose(-1, -2) + bias).softmax(-1) @ values
         del own, keys, values
-        attended = _from_windows(out, scatter, x.shape[1], x.shape[2])
+        local += _from_windows(out, scatter, x.shape[1], x.shape[2])
         del out
-        if not _tracing():
-            local = params.local_branch(v)
-        return params.finish(x, pending, local, attended, rescale, shift), queries
+        return params.finish(x, pending, local, folded), queries
 
     def forward(
         self, m: Tensor, pending_m: Tensor, i: Tensor | None = None, pending_i: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        """Update the 1×H×W×98 maps m (and i) in place; return their new pending biases."""
+        """Update the 1×H×W×98 maps m (and i) in place; return their new pending biases.
+
+        With shift 0, stream I attends with M's queries (section 3.1.5).
+        """
         _, h, w, _ = m.shape
-        indices = _window_indices.__wrapped__ if _tracing() else _window_indices
-        windows = indices(h, w, self.shift, m.device)
         bias = self.position().to(m.dtype)
-        # Stream M is finished before stream I starts (I reads only i and M's queries), so
-        # the two streams' intermediate maps are never alive together.
-        pending_m, queries = self._stream(self.stream_m, m, pending_m, windows, bias)
-        if self.stream_i is not None and i is not None and pending_i is not None:
-            # With shift 0, stream I attends with M's queries (section 3.1.5).
-            shared = queries if self.shift == 0 else None
-            pending_i, _ = self._stream(self.stream_i, i, pending_i, windows, bias, shared)
+        with_i = self.stream_i is not None and i is not None and pending_i is not None
+        if _tracing():
+            windows = _window_indices.__wrapped__(h, w, self.shift, m.device)
+            # Stream M is finished before stream I starts (I reads only i and M's queries),
+            # so the two streams' intermediate maps are never alive together.
+            pending_m, queries = self._stream(self.stream_m, m, pending_m, windows, bias)
+            if with_i:
+                shared = queries if self.shift == 0 else None
+                pending_i, _ = self._stream(self.stream_i, i, pending_i, windows, bias, shared)
+            return pending_m, pending_i
+        bands = _window_bands(h, w, self.shift, m.device)
+        folded_m = self.stream_m.fold(m, pending_m, with_queries=True)
+        if with_i:
+            # Stream I first, while m is still the map M's queries are made of (again, from
+            # M's weights): then only one stream's V and branch maps are ever alive.
+            (weight, q_bias), shared = folded_m.qk, self.shift == 0
+            queries = (m, weight[:DIM], q_bias[:DIM]) if shared else None
+            folded_i = self.stream_i.fold(i, pending_i, with_queries=not shared)
+            branches = self._attend(self.stream_i, i, folded_i, bands, bias, queries)
+            pending_i = self.stream_i.finish(i, pending_i, branches, folded_i)
+            del branches
+        branches = self._attend(self.stream_m, m, folded_m, bands, bias, None)
+        pending_m = self.stream_m.finish(m, pending_m, branches, folded_m)
         return pending_m, pending_i
 
 
