@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +35,6 @@ WEIGHTS = SHARED / "gifnet" / "weights" / "Final.model"
 
 _CHILD = r"""
 import json, os, resource, sys
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 sys.path.insert(0, {bench!r})
 import torch
 height, width, variant, weights = {height}, {width}, {variant!r}, {weights!r}
@@ -178,7 +176,6 @@ def main() -> None:
             rows.append({"size": size, "pixels": height * width, **result})
     if args.json:
         args.json.write_text(json.dumps({"rows": rows}, indent=1))
-    print(f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '1 (set by child)')}")
 
 
 if __name__ == "__main__":

@@ -41,8 +41,6 @@ from collections.abc import Callable
 from functools import lru_cache, partial
 from pathlib import Path
 
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as gifnet_ros (its __init__) does
-
 import cv2
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -148,17 +146,16 @@ for line in sys.stdin:
 
 def baseline_runner(weights: Path, threads: int | None) -> Runner:
     """The baseline in a child process with PyTorch's default allocator (as it shipped):
-    the optimised path's huge-page setting is process-wide and would speed it up too."""
+    the engine's allocator setting (gifnet_ros/allocator.py) is process-wide and would speed
+    it up too."""
     code = _BASELINE_CHILD.format(
         bench=str(ROOT / "benchmarks"), weights=str(weights), threads=threads or 0
     )
-    env = dict(os.environ, THP_MEM_ALLOC_ENABLE="0")
     child = subprocess.Popen(
         [sys.executable, "-c", code],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env=env,
         cwd=ROOT,
     )
     assert child.stdin is not None and child.stdout is not None

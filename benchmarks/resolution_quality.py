@@ -13,11 +13,8 @@ Gaussian-window form (σ 1.5, K1 0.01, K2 0.03) on the 0-255 uint8 images.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 from pathlib import Path
-
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as gifnet_ros (its __init__) does
 
 import cv2
 import numpy as np

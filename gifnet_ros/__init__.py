@@ -8,14 +8,7 @@ its engine.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
-
-# GIFNet's large activations are fresh allocations on every pair; transparent huge pages
-# save most of their page faults (benchmarks/README.md). PyTorch reads this once, before its
-# first allocation, so it is set here, before any module of the package imports torch. A
-# user's own setting wins.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 if TYPE_CHECKING:
     from gifnet_ros.engine import FusionEngine

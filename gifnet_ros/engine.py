@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor
 
+from gifnet_ros.allocator import retain_freed_memory
 from gifnet_ros.classic import METHODS as CLASSIC_METHODS
 from gifnet_ros.classic import fuse_grey
 from gifnet_ros.export import NETWORKS, OnnxGIFNet, default_onnx_path, export_onnx
@@ -305,6 +306,8 @@ class FusionEngine:
         if self._classic is not None:
             self._network = self._classic_batch
         elif backend == "torch":
+            if self.device.type == "cpu":
+                retain_freed_memory()  # no page faults for every pair's maps (allocator.py)
             self.model = _load_network(network, weights, self.device, verify_hash)
             self._network = self.model
             if compile:
