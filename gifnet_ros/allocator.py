@@ -1,12 +1,13 @@
 """Keep the memory that PyTorch frees on the CPU in the process, for the next pair.
 
-A forward pass of GIFNet at 640×480 allocates and frees about 1-3 GB in maps of 6-120 MB.
-glibc's malloc serves blocks that large with fresh mmap() calls and returns them to the
-system on free(), so every pair page-faults all of it in again: on the machines of this
-project that cost 0.2-1.9 s of system time per pair beside 1.2 s of arithmetic, and
-varied from pair to pair (benchmarks/README.md, "Memory kept between pairs"). Served from
-the heap and never trimmed, the blocks a pair frees are the ones the next pair reuses:
-no page faults after the first pair, at the price of keeping the process's peak.
+A forward pass of GIFNet at 640×480 allocates and frees about 2.7 GB, in blocks up to
+57 MB. glibc's malloc serves large blocks with fresh mmap() calls and returns them to the
+system on free(), so every pair page-faults all of it in again: 0.7 million faults and
+1.3 s of system time per pair beside 1.0 s of arithmetic on the machine of this project
+(2 cores, bf16); transparent huge pages cut the faults, not enough of the time nor its
+variance (benchmarks/README.md, "Memory kept between pairs"). Served from one heap that is never
+trimmed, the blocks a pair frees are the ones the next pair reuses: no page faults after
+the first pairs, at the price of keeping the process's high-water mark.
 
 The setting is process-wide (as jemalloc or tcmalloc would be); the engine makes it for
 the PyTorch CPU backend, whose activations these are. A user's own malloc settings

@@ -42,9 +42,12 @@ memory of 640×480 pairs in an ONNX Runtime process from 1.75 to 1.23 GB (1.4 GB
 with PyTorch loaded, as in the engine; benchmarks/README.md, "ONNX Runtime
 memory"). torch.compile traces the same path.
 
-Large fresh allocations cost page faults on every call, so the package asks
-PyTorch for transparent-huge-page backed allocations (``THP_MEM_ALLOC_ENABLE``,
-set in ``gifnet_ros/__init__.py``); see benchmarks/README.md.
+Eagerly on the CPU, the steps that work per pixel or per window run on pieces of
+16384 rows: the Q, K and V windows and the attention output of a band of window rows,
+the projection and MLP of a piece of pixels. A piece stays in cache from one step to the
+next, and the hidden and windowed maps never exist whole; the maps that remain are
+reused allocations (the engine keeps freed memory, see allocator.py), not fresh page
+faults on every pair.
 
 This module imports no ROS: the engine, the node and the offline tools all
 share it.
