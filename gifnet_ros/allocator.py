@@ -33,6 +33,7 @@ _USER_SETTINGS = (
     "MALLOC_ARENA_MAX",
 )
 
+KEPT = "freed memory kept for the next pair"
 _result: str | None = None
 
 
@@ -61,4 +62,13 @@ def _apply() -> str:
     settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER_TRIM), (_M_ARENA_MAX, 1))
     if not all(libc.mallopt(option, value) == 1 for option, value in settings):
         return "system malloc (mallopt refused the settings)"
-    return "freed memory kept for the next pair"
+    return KEPT
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free pages back to the system (malloc_trim), where the setting above is
+    in force: for a new input size, whose maps the blocks cut for the old one fit badly (kept,
+    they would add up over a sequence of sizes: 2.4 GB for TIM over three sizes at 640×480 to
+    800×600, against 1.1 GB for one). The next pair faults in only what it uses."""
+    if _result == KEPT:
+        ctypes.CDLL(None).malloc_trim(0)

@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor
 
-from gifnet_ros.allocator import retain_freed_memory
+from gifnet_ros.allocator import release_freed_memory, retain_freed_memory
 from gifnet_ros.classic import METHODS as CLASSIC_METHODS
 from gifnet_ros.classic import fuse_grey
 from gifnet_ros.export import NETWORKS, OnnxGIFNet, default_onnx_path, export_onnx
@@ -330,6 +330,7 @@ class FusionEngine:
         self._cbcr_to_rgb = _CBCR_TO_RGB.to(self.device)
         self._pinned: dict[tuple[str, tuple[int, ...], str], Tensor] = {}
         self.last_model_seconds = 0.0
+        self._input_size: torch.Size | None = None  # of the last network call
         self._timing: tuple[torch.cuda.Event, torch.cuda.Event] | None = None
 
     # -- public API -------------------------------------------------------------------------
@@ -505,6 +506,10 @@ class FusionEngine:
         benchmarks and for callers that prepare the network inputs themselves."""
         if self._graphs:  # a new CUDA-graph step: the previous output may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
+        if first.shape[-2:] != self._input_size:
+            if self._input_size is not None and first.device.type == "cpu":
+                release_freed_memory()  # the memory kept for the old size (allocator.py)
+            self._input_size = first.shape[-2:]
         with (
             torch.inference_mode(),
             torch.autocast(

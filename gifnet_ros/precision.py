@@ -4,9 +4,9 @@
 path should not be opt-in. The rule, decided once per engine from what the hardware offers:
 
 - torch on a CPU with native bf16 matrix instructions (AVX-512 BF16 or AMX) that oneDNN may
-  use: **bf16**. Measured on such a CPU at 640×480: 1.2× (side by side with other variants)
-  to 2.2× (alone) faster than fp32, at 0.9 GB instead of 1.5, within 57–61 dB PSNR of the
-  authors' output (benchmarks/README.md). A CPU without them emulates
+  use: **bf16**. Measured on such a CPU at 640×480, side by side: 2.2× faster than fp32
+  (1.06 against 2.31 s per pair on 2 cores), at 0.65 GB instead of 1.04, within 57–61 dB
+  PSNR of the authors' output (benchmarks/README.md). A CPU without them emulates
   bf16 and gains nothing, so it runs **fp32**; so does a CPU whose oneDNN is capped below
   its bf16 instructions (``ONEDNN_MAX_CPU_ISA``, e.g. ``AVX2``). Other architectures (ARM)
   stay fp32: their bf16 paths have not been measured here.
@@ -27,10 +27,12 @@ reference tests pin.
 
 ``backend: auto`` (also the default) follows from the same facts: on an x86 CPU without native
 bf16 (or with oneDNN capped below it) the network runs in fp32, and there ONNX Runtime's fp32
-graph is the faster path (1.35× PyTorch fp32 at 640×480 on a Zen 3 AVX2 CPU) within 1.5 GB
-(benchmarks/README.md), so auto picks **onnxruntime** where it is installed; everywhere else
-(native bf16, CUDA, other architectures, an explicit precision, compile) **torch**. The first
-onnxruntime engine exports the graph into the user cache (under a minute), later ones reuse it.
+graph is the faster path within 1.5 GB (benchmarks/README.md: 1.35× PyTorch fp32 at 640×480
+on a Zen 3 AVX2 CPU, before PyTorch's path kept its memory between pairs; 1.04–1.06× since,
+with oneDNN capped to AVX2 on a Zen 5), so auto picks **onnxruntime** where it is installed;
+everywhere else (native bf16, CUDA, other architectures, an explicit precision, compile)
+**torch**. The first onnxruntime engine exports the graph into the user cache (under a
+minute), later ones reuse it.
 """
 
 from __future__ import annotations

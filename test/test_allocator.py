@@ -1,10 +1,11 @@
-"""The engine's allocator setting: after the first pairs, a pair causes no page faults.
+"""The engine's allocator setting: after the first pairs, a pair causes no page faults, and a
+new input size gives the memory kept for the old one back.
 
-Each case runs in a fresh process (the setting is process-wide and made once): the network
-(random weights, bf16 as the CPU default) fuses a 256×192 pair three times and the child
-reports the minor page faults of the third. With the setting, the blocks the earlier pairs
-freed are reused; with a malloc option of the user's in the environment the package leaves
-malloc alone, and every pair faults its maps in again, which shows the count can fail.
+Each case runs in a fresh process (the setting is process-wide and made once). Faults: the
+network (random weights, bf16 as the CPU default) fuses a 256×192 pair three times and the
+child reports the minor page faults of the third. With the setting, the blocks the earlier
+pairs freed are reused; with a malloc option of the user's in the environment the package
+leaves malloc alone, and every pair faults its maps in again, which shows the count can fail.
 """
 
 from __future__ import annotations
@@ -36,17 +37,32 @@ with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
 print(json.dumps({"state": state, "faults": faults}))
 """
 
+_NEW_SIZE = """
+import json, os, torch
+from gifnet_ros.engine import FusionEngine
+def rss_mb():
+    pages = int(open(f"/proc/{os.getpid()}/statm").read().split()[1])
+    return pages * os.sysconf("SC_PAGESIZE") >> 20
+engine = FusionEngine(None, device="cpu", network="tim")  # the project's own weights
+large, small = torch.rand(1, 1, 480, 640), torch.rand(1, 1, 96, 128)
+engine.run_model(large, large)
+engine.run_model(large, large)
+kept = rss_mb()
+engine.run_model(small, small)
+print(json.dumps({"kept": kept, "after": rss_mb()}))
+"""
+
 glibc_only = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
     reason="the setting is made for glibc's malloc only",
 )
 
 
-def _third_pair(**env: str) -> dict[str, object]:
+def _child(code: str, **env: str) -> dict[str, object]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     clean.pop("GLIBC_TUNABLES", None)
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD],
+        [sys.executable, "-c", code],
         env={**clean, **env},
         capture_output=True,
         text=True,
@@ -58,7 +74,7 @@ def _third_pair(**env: str) -> dict[str, object]:
 
 @glibc_only
 def test_a_pair_after_the_first_causes_no_page_faults() -> None:
-    result = _third_pair()
+    result = _child(_CHILD)
     assert result["state"] == "freed memory kept for the next pair"
     # 256×192 maps of 98 bf16 channels are 9.6 MB each: without the setting, thousands of
     # faults per pair (the next test); a few may come from Python's own small objects.
@@ -67,9 +83,19 @@ def test_a_pair_after_the_first_causes_no_page_faults() -> None:
 
 @glibc_only
 def test_a_users_malloc_option_is_left_alone() -> None:
-    result = _third_pair(MALLOC_TOP_PAD_="131072")
+    result = _child(_CHILD, MALLOC_TOP_PAD_="131072")
     assert result["state"] == "malloc as the environment sets it"
     assert result["faults"] > 1000, result
+
+
+@glibc_only
+def test_a_new_input_size_gives_the_kept_memory_back() -> None:
+    # Two 640×480 TIM pairs keep about 0.8 GB of freed maps in the process; kept for good, a
+    # sequence of sizes would add up. After a 128×96 pair, resident memory is back near what
+    # the process holds without them.
+    result = _child(_NEW_SIZE)
+    assert result["kept"] > 700, result
+    assert result["after"] < result["kept"] / 2, result
 
 
 def test_other_c_libraries_are_named_and_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
