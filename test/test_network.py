@@ -10,6 +10,7 @@ from conftest import REFERENCE, REFERENCE_CASES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gifnet_ros import network
 from gifnet_ros.network import GIFNet, convert_state_dict, load_model, relative_position_input
 from gifnet_ros.weights import WeightsError
 
@@ -69,6 +70,27 @@ def test_batch_equals_single_samples(model):
     assert np.abs(batch[0] - _run(model, a, b)[0]).max() < 1e-5
     assert np.abs(batch[1] - _run(model, a2, b2)[0]).max() < 1e-5
     assert np.abs(batch[0] - batch[1]).max() > 1e-2  # the two samples really differ
+
+
+def _with_band_rows(model, monkeypatch, rows: int, first, second) -> np.ndarray:
+    monkeypatch.setattr(network, "_BAND_ROWS", rows)
+    network._window_bands.cache_clear()  # the bands are cached per size
+    try:
+        return _run(model, first, second)
+    finally:
+        network._window_bands.cache_clear()
+
+
+def test_pieces_equal_one_piece(model, monkeypatch):
+    # On the CPU the attention runs a band of window rows at a time and the per-pixel steps
+    # on pieces of rows; elsewhere (a GPU) as one band and one piece. Both arrangements, on an
+    # odd-sized crop (reflection padding in the last band, both window shifts): one band of
+    # windows per window row and pieces of 500 pixels, against one band and one piece.
+    first = _read_input("RS_FLIR_00548", "a")[..., 3:78, 5:138]
+    second = _read_input("RS_FLIR_00548", "b")[..., 3:78, 5:138]
+    pieces = _with_band_rows(model, monkeypatch, 500, first, second)
+    whole = _with_band_rows(model, monkeypatch, 10**9, first, second)
+    assert np.abs(pieces - whole).max() * 255 < 1e-3
 
 
 @settings(max_examples=12, deadline=None)
