@@ -475,10 +475,12 @@ class InteractionBlock(nn.Module):
         rows, values, out = x.view(-1, DIM), v.view(-1, DIM), branches.view(-1, DIM)
         for gather, pixels, order in bands:
             qk = _linear(rows.index_select(0, gather), *folded.qk)
-            q, k = (qk[:, :DIM], qk[:, DIM:]) if queries is None else (None, qk)
-            if queries is not None:
+            if queries is None:
+                q, k = qk[:, :DIM], qk[:, DIM:]
+            else:
                 source, weight, q_bias = queries
                 q = _linear(source.view(-1, DIM).index_select(0, gather), weight, q_bias)
+                k = qk
             attended = F.scaled_dot_product_attention(
                 _heads(q), _heads(k), _heads(values.index_select(0, gather)), attn_mask=bias
             )
