@@ -21,6 +21,7 @@ TOOLS = {
     "weights": "gifnet_ros.weights:main",
     "demo": "gifnet_ros.demo:main",
     "train_tim": "gifnet_ros.train_tim:main",
+    "sync_offset": "gifnet_ros.sync_offset:main",
 }
 
 
