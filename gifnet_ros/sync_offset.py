@@ -18,7 +18,8 @@ brought to zero mean and unit standard deviation, so that automatic gain, 16-bit
 kelvin all compare (a stretch by the 1st and 99th percentiles instead, set by a few pixels of
 a small image, jitters from frame to frame and drowned the motion on the M3SVD clips). The
 signal at the midpoint of two consecutive stamps is the mean absolute difference of the two
-frames divided by their stamp gap (a dropped frame then gives the same rate, not a spike).
+frames divided by their stamp gap in whole frame periods (a dropped frame then gives the same
+rate, not a spike, and stamp jitter adds nothing).
 Both signals are sampled on one common time grid of half the shorter frame period; the
 thermal one, shifted by each candidate offset within ``±max_offset``, is compared with the RGB
 one by normalised cross-correlation over the instants both cover, and a parabola through the
@@ -178,9 +179,16 @@ def _check(signal: MotionSignal, role: str) -> None:
 
 
 def _series(signal: MotionSignal, origin_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """(times in s since ``origin_ns``, change per second) at the midpoints of frame gaps."""
+    """(times in s since ``origin_ns``, change per second) at the midpoints of frame gaps.
+
+    A change is divided by the whole frame periods its gap spans, not by the gap itself: a
+    camera exposes at a steady rate and its stamps jitter around it, so dividing by a 20 ms
+    gap of a 45 ms camera would turn stamp jitter into motion; a dropped frame still counts.
+    """
     stamps = (signal.stamps_ns - origin_ns) / 1e9
-    return (stamps[1:] + stamps[:-1]) / 2.0, signal.changes / np.diff(stamps)
+    period = signal.period()
+    periods = np.maximum(1.0, np.round(np.diff(stamps) / period))
+    return (stamps[1:] + stamps[:-1]) / 2.0, signal.changes / (periods * period)
 
 
 def _on_grid(grid: np.ndarray, times: np.ndarray, rate: np.ndarray) -> np.ndarray:
@@ -444,14 +452,25 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; exit status 0 with the estimate, 1 on an error (one line)."""
+    """Console entry point; exit status 0 with the estimate, 1 on an error (one line), 130
+    when interrupted."""
     args = parser().parse_args(argv)
     try:
         thermal, rgb = bag_signals(args.bag, args.thermal_topic, args.rgb_topic, args.size)
+        for role, signal in (("thermal", thermal), ("RGB", rgb)):
+            if signal.skipped:
+                print(
+                    f"{PROG}: warning: {signal.skipped} {role} message(s) skipped: stamp not "
+                    "after the one before",
+                    file=sys.stderr,
+                )
         estimate = correlate(thermal, rgb, args.max_offset)
     except (ToolError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     print(report(estimate))
     return 0
 

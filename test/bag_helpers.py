@@ -122,3 +122,12 @@ def signal_when(process: subprocess.Popen, text: bytes, signum: int, timeout: fl
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def m3svd_clip(data_dir: Path, name: str) -> tuple[Path, Path]:
+    """One of the shared M3SVD clips by name (0111_1716 at 30 fps, 1230_1202 at 22 fps):
+    (infrared video, visible video)."""
+    return (
+        data_dir / "m3svd" / "infrared" / f"{name}.mp4",
+        data_dir / "m3svd" / "visible" / f"{name}.mp4",
+    )
