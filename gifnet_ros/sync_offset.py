@@ -281,7 +281,8 @@ def correlate(
     if peak < MIN_PEAK or peak - runner_up < MIN_MARGIN:
         raise SyncOffsetError(
             f"no clear correlation peak (best {peak:.2f} at {lags[best] * step:+.3f} s, next "
-            f"best {runner_up:.2f}): too little or too repetitive motion in the recording"
+            f"best {runner_up:.2f}): too little or too repetitive motion in the recording, or "
+            f"an offset beyond ±{max_offset:g} s"
         )
     return OffsetEstimate(
         offset=float((lags[best] + shift) * step),
