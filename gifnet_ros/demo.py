@@ -330,6 +330,7 @@ class FusionClient:
         topics: tuple[str, str] = ("thermal/image", "rgb/image"),
         domain_id: int | None = None,
         on_fused: Callable[[Any, int], None] | None = None,
+        head: str = "",
     ) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
@@ -343,8 +344,12 @@ class FusionClient:
         self._context = Context()
         rclpy.init(context=self._context, domain_id=domain_id)
         ns = namespace.rstrip("/")
+        # A head of a several-head node: its topics are in the head's namespace, under the
+        # node's; the parameter services stay the node's.
         self.node = rclpy.create_node(
-            f"gifnet_client_{os.getpid()}", namespace=ns or "/", context=self._context
+            f"gifnet_client_{os.getpid()}_{head}".rstrip("_"),
+            namespace=f"{ns}/{head}" if head else ns or "/",
+            context=self._context,
         )
         qos = QoSProfile(depth=10)
         self.transports = transports
@@ -361,7 +366,7 @@ class FusionClient:
         self.luminance: dict[int, Any] = {}
         self.diagnostics: dict[str, str] = {}
         self.diagnostics_count = 0
-        self._status_name = f"{target}: fusion"
+        self._status_name = f"{target}: fusion" + (f" {head}" if head else "")
         self._fused_sub = self.node.create_subscription(Image, "fused/image", self._on_fused, qos)
         self.node.create_subscription(Image, "fused/luminance", self._on_luminance, qos)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos)
@@ -702,6 +707,9 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         "compressed": bool(args.compressed),
         "diagnostics_period": 0.5,
         "sync.queue_size": 30,
+        # The warm-up sends the first pair, and the stream starts with it again: a repeated
+        # thermal frame that the default would skip as a frozen camera.
+        "thermal.freeze_action": "ignore",
     }
     log_path = args.out / "node.log"
     process = start_node(namespace, parameters, log_path)

@@ -35,7 +35,6 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
@@ -46,42 +45,28 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import remove_ros_args
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from gifnet_ros.align import AlignmentError, thermal_for_fusion
-from gifnet_ros.camera_info import fused_camera_info
-from gifnet_ros.conversion import (
-    ImageConversionError,
-    array_to_image_fields,
-    compressed_to_array,
-    fused_pixels,
-    image_to_array,
-)
-from gifnet_ros.fusion_worker import FusionWorker
+from gifnet_ros.fusion_worker import FusionWorker, MessagePair
 from gifnet_ros.model_loader import EngineKey, ModelLoader, one_line, precision_text
+from gifnet_ros.node_head import Head, Prepared
 from gifnet_ros.node_params import (
     ENGINE_KEYS,
     PARAMETERS,
     SPECS,
     Settings,
+    StartupError,
     check_weights,
+    head_specs,
     help_table,
     needs_weights,
     validate,
 )
-from gifnet_ros.node_stats import Activity, FusionStats, diagnostic_status
-from gifnet_ros.pairing import StampPairer, stamp_to_ns
+from gifnet_ros.node_stats import FusionStats, diagnostic_status
+from gifnet_ros.pairing import stamp_to_ns
 from gifnet_ros.weights import WeightsError
 
 NODE_NAME = "fusion_node"
-THERMAL_TOPIC = "thermal/image"
-RGB_TOPIC = "rgb/image"
-RGB_INFO_TOPIC = "rgb/camera_info"
-FUSED_TOPIC = "fused/image"
-FUSED_INFO_TOPIC = "fused/camera_info"
-LUMINANCE_TOPIC = "fused/luminance"
 DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute, like diagnostic_updater: the aggregator's input
 
 CLOCK_JUMP_BACK = 1.0
@@ -90,25 +75,22 @@ CLOSE_TIMEOUT = 2.0
 """Seconds ``close`` waits for the worker to finish a forward pass."""
 
 
-class StartupError(RuntimeError):
-    """A configuration that cannot run; the message is one line for the log."""
-
-
 class _FusionCore:
     """The fusion node's logic, shared by the plain node and the managed (lifecycle) one.
 
     A mixin over ``rclpy.node.Node``: ``_declare`` sets up the parameters (construction time),
-    ``_bring_up`` loads the model and creates inputs, outputs and threads, ``_tear_down`` undoes
-    that. The plain :class:`FusionNode` brings itself up at once; :class:`FusionLifecycleNode`
-    does it on configure and tears down on cleanup.
+    ``_bring_up`` loads the model and creates the heads (inputs and outputs) and threads,
+    ``_tear_down`` undoes that. The plain :class:`FusionNode` brings itself up at once;
+    :class:`FusionLifecycleNode` does it on configure and tears down on cleanup.
     """
 
     def _declare(self) -> None:
-        self._stats = FusionStats()
+        self._stats = FusionStats()  # the model's counters (reloads, fallbacks, clock jumps)
         self._started = False
         self._active = threading.Event()  # pairs are fused only while set (lifecycle: active)
         self._worker: FusionWorker | None = None
         self._loader: ModelLoader | None = None
+        self._heads: dict[str, Head] = {}
         self._values: dict[str, Any] = {spec.name: spec.default for spec in PARAMETERS}
         # Registered before declaring, so values from a params file or the command line go
         # through the same checks as run-time changes and a bad one stops the node at start.
@@ -118,6 +100,13 @@ class _FusionCore:
             self._values[spec.name] = self.declare_parameter(
                 spec.name, spec.default, spec.descriptor()
             ).value
+        # Each named head's own parameters, defaulting to the node-level values just read.
+        for spec in head_specs(self._values["heads"]).values():
+            base = spec.name.partition(".")[2]
+            self._values[spec.name] = self._values[base]
+            self._values[spec.name] = self.declare_parameter(
+                spec.name, self._values[base], spec.descriptor()
+            ).value
         self._declaring = False
         if needs_weights(self._values):
             reason = check_weights(self._values["weights"])
@@ -126,7 +115,7 @@ class _FusionCore:
         self._settings = Settings.from_values(self._values)
 
     def _bring_up(self) -> None:
-        """Load the model, create publishers, inputs, timer and threads."""
+        """Load the model, create the heads' inputs and outputs, timer and threads."""
         self._loader = ModelLoader(  # loads the model now: fails before anything is created
             self._wanted_engine_key(),
             lambda: self._settings.mode,
@@ -138,18 +127,20 @@ class _FusionCore:
         # are not thread-safe in rclpy); the loader and worker threads only trigger this.
         self._revert_guard = self.create_guard_condition(self._revert_engine_parameters)
         self._worker = FusionWorker(self._process, self._on_worker_error)
-
-        depth = self._values["qos_depth"]
-        self._fused_pub = self.create_publisher(Image, FUSED_TOPIC, depth)
-        self._fused_info_pub = self.create_publisher(CameraInfo, FUSED_INFO_TOPIC, depth)
-        self._luminance_pub = None
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
-        self._rgb_info: CameraInfo | None = None
-
-        self._sync: Any = None
-        self._pairer: StampPairer | None = None
-        self._backend = self._create_inputs(depth)
-
+        message_filters = self._message_filters()
+        self._heads = {
+            name: Head(
+                self,
+                name,
+                self._values,
+                lambda: self._settings,
+                self._worker.offer,
+                self._active,
+                message_filters,
+            )
+            for name in self._values["heads"]
+        }
         self._diag_timer = self.create_timer(
             self._values["diagnostics_period"], self._publish_diagnostics
         )
@@ -163,22 +154,42 @@ class _FusionCore:
             ),
             post_callback=self._on_clock_jump,
         )
-        snapshot = self._stats.snapshot()
-        self._last_diag = (time.monotonic(), snapshot)
-        self._activity = Activity(
-            {"thermal_in": self._subs[0].topic_name, "rgb_in": self._subs[1].topic_name},
-            snapshot,
-        )
+        self._last_diag = {
+            name: (time.monotonic(), head.stats.snapshot()) for name, head in self._heads.items()
+        }
         self._worker.start()
         self._loader.start()
         self._started = True
 
+    def _message_filters(self) -> Any:
+        """The message_filters module for sync.backend, or None for the package's pairing."""
+        backend = self._values["sync.backend"]
+        if backend == "builtin":
+            return None
+        try:
+            import message_filters
+        except ImportError:
+            if backend == "message_filters":
+                raise StartupError(
+                    "sync.backend is message_filters but the message_filters package is "
+                    "not importable (install ros-<distro>-message-filters)"
+                ) from None
+            self.get_logger().warning(
+                "message_filters is not installed: pairing with gifnet_ros.pairing."
+                "StampPairer (same nearest-stamp rule, see its docs)"
+            )
+            return None
+        return message_filters
+
     def _wiring(self) -> str:
-        """Inputs, output and pairing, for the log lines that say what the node does."""
+        """Inputs, outputs and pairing, for the log lines that say what the node does."""
+        heads = "; ".join(
+            (f"head {name}: " if name else "") + head.wiring() for name, head in self._heads.items()
+        )
+        backend = next(iter(self._heads.values())).sync_backend
         return (
-            f"{self._subs[0].topic_name} + {self._subs[1].topic_name} -> "
-            f"{self._fused_pub.topic_name} (mode {self._settings.mode}, sync {self._backend} "
-            f"slop {self._values['sync.slop']} s)"
+            f"{heads} (mode {self._settings.mode}, sync {backend} slop "
+            f"{self._values['sync.slop']} s)"
         )
 
     def _tear_down(self) -> bool:
@@ -191,15 +202,11 @@ class _FusionCore:
         self._started = False
         self._jump_handle.unregister()
         self.destroy_timer(self._diag_timer)
-        for subscription in self._subs:
-            self.destroy_subscription(subscription)
-        publishers = (self._fused_pub, self._fused_info_pub, self._luminance_pub, self._diag_pub)
-        for publisher in publishers:
-            if publisher is not None:
-                self.destroy_publisher(publisher)
-        self._luminance_pub = self._rgb_info = None
+        for head in self._heads.values():
+            head.destroy()
+        self._heads = {}
+        self.destroy_publisher(self._diag_pub)
         self.destroy_guard_condition(self._revert_guard)
-        self._sync = self._pairer = None
         device = self._loader.release()
         gc.collect()  # the model's tensors, so that the CUDA cache below can be returned
         if device.type == "cuda":
@@ -214,8 +221,9 @@ class _FusionCore:
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """Check every change; apply it only if all pass, so a rejection changes nothing."""
         changes = {}
+        known = SPECS.keys() | self._values.keys()
         for parameter in parameters:
-            if parameter.name in SPECS:  # not e.g. use_sim_time, handled by rclpy itself
+            if parameter.name in known:  # not e.g. use_sim_time, handled by rclpy itself
                 value = parameter.value
                 changes[parameter.name] = (
                     list(value) if isinstance(value, (array.array, tuple)) else value
@@ -231,10 +239,13 @@ class _FusionCore:
 
     def _apply_changes(self, changed: set[str]) -> None:
         """Act on accepted changes that need more than the new settings snapshot."""
+        for head in self._heads.values():
+            head.set_values(self._values)
         if changed & set(ENGINE_KEYS):
             self._loader.request(self._wanted_engine_key())
         if changed & {"sync.slop", "sync.queue_size"}:
-            self._configure_sync()
+            for head in self._heads.values():
+                head.configure_sync()
         if "diagnostics_period" in changed:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self.create_timer(
@@ -255,189 +266,66 @@ class _FusionCore:
             [Parameter(name, value=value) for name, value in self._loader.key.items()]
         )
 
-    # ------------------------------------------------------------------ inputs
-
-    def _transport(self, which: str) -> str:
-        override = self._values[f"{which}_transport"]
-        return override or ("compressed" if self._values["compressed"] else "raw")
-
-    def _create_inputs(self, depth: int) -> str:
-        """Subscriptions and synchronizer; returns the backend name for the logs."""
-        qos = QoSProfile(  # qos_profile_sensor_data with the configured depth
-            history=HistoryPolicy.KEEP_LAST,
-            depth=depth,
-            reliability=ReliabilityPolicy.BEST_EFFORT,
-            durability=DurabilityPolicy.VOLATILE,
-        )
-        # Best effort matches reliable publishers too: camera drivers publish either way.
-        self._info_sub = self.create_subscription(
-            CameraInfo, RGB_INFO_TOPIC, self._on_rgb_info, qos
-        )
-        inputs = []
-        for which, base in (("thermal", THERMAL_TOPIC), ("rgb", RGB_TOPIC)):
-            if self._transport(which) == "compressed":
-                inputs.append((CompressedImage, base + "/compressed"))
-            else:
-                inputs.append((Image, base))
-        backend = self._values["sync.backend"]
-        message_filters = None
-        if backend != "builtin":
-            try:
-                import message_filters
-            except ImportError:
-                if backend == "message_filters":
-                    raise StartupError(
-                        "sync.backend is message_filters but the message_filters package is "
-                        "not importable (install ros-<distro>-message-filters)"
-                    ) from None
-                self.get_logger().warning(
-                    "message_filters is not installed: pairing with gifnet_ros.pairing."
-                    "StampPairer (same nearest-stamp rule, see its docs)"
-                )
-        counters = (self._count_thermal, self._count_rgb)
-        if message_filters is not None:
-            filters = [
-                message_filters.Subscriber(self, kind, topic, qos_profile=qos)
-                for kind, topic in inputs
-            ]
-            for sub_filter, counter in zip(filters, counters, strict=True):
-                sub_filter.registerCallback(counter)
-            self._sync = message_filters.ApproximateTimeSynchronizer(
-                filters, self._values["sync.queue_size"], self._values["sync.slop"]
-            )
-            self._sync.registerCallback(self._on_pair)
-            self._subs = [f.sub for f in filters] + [self._info_sub]
-            return "message_filters"
-        self._configure_sync()
-        self._subs = [
-            self.create_subscription(inputs[0][0], inputs[0][1], self._on_thermal, qos),
-            self.create_subscription(inputs[1][0], inputs[1][1], self._on_rgb, qos),
-            self._info_sub,
-        ]
-        return "builtin"
-
-    def _configure_sync(self) -> None:
-        """Apply sync.slop / sync.queue_size (at start and on change) to the synchronizer."""
-        slop, queue_size = self._values["sync.slop"], self._values["sync.queue_size"]
-        if self._sync is not None:
-            with self._sync.lock:  # ApproximateTimeSynchronizer reads both under this lock
-                self._sync.slop = Duration(seconds=slop)
-                self._sync.queue_size = queue_size
-        elif self._pairer is not None:
-            self._pairer.configure(slop, queue_size)
-        else:
-            self._pairer = StampPairer(slop, queue_size, self._on_pair)
-
-    def _on_rgb_info(self, msg: CameraInfo) -> None:
-        self._rgb_info = msg  # the latest calibration; read by the worker per pair
-
-    def _count_thermal(self, _msg: Any) -> None:
-        with self._stats.lock:
-            self._stats.thermal_in += 1
-
-    def _count_rgb(self, _msg: Any) -> None:
-        with self._stats.lock:
-            self._stats.rgb_in += 1
-
-    def _on_thermal(self, msg: Any) -> None:
-        self._count_thermal(msg)
-        self._pairer.add_thermal(msg, stamp_to_ns(msg.header.stamp))
-
-    def _on_rgb(self, msg: Any) -> None:
-        self._count_rgb(msg)
-        self._pairer.add_rgb(msg, stamp_to_ns(msg.header.stamp))
-
-    def _on_pair(self, thermal_msg: Any, rgb_msg: Any) -> None:
-        """Synchronizer callback: leave the pair for the worker, never fuse here."""
-        if not self._active.is_set():  # a managed node that is configured but not active
-            with self._stats.lock:
-                self._stats.pairs += 1
-                self._stats.drop("inactive")
-            return
-        replaced = self._worker.offer(thermal_msg, rgb_msg)
-        with self._stats.lock:
-            self._stats.pairs += 1
-            if replaced:
-                self._stats.drop("replaced")
-
     # ------------------------------------------------------------------ worker
 
     def _on_worker_error(self, exc: Exception) -> None:
-        self._error("internal", f"fusing a pair failed: {one_line(exc)}")
-
-    def _error(self, reason: str, text: str) -> None:
-        """Count an error and log it (throttled per reason, see FusionStats.error)."""
-        line = self._stats.error(reason, text, time.monotonic())
+        text = f"fusing pairs failed: {one_line(exc)}"
+        line = self._stats.error("internal", text, time.monotonic())
         if line is not None:
             self.get_logger().error(line)
 
-    def _convert(self, which: str, msg: Any) -> np.ndarray | None:
-        try:
-            if isinstance(msg, CompressedImage):
-                return compressed_to_array(msg)
-            return image_to_array(msg)
-        except ImageConversionError as exc:
-            self._error(f"{which}_conversion", f"{which} image skipped: {exc}")
-            return None
-
-    def _process(self, thermal_msg: Any, rgb_msg: Any) -> None:
-        """Convert, align, fuse and publish one pair (worker thread only)."""
+    def _process(self, pairs: dict[str, MessagePair]) -> None:
+        """Prepare each head's pair, fuse pairs of one size in one network call, publish
+        (worker thread only). A head's bad pair is skipped without touching the others'."""
         started = time.monotonic()
         settings = self._settings
-        rgb_stamp = stamp_to_ns(rgb_msg.header.stamp)
-        if settings.max_age > 0:
-            age = (self.get_clock().now().nanoseconds - rgb_stamp) / 1e9
-            if age > settings.max_age:
-                with self._stats.lock:
-                    self._stats.drop("stale")
-                return
-        thermal = self._convert("thermal", thermal_msg)
-        rgb = self._convert("rgb", rgb_msg)
-        if thermal is None or rgb is None:
-            return
-        try:
-            thermal = thermal_for_fusion(
-                thermal,
-                rgb.shape,
-                settings.alignment,
-                settings.thermal_rule,
-                settings.percentiles,
-                settings.value_range,
-            )
-        except (AlignmentError, ValueError) as exc:
-            self._error("alignment", f"pair skipped: {one_line(exc)}")
-            return
+        ready = [
+            prepared
+            for name, (thermal_msg, rgb_msg) in pairs.items()
+            if name in self._heads
+            and (prepared := self._heads[name].prepare(thermal_msg, rgb_msg, started))
+        ]
+        groups: dict[tuple[Any, ...], list[Prepared]] = {}
+        for prepared in ready:
+            groups.setdefault(prepared.shape(), []).append(prepared)
         engine = self._loader.take()
         engine.mode = settings.mode
         engine.max_pixels = settings.max_pixels
         engine.inference_scale = settings.inference_scale
         engine.restore = settings.restore
+        for group in groups.values():
+            self._fuse_group(engine, group, settings, started)
+
+    def _fuse_group(
+        self, engine: Any, group: list[Prepared], settings: Settings, started: float
+    ) -> None:
+        """Fuse pairs of one size together; if that fails, each on its own, so that the error
+        lands on the head whose pair caused it."""
         try:
-            luminance, colour = engine.fuse_luminance(thermal, rgb)
+            if len(group) == 1:
+                fused = [engine.fuse_luminance(group[0].thermal, group[0].rgb)]
+            else:
+                fused = engine.fuse_luminance_batch([(p.thermal, p.rgb) for p in group])
         except ValueError as exc:
-            self._error("fusion", f"pair skipped: {one_line(exc)}")
+            if len(group) > 1:
+                for prepared in group:
+                    self._fuse_group(engine, [prepared], settings, started)
+                return
+            group[0].head.error("fusion", f"pair skipped: {one_line(exc)}", started)
             return
         except RuntimeError as exc:  # out of memory, a lost device: skip, maybe move to CPU
-            self._error("model", f"pair skipped, the model failed: {one_line(exc)}")
+            for prepared in group:
+                prepared.head.error(
+                    "model", f"pair skipped, the model failed: {one_line(exc)}", started
+                )
             self._fall_back_to_cpu(engine)
             return
-        model_seconds = float(engine.last_model_seconds)
-
-        header = rgb_msg.header
-        fused = fused_pixels(settings.output_encoding, luminance, colour)
-        self._fused_pub.publish(self._image(fused, settings.output_encoding, header))
-        info = self._rgb_info
-        if info is not None:
-            height, width = fused.shape[:2]
-            self._fused_info_pub.publish(fused_camera_info(info, header, width, height))
-        if settings.publish_luminance:
-            if self._luminance_pub is None:
-                self._luminance_pub = self.create_publisher(
-                    Image, LUMINANCE_TOPIC, self._values["qos_depth"]
-                )
-            self._luminance_pub.publish(self._image(luminance, "mono8", header))
-        latency = (self.get_clock().now().nanoseconds - rgb_stamp) / 1e9
-        self._stats.fused_one(latency, model_seconds, time.monotonic() - started)
+        model_seconds = float(engine.last_model_seconds) / len(group)
+        now_ns = self.get_clock().now().nanoseconds
+        for prepared, (luminance, colour) in zip(group, fused, strict=True):
+            prepared.head.publish(prepared, luminance, colour, settings, self._values["qos_depth"])
+            latency = (now_ns - stamp_to_ns(prepared.header.stamp)) / 1e9
+            prepared.head.stats.fused_one(latency, model_seconds, time.monotonic() - started)
 
     def _fall_back_to_cpu(self, failed: Any) -> None:
         """Worker side of ``fallback_to_cpu``: load the model on the CPU and use it from now on.
@@ -472,64 +360,66 @@ class _FusionCore:
         )
 
     def _on_clock_jump(self, jump: Any) -> None:
-        """Reset pairing and the mailbox when the clock jumped back (see ``_bring_up``)."""
-        replaced = self._worker.clear()
-        if self._sync is not None:
-            with self._sync.lock:
-                for queue in self._sync.queues:
-                    queue.clear()
-        elif self._pairer is not None:
-            self._pairer.reset()
+        """Reset pairing and the mailboxes when the clock jumped back (see ``_bring_up``)."""
+        dropped = set(self._worker.clear())
         with self._stats.lock:
             self._stats.clock_jumps += 1
-            if replaced:
-                self._stats.drop("clock_jump")
+        for name, head in self._heads.items():
+            head.reset_sync()
+            if name in dropped:
+                with head.stats.lock:
+                    head.stats.drop("clock_jump")
         self.get_logger().warning(
             f"clock jumped back by {-jump.delta.nanoseconds / 1e9:.3f} s: synchronizer reset"
         )
 
-    @staticmethod
-    def _image(pixels: np.ndarray, encoding: str, header: Any) -> Image:
-        fields = array_to_image_fields(pixels, encoding)
-        # array.array is taken as is by the generated setter; bytes would be checked per byte.
-        fields["data"] = array.array("B", fields["data"])
-        return Image(header=header, **fields)
-
     # ------------------------------------------------------------------ health
 
     def _publish_diagnostics(self) -> None:
-        """Timer: the period's status on /diagnostics, and a log line if activity changed."""
+        """Timer: each head's status on /diagnostics, and a log line if its activity changed."""
         now = time.monotonic()
-        current = self._stats.snapshot()
-        then, previous = self._last_diag
-        self._last_diag = (now, current)
         engine, key = self._loader.newest(), self._loader.key
-        extra = {
-            "device": str(engine.device),
-            "network": key["network"],
-            "backend": engine.backend_text(),
-            "precision": precision_text(engine),
-            "weights": (key["weights"] if key["network"] == "gifnet" else key["tim_weights"])
-            or "default",
-            "mode": self._settings.mode,
-            "sync_resets": self._pairer.resets if self._pairer is not None else 0,
-            "sync_dropped": self._pairer.dropped if self._pairer is not None else 0,
-            "sync_backend": self._backend,
-            "camera_info": "rgb/camera_info received" if self._rgb_info else "none received",
-        }
-        status = diagnostic_status(
-            f"{self.get_name()}: fusion",
-            current,
-            previous,
-            max(now - then, 1e-9),
-            extra,
-            str(engine.device),
-        )
-        report = DiagnosticArray(status=[status])
+        model = self._stats.snapshot()
+        statuses = []
+        for name, head in self._heads.items():
+            current = {
+                **head.stats.snapshot(),
+                **{k: model[k] for k in ("reloads", "reload_failures", "fallbacks", "clock_jumps")},
+            }
+            then, previous = self._last_diag[name]
+            self._last_diag[name] = (now, current)
+            extra = {
+                "device": str(engine.device),
+                "network": key["network"],
+                "backend": engine.backend_text(),
+                "precision": precision_text(engine),
+                "weights": (key["weights"] if key["network"] == "gifnet" else key["tim_weights"])
+                or "default",
+                "mode": self._settings.mode,
+                **head.sync_counts(),
+                "sync_backend": head.sync_backend,
+                "camera_info": "rgb/camera_info received" if head.rgb_info else "none received",
+                "frozen.pauses": head.freeze.pauses,
+                "heads": len(self._heads),
+            }
+            if model["errors"]:
+                extra["errors.internal"] = model["errors"].get("internal", 0)
+            statuses.append(
+                diagnostic_status(
+                    f"{self.get_name()}: fusion" + (f" {name}" if name else ""),
+                    current,
+                    previous,
+                    max(now - then, 1e-9),
+                    extra,
+                    str(engine.device),
+                )
+            )
+            prefix = f"head {name}: " if name else ""
+            for line in head.activity.update(now, current):
+                self.get_logger().info(prefix + line)
+        report = DiagnosticArray(status=statuses)
         report.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(report)
-        for line in self._activity.update(now, current):
-            self.get_logger().info(line)
 
     # ------------------------------------------------------------------ shutdown
 
@@ -592,7 +482,9 @@ class FusionLifecycleNode(_FusionCore, LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active.clear()
-        self._worker.clear()
+        for name in self._worker.clear():
+            with self._heads[name].stats.lock:
+                self._heads[name].stats.drop("inactive")
         self.get_logger().info(
             "inactive: not fusing (pairs are counted as dropped.inactive); model kept loaded"
         )

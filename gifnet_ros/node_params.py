@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,14 @@ from gifnet_ros.engine import (
     check_options,
 )
 from gifnet_ros.export import PROVIDERS, split_providers
+from gifnet_ros.freeze import FREEZE_ACTIONS
+from gifnet_ros.thermal import DEFAULT_TIME_CONSTANT
 from gifnet_ros.thermal import RULES as THERMAL_RULES
 from gifnet_ros.tim import weight_files
 from gifnet_ros.weights import WeightsError, resolve_weights
 
 OUTPUT_ENCODINGS = ("rgb8", "bgr8", "mono8")
+COMPRESSED_FORMATS = ("", "jpeg", "png")
 TRANSPORTS = ("", "raw", "compressed")
 SYNC_BACKENDS = ("auto", "message_filters", "builtin")
 ENGINE_KEYS = (
@@ -51,6 +55,10 @@ ENGINE_KEYS = (
     "compile",
 )
 """Parameters that need a new engine (a reload); an engine key maps each to its value."""
+
+
+class StartupError(RuntimeError):
+    """A configuration that cannot run; the message is one line for the log."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,16 @@ def _one_of(choices: Sequence[str]) -> str:
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "heads",
+        [""],
+        "Camera heads this node fuses with one model: a name per thermal/RGB pair, each in its "
+        "own namespace (front: front/thermal/image, front/rgb/image -> front/fused/image) with "
+        "its own parameters front.align.*, front.thermal.*, front.sync.thermal_offset (defaults: "
+        "the node-level values). [''] is one head in the node's own namespace.",
+        "[''] or distinct names of letters, digits and _ (not starting with a digit)",
+        read_only=True,
+    ),
     ParamSpec(
         "mode",
         "thermal_rgb",
@@ -215,6 +233,41 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "[min, max], finite, max > min",
     ),
     ParamSpec(
+        "thermal.time_constant",
+        DEFAULT_TIME_CONSTANT,
+        "Seconds over which the percentile stretch of 16-bit/float thermal follows the scene "
+        "(exponential, by the images' stamps), so that a hot object entering or leaving does "
+        "not make the whole image pump in brightness; 0: each frame stretched on its own.",
+        ">= 0",
+        float_range=(0.0, 60.0),
+    ),
+    ParamSpec(
+        "thermal.freeze_action",
+        "skip",
+        "What to do while the thermal camera is frozen (shutter / flat-field correction: the "
+        "same image again, or no new image for thermal.freeze_timeout while RGB goes on): "
+        "skip those pairs (no ghosting of moving objects), hold (fuse with the last thermal "
+        "image while it is at most thermal.freeze_max_age old), or ignore (fuse as received). "
+        "Pauses are counted in /diagnostics and logged once each.",
+        _one_of(FREEZE_ACTIONS),
+    ),
+    ParamSpec(
+        "thermal.freeze_max_age",
+        3.0,
+        "freeze_action hold: the oldest thermal image (s, by stamps) fused with a newer RGB "
+        "one; older than that, pairs are skipped.",
+        "> 0",
+        float_range=(0.0, 3600.0),
+    ),
+    ParamSpec(
+        "thermal.freeze_timeout",
+        0.5,
+        "Seconds (by stamps) without a new thermal image while RGB images arrive before the "
+        "thermal stream counts as paused.",
+        "> 0",
+        float_range=(0.0, 3600.0),
+    ),
+    ParamSpec(
         "align.method",
         "resize",
         "How the thermal image is put on the RGB pixel grid: "
@@ -249,6 +302,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         _one_of(OUTPUT_ENCODINGS),
     ),
     ParamSpec(
+        "publish_compressed",
+        "",
+        "Also publish fused/image/compressed (sensor_msgs/CompressedImage, image_transport's "
+        "compressed topic name) as jpeg or png; empty: not published.",
+        _one_of(COMPRESSED_FORMATS),
+    ),
+    ParamSpec(
+        "jpeg_quality",
+        95,
+        "JPEG quality of fused/image/compressed (publish_compressed jpeg).",
+        int_range=(1, 100),
+    ),
+    ParamSpec(
         "publish_luminance",
         False,
         "Also publish the fused luminance (mono8) on fused/luminance.",
@@ -266,6 +332,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Largest stamp difference (s) between a thermal and an RGB image that are fused together.",
         "> 0",
         float_range=(0.0, 60.0),
+    ),
+    ParamSpec(
+        "sync.thermal_offset",
+        0.0,
+        "Seconds added to every thermal stamp before pairing: a driver that stamps on host "
+        "receipt lags; gifnet-sync-offset BAG estimates the value from a recording. The fused "
+        "image keeps the RGB header.",
+        "-60 <= offset <= 60",
+        float_range=(-60.0, 60.0),
     ),
     ParamSpec(
         "sync.queue_size",
@@ -306,7 +381,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "qos_depth",
         5,
-        "History depth of the sensor-data (best effort) subscriptions and of the publishers.",
+        "History depth of the sensor-data (best effort) subscriptions and of the publishers. "
+        "Any other QoS policy of an input or output is set with the standard overrides, e.g. "
+        "qos_overrides./fused/image.publisher.durability: transient_local.",
         read_only=True,
         int_range=(1, 1000),
     ),
@@ -320,6 +397,49 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
+HEAD_PARAMETERS = (
+    "sync.thermal_offset",
+    "thermal.normalization",
+    "thermal.percentiles",
+    "thermal.range",
+    "thermal.time_constant",
+    "align.method",
+    "align.homography",
+    "align.crop",
+)
+"""What each camera head sets for itself: its clock, its thermal camera and its alignment."""
+
+
+def head_name(head: str, name: str) -> str:
+    """The parameter ``name`` of ``head``: ``front.align.method``; the node's own for ''."""
+    return f"{head}.{name}" if head else name
+
+
+def head_specs(heads: Sequence[str]) -> dict[str, ParamSpec]:
+    """The per-head parameters of named heads, each described as its node-level original."""
+    return {
+        head_name(head, name): replace(SPECS[name], name=head_name(head, name))
+        for head in heads
+        if head
+        for name in HEAD_PARAMETERS
+    }
+
+
+def check_heads(heads: Sequence[str]) -> str | None:
+    """The reason a ``heads`` value cannot be used, if any."""
+    if list(heads) == [""]:
+        return None
+    if not heads:
+        return "heads is empty: [''] is one head in the node's namespace"
+    for head in heads:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", head):
+            return (
+                f"heads: {head!r} is not a name of letters, digits and _ not starting with a "
+                "digit ('' stands alone, for one head in the node's namespace)"
+            )
+    if len(set(heads)) != len(heads):
+        return f"heads {list(heads)} names a head twice"
+    return None
 
 
 def help_table() -> str:
@@ -408,6 +528,11 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "thermal.percentiles": lambda v: _check_pair("thermal.percentiles", v, 0.0, 100.0),
     "thermal.range": lambda v: _check_pair("thermal.range", v, -math.inf, math.inf),
     "output_encoding": _choice("output_encoding", OUTPUT_ENCODINGS),
+    "publish_compressed": _choice("publish_compressed", COMPRESSED_FORMATS),
+    "thermal.freeze_action": _choice("thermal.freeze_action", FREEZE_ACTIONS),
+    "thermal.freeze_max_age": _positive("thermal.freeze_max_age"),
+    "thermal.freeze_timeout": _positive("thermal.freeze_timeout"),
+    "heads": check_heads,
     "sync.slop": _positive("sync.slop"),
     "sync.backend": _choice("sync.backend", SYNC_BACKENDS),
     "thermal_transport": _choice("thermal_transport", TRANSPORTS),
@@ -418,38 +543,78 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
 
 
 @dataclass(frozen=True)
+class HeadSettings:
+    """What one camera head's pairs are fused with: its clock offset, thermal rule, alignment."""
+
+    thermal_offset_ns: int
+    thermal_rule: str
+    percentiles: tuple[float, float]
+    value_range: tuple[float, float]
+    time_constant: float
+    alignment: Alignment
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], head: str) -> HeadSettings:
+        def value(name: str) -> Any:  # the node-level value until the head's is declared
+            return values.get(head_name(head, name), values[name])
+
+        try:
+            alignment = Alignment.create(
+                value("align.method"), value("align.homography"), value("align.crop")
+            )
+        except ValueError as exc:
+            raise ValueError(f"head {head}: {exc}" if head else str(exc)) from None
+        return cls(
+            thermal_offset_ns=round(value("sync.thermal_offset") * 1e9),
+            thermal_rule=value("thermal.normalization"),
+            percentiles=tuple(value("thermal.percentiles")),
+            value_range=tuple(value("thermal.range")),
+            time_constant=value("thermal.time_constant"),
+            alignment=alignment,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """What the worker needs per pair; replaced as a whole, so a pair never sees a mix."""
 
     mode: str
-    thermal_rule: str
-    percentiles: tuple[float, float]
-    value_range: tuple[float, float]
-    alignment: Alignment
+    heads: dict[str, HeadSettings]
     output_encoding: str
     publish_luminance: bool
+    publish_compressed: str
+    jpeg_quality: int
     max_age: float
     max_pixels: int | None
     inference_scale: float
     restore: str
+    freeze_action: str
+    freeze_max_age_ns: int
+    freeze_timeout_ns: int
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> Settings:
         return cls(
             mode=values["mode"],
-            thermal_rule=values["thermal.normalization"],
-            percentiles=tuple(values["thermal.percentiles"]),
-            value_range=tuple(values["thermal.range"]),
-            alignment=Alignment.create(
-                values["align.method"], values["align.homography"], values["align.crop"]
-            ),
+            heads={head: HeadSettings.from_values(values, head) for head in values["heads"]},
             output_encoding=values["output_encoding"],
             publish_luminance=values["publish_luminance"],
+            publish_compressed=values["publish_compressed"],
+            jpeg_quality=values["jpeg_quality"],
             max_age=values["max_age"],
             max_pixels=values["max_pixels"] or None,
             inference_scale=values["inference_scale"],
             restore=values["restore"],
+            freeze_action=values["thermal.freeze_action"],
+            freeze_max_age_ns=round(values["thermal.freeze_max_age"] * 1e9),
+            freeze_timeout_ns=round(values["thermal.freeze_timeout"] * 1e9),
         )
+
+
+def _base_name(name: str) -> str:
+    """The node-level parameter a per-head one (``front.align.method``) stands for."""
+    head, _, rest = name.partition(".")
+    return rest if rest in HEAD_PARAMETERS and head not in ("sync", "thermal", "align") else name
 
 
 @dataclass(frozen=True)
@@ -471,12 +636,13 @@ def validate(
     """
     candidate = dict(current)
     for name, value in changes.items():
-        check = _CHECKS.get(name)
+        base = _base_name(name)
+        check = _CHECKS.get(base)
         reason = check(value) if check else None
-        if reason:
-            return reason
+        if reason:  # named as the user wrote it: front.thermal.range, not thermal.range
+            return name + reason[len(base) :] if reason.startswith(base) else reason
         candidate[name] = value
-    changed = {name for name in SPECS if candidate[name] != current[name]}
+    changed = {name for name in candidate if candidate[name] != current.get(name)}
     weights_matter = changed & {"weights", "backend", "onnx_model", "network"} and needs_weights(
         candidate
     )

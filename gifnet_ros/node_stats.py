@@ -42,6 +42,7 @@ class FusionStats:
         self.rgb_in = 0
         self.pairs = 0
         self.fused = 0
+        self.held = 0  # pairs fused with a frozen thermal image (thermal.freeze_action hold)
         self.drops: dict[str, int] = {"replaced": 0, "stale": 0}
         self.errors: dict[str, int] = {}
         self.last_error = ""
@@ -89,6 +90,7 @@ class FusionStats:
                 "rgb_in": self.rgb_in,
                 "pairs": self.pairs,
                 "fused": self.fused,
+                "held": self.held,
                 "drops": dict(self.drops),
                 "errors": dict(self.errors),
                 "last_error": self.last_error,
@@ -133,6 +135,7 @@ def diagnostic_status(
         "fused": current["fused"],
         "unpaired.thermal": current["thermal_in"] - current["pairs"],
         "unpaired.rgb": current["rgb_in"] - current["pairs"],
+        "frozen.held": current["held"],
         **{f"dropped.{k}": v for k, v in sorted(current["drops"].items())},
         **{f"errors.{k}": v for k, v in sorted(current["errors"].items())},
         "last_error": current["last_error"],

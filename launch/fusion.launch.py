@@ -15,6 +15,11 @@ fusion.launch.xml takes the same ones):
   naming, used with ``compressed:=true``) follow their base topic.
 - ``device``, ``mode``, ``backend``, ``precision``, ``network``, ``compressed``: override the
   params file's parameter of that name; empty (the default) keeps the params file's value.
+- ``heads``: camera heads served by this one node (one model), comma-separated, e.g.
+  ``heads:=front,rear``: each head's topics live in its namespace (``front/thermal/image``,
+  ``front/rgb/image`` -> ``front/fused/image``) and its ``front.align.*``, ``front.thermal.*``
+  and ``front.sync.thermal_offset`` parameters come from the params file. Empty keeps the
+  params file's value (one head in the node's namespace); the topic arguments remap that one.
 - ``use_sim_time``: use /clock (bag playback with ``--clock``, simulators).
 
 A launch argument this file does not declare (``devcie:=cuda``) would be ignored without a
@@ -45,6 +50,8 @@ ARGUMENTS = {
     "network": "gifnet, tim or tim_light; empty keeps the params file's value",
     "compressed": "true: subscribe to <topic>/compressed (sensor_msgs/CompressedImage) for "
     "both inputs, false: to <topic>; empty keeps the params file's value",
+    "heads": "camera heads of one node, comma-separated (front,rear), each in its namespace; "
+    "empty keeps the params file's value",
     "use_sim_time": "true to follow /clock",
 }
 DEFAULTS = {
@@ -58,6 +65,7 @@ DEFAULTS = {
     "precision": "",
     "network": "",
     "compressed": "",
+    "heads": "",
     "use_sim_time": "false",
 }
 # Values launch itself checks before the node starts; the node checks the others with a reason.
@@ -90,11 +98,14 @@ def node_arguments(values: dict[str, str]) -> dict[str, Any]:
             overrides[name] = values[name].strip()
     if values["compressed"]:
         overrides["compressed"] = values["compressed"] == "true"
+    if values["heads"].strip():
+        overrides["heads"] = [name.strip() for name in values["heads"].split(",")]
     remappings = []
     for base, argument in (("thermal/image", "thermal_topic"), ("rgb/image", "rgb_topic")):
         target = values[argument]
         remappings += [(base, target), (f"{base}/compressed", f"{target}/compressed")]
-    remappings.append(("fused/image", values["fused_topic"]))
+    fused = values["fused_topic"]
+    remappings += [("fused/image", fused), ("fused/image/compressed", f"{fused}/compressed")]
     return {
         "package": PACKAGE,
         "executable": "fusion_node",

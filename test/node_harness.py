@@ -29,10 +29,12 @@ from gifnet_ros.pairing import stamp_to_ns
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "fusion.yaml"
-EXACT = {"precision": "fp32"}
+EXACT = {"precision": "fp32", "thermal.freeze_action": "ignore"}
 """What the node runs unless a test says otherwise: the exact mode of the reference engine
-(conftest's ``engine``) that fused images are compared with; the default ``auto`` may pick
-bf16."""
+(conftest's ``engine``) that fused images are compared with (the default ``auto`` may pick
+bf16), and fusing every pair as received: the tests send the same few images again and
+again, which the default ``thermal.freeze_action`` skips as a frozen camera
+(test_node_freeze.py tests that)."""
 FAULT_NODE = Path(__file__).with_name("fault_node.py")
 """The node with a fault injector (see that file), for ``running_node(script=...)``."""
 DOMAIN_ID = random.SystemRandom().randint(1, 100)
@@ -181,13 +183,15 @@ def running_node(
     *,
     transports: tuple[str, str] = ("raw", "raw"),
     script: Path | None = None,
+    head: str = "",
 ) -> Iterator[RunningNode]:
     """Start the node (config/fusion.yaml, :data:`EXACT`, then ``parameters``) and a client;
     stop both after.
 
     The client waits for discovery and gets the ``warm_up`` pair through (sent as the
     transports say), so every test starts with a node that is known to fuse. ``script`` runs
-    a test-side launcher of the node instead (``FAULT_NODE``).
+    a test-side launcher of the node instead (``FAULT_NODE``). ``head``: the client talks to
+    that camera head of a several-head node.
     """
     namespace = f"/gifnet_test_{os.getpid()}_{name}"
     with pytest.MonkeyPatch.context() as patch:
@@ -199,7 +203,7 @@ def running_node(
         )
         client = None
         try:
-            client = FusionClient(namespace, transports=transports, domain_id=DOMAIN_ID)
+            client = FusionClient(namespace, transports=transports, domain_id=DOMAIN_ID, head=head)
             client.wait_for_node(STARTUP_TIMEOUT, process)
             if warm_up is not None:
                 client.warm_up(warm_up, STARTUP_TIMEOUT, fmt="png")

@@ -79,8 +79,18 @@ def test_inputs_are_remapped_with_their_compressed_variants(launch_py):
         ("rgb/image", "rgb/image"),
         ("rgb/image/compressed", "rgb/image/compressed"),
         ("fused/image", "/fused"),
+        ("fused/image/compressed", "/fused/compressed"),
     ]
     assert (arguments["package"], arguments["executable"]) == ("gifnet_ros", "fusion_node")
+
+
+def test_heads_argument_lists_the_camera_heads(launch_py):
+    _, overrides = launch_py.node_arguments(_defaults(launch_py, heads=" front, rear "))[
+        "parameters"
+    ]
+    assert overrides["heads"] == ["front", "rear"]
+    _, overrides = launch_py.node_arguments(_defaults(launch_py))["parameters"]
+    assert "heads" not in overrides  # empty: the params file's heads
 
 
 def test_parameter_arguments_override_the_params_file_only_when_given(launch_py):

@@ -22,7 +22,14 @@ from node_harness import (
 
 from gifnet_ros.pairing import stamp_to_ns
 
-PARAMETERS = {"device": "cpu", "sync.backend": "builtin", "diagnostics_period": 0.3}
+PARAMETERS = {
+    "device": "cpu",
+    "sync.backend": "builtin",
+    "diagnostics_period": 0.3,
+    # Each encoding is compared with the engine's per-frame stretch of that frame alone; the
+    # stretch over time (the default) is test_node_realcam.py's.
+    "thermal.time_constant": 0.0,
+}
 
 
 @pytest.fixture(scope="module")
