@@ -37,7 +37,9 @@ error instead of wrong pairs.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import signal
 import sqlite3
 import statistics
@@ -70,6 +72,7 @@ from gifnet_ros.engine_args import (
     batch_size,
     engine_options,
 )
+from gifnet_ros.freeze import FREEZE_ACTIONS
 from gifnet_ros.image_files import write_bytes_atomic
 from gifnet_ros.pairing import PairingResult, pair_by_stamp
 from gifnet_ros.rosbag_io import (
@@ -79,6 +82,7 @@ from gifnet_ros.rosbag_io import (
     STORAGES,
     ToolError,
     check_output,
+    compressed_cdr,
     header_stamp_ns,
     image_cdr,
     interrupt_on_sigterm,
@@ -87,7 +91,12 @@ from gifnet_ros.rosbag_io import (
     staged_output,
     typestore,
 )
-from gifnet_ros.thermal import normalize_thermal
+from gifnet_ros.thermal import (
+    DEFAULT_TIME_CONSTANT,
+    frame_range,
+    normalize_thermal,
+    smoothed_ranges,
+)
 from gifnet_ros.weights import WeightsError
 
 PROG = "gifnet-fuse-bag"
@@ -151,6 +160,9 @@ class PairJob:
     source: str  # the bag, for error messages
     thermal: ImageMessage
     rgb: ImageMessage
+    thermal_range: tuple[float, float] | None = None
+    """The stretch of a 16-bit/float thermal image, smoothed over the bag in stamp order
+    (thermal.RangeFilter); None: the --thermal-norm rule on the frame alone."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +172,8 @@ class PairResult:
     message: bytes | None
     error: str | None
     model_seconds: float = 0.0
+    compressed: bytes | None = None  # the fused CompressedImage, with --fused-compressed
+    frozen: bool = False  # skipped by --freeze-action: reported, not an error
 
 
 def progress_bar(total: int, disable: bool) -> tqdm:
@@ -222,6 +236,16 @@ def check_settings(args: argparse.Namespace) -> Alignment:
         raise ToolError(_one_line(exc)) from None
     if not args.slop >= 0:
         raise ToolError(f"--slop must be >= 0 seconds, got {args.slop}")
+    if not (math.isfinite(args.thermal_offset) and abs(args.thermal_offset) <= 60.0):
+        raise ToolError(f"--thermal-offset must be within +-60 seconds, got {args.thermal_offset}")
+    if not (math.isfinite(args.thermal_time_constant) and args.thermal_time_constant >= 0):
+        raise ToolError(
+            f"--thermal-time-constant must be >= 0 seconds, got {args.thermal_time_constant}"
+        )
+    if not args.freeze_max_age > 0:
+        raise ToolError(f"--freeze-max-age must be > 0 seconds, got {args.freeze_max_age}")
+    if not 1 <= args.jpeg_quality <= 100:
+        raise ToolError(f"--jpeg-quality must be 1..100, got {args.jpeg_quality}")
     return alignment
 
 
@@ -271,14 +295,17 @@ class PairFuser:
         args = self.args
         _, thermal = _decode(job.source, job.thermal)
         rgb_msg, rgb = _decode(job.source, job.rgb)
+        rule, value_range = args.thermal_norm, tuple(args.thermal_range)
+        if job.thermal_range is not None:  # the range over time, as the node stretches
+            rule, value_range = "fixed", job.thermal_range
         try:
             thermal = thermal_for_fusion(
                 thermal,
                 rgb.shape,
                 self.alignment,
-                args.thermal_norm,
+                rule,
                 tuple(args.thermal_percentiles),
-                tuple(args.thermal_range),
+                value_range,
             )
         except ValueError as exc:
             raise ToolError(f"{_pair_text(job)}: {_one_line(exc)}") from None
@@ -304,12 +331,15 @@ class PairFuser:
             position = run[0][0]
             results[position] = PairResult(None, f"{_pair_text(jobs[position])}: {_one_line(exc)}")
             return
-        encoding = self.args.fused_encoding
+        encoding, compressed = self.args.fused_encoding, self.args.fused_compressed
         seconds = self.engine.last_model_seconds / len(run)
         for (position, header, _, _), (luminance, colour) in zip(run, fused, strict=True):
             pixels = fused_pixels(encoding, luminance, colour)
             message = bytes(image_cdr(header, pixels, encoding))
-            results[position] = PairResult(message, None, seconds)
+            packed = None
+            if compressed:  # pixels are RGB (or grey) for every encoding
+                packed = bytes(compressed_cdr(header, pixels, compressed, self.args.jpeg_quality))
+            results[position] = PairResult(message, None, seconds, packed)
 
 
 def _shape(thermal: np.ndarray, rgb: np.ndarray) -> tuple[Any, ...]:
@@ -378,9 +408,15 @@ class BagFusion:
                 "thermal_norm": args.thermal_norm,
                 "thermal_percentiles": list(args.thermal_percentiles),
                 "thermal_range": list(args.thermal_range),
+                "thermal_time_constant_s": args.thermal_time_constant,
+                "thermal_offset_s": args.thermal_offset,
+                "freeze_action": args.freeze_action,
+                "freeze_max_age_s": args.freeze_max_age,
+                "fused_compressed": args.fused_compressed,
+                "jpeg_quality": args.jpeg_quality,
             },
             "topics": {},
-            "pairs": {"planned": 0, "fused": 0, "skipped": 0},
+            "pairs": {"planned": 0, "fused": 0, "skipped": 0, "frozen": 0, "held": 0},
             "unpaired_rgb": {"count": 0, "stamps_ns": []},
             "unpaired_thermal": {"count": 0, "stamps_ns": []},
             "stamp_difference_ms": None,
@@ -397,12 +433,15 @@ class BagFusion:
         self.copies: list[Connection] = []
         self.fused_topic = _topic_name(args.fused_topic)
         self.pairing = PairingResult((), (), (), ())
+        self.thermal_ranges: list[tuple[float, float] | None] = []
+        self.frozen_since: list[int | None] = []  # per thermal message, see _thermal_pass
         self.model_seconds = 0.0
         self.fusion_started: float | None = None
         # Pass 2 and the output (open_output .. commit or abort).
         self._output = ExitStack()
         self._writer: Writer | None = None
         self._fused_connection: Connection | None = None
+        self._compressed_connection: Connection | None = None
         self._batches: Iterator[list[PairJob]] = iter(())
         self._read_all = False
         # Writes in read order: ("copy", connection, recorded, raw) or ("pair", seq, recorded).
@@ -459,9 +498,64 @@ class BagFusion:
         scan_started = time.monotonic()
         self._scan(path, reader, self.thermal, self.rgb)
         self._check_counts(path, self.thermal, self.rgb)
-        self.pairing = pair_by_stamp(self.rgb.stamps, self.thermal.stamps, round(args.slop * 1e9))
+        self.pairing = pair_by_stamp(
+            self.rgb.stamps, self._thermal_stamps(), round(args.slop * 1e9)
+        )
         self._report_pairing(self.pairing, self.thermal, self.rgb)
         self.report["timing"]["scan_s"] = round(time.monotonic() - scan_started, 3)
+        thermal_started = time.monotonic()
+        self._thermal_pass(path, reader)
+        self.report["timing"]["thermal_pass_s"] = round(time.monotonic() - thermal_started, 3)
+
+    def _thermal_stamps(self) -> list[int]:
+        """Thermal stamps as pairing sees them: corrected by --thermal-offset."""
+        offset = round(self.args.thermal_offset * 1e9)
+        return [stamp + offset for stamp in self.thermal.stamps]
+
+    def _thermal_pass(self, path: Path, reader: Reader) -> None:
+        """Read the thermal images once for what depends on their order in time, as the node
+        sees it live: frozen frames (the same pixels as the frame before, by stamp) and the
+        stretch of 16-bit/float images smoothed over --thermal-time-constant. Each image
+        costs a decode and a digest; only a few numbers per image are kept."""
+        args = self.args
+        stretch = args.thermal_norm == "percentile" and args.thermal_time_constant > 0
+        count = len(self.thermal.stamps)
+        self.thermal_ranges = [None] * count
+        self.frozen_since = [None] * count
+        if args.freeze_action == "ignore" and not stretch:
+            return
+        digests: list[bytes | None] = [None] * count
+        frames: list[tuple[float, float] | None] = [None] * count
+        stretched = [False] * count
+        for index, (conn, _, raw) in enumerate(self._read(path, reader, self.thermal.connections)):
+            image = ImageMessage(
+                self.thermal.topic, conn.msgtype, index, self.thermal.stamps[index], bytes(raw)
+            )
+            try:
+                _, pixels = _decode(str(path), image)
+            except ToolError:
+                continue  # fusing this pair reports it (--skip-bad), as without this pass
+            digests[index] = hashlib.blake2b(pixels.tobytes(), digest_size=16).digest()
+            if stretch and pixels.dtype != np.uint8 and pixels.ndim == 2:
+                stretched[index] = True
+                frames[index] = frame_range(pixels, tuple(args.thermal_percentiles))
+        stamps = self._thermal_stamps()
+        previous: bytes | None = None
+        since = 0
+        for index in sorted(range(count), key=stamps.__getitem__):
+            digest = digests[index]
+            if digest is not None and digest == previous:
+                self.frozen_since[index] = since
+            else:
+                previous, since = digest, stamps[index]
+        if any(stretched):
+            ranges = smoothed_ranges(
+                [(stamp, frame) for stamp, frame in zip(stamps, frames, strict=True)],
+                args.thermal_time_constant,
+            )
+            self.thermal_ranges = [
+                value if flag else None for value, flag in zip(ranges, stretched, strict=True)
+            ]
 
     def close(self) -> None:
         """Close the input; an output still open (an error, Ctrl-C) is removed unwritten."""
@@ -699,9 +793,9 @@ class BagFusion:
     def _write_pair(self, seq: int, recorded: int, result: PairResult) -> None:
         rgb_index, thermal_index = self.pairing.pairs[seq]
         if result.error is not None:
-            if not self.args.skip_bad:
+            if not (self.args.skip_bad or result.frozen):
                 raise ToolError(result.error)
-            self.report["pairs"]["skipped"] += 1
+            self.report["pairs"]["frozen" if result.frozen else "skipped"] += 1
             self.report["skipped"].append(
                 {
                     "rgb_stamp_ns": self.rgb.stamps[rgb_index],
@@ -711,6 +805,8 @@ class BagFusion:
             )
         else:
             self._writer.write(self._fused_connection, recorded, result.message)
+            if result.compressed is not None:
+                self._writer.write(self._compressed_connection, recorded, result.compressed)
             self.model_seconds += result.model_seconds
             self.report["pairs"]["fused"] += 1
             self.report["last_fused_rgb_stamp_ns"] = self.rgb.stamps[rgb_index]
@@ -733,12 +829,17 @@ class BagFusion:
                     offered_qos_profiles=self._qos(conn),
                 )
             copy_to[conn.id] = outputs[key]
+        qos = self._qos(self.rgb.connections[0])
         self._fused_connection = writer.add_connection(
-            self.fused_topic,
-            IMAGE,
-            typestore=typestore(),
-            offered_qos_profiles=self._qos(self.rgb.connections[0]),
+            self.fused_topic, IMAGE, typestore=typestore(), offered_qos_profiles=qos
         )
+        if self.args.fused_compressed:  # image_transport's name for the compressed stream
+            self._compressed_connection = writer.add_connection(
+                self.fused_topic + "/compressed",
+                COMPRESSED_IMAGE,
+                typestore=typestore(),
+                offered_qos_profiles=qos,
+            )
         return copy_to
 
     def _pass2(self, copy_to: dict[int, Connection], batch: int) -> Iterator[list[PairJob]]:
@@ -761,12 +862,17 @@ class BagFusion:
         def complete(thermal_item: _Pending, rgb_item: _Pending) -> None:
             seq = seq_of[(rgb_item.index, thermal_item.index)]
             self._queue.append(("pair", seq, rgb_item.recorded))
+            frozen = self._frozen(thermal_item.index, rgb.stamps[rgb_item.index])
+            if frozen is not None:
+                self._results[seq] = PairResult(None, frozen, frozen=True)
+                return
             jobs.append(
                 PairJob(
                     seq,
                     str(path),
                     self._image(thermal, thermal_item),
                     self._image(rgb, rgb_item),
+                    self.thermal_ranges[thermal_item.index],
                 )
             )
 
@@ -807,6 +913,22 @@ class BagFusion:
                     f"{path}: {stream.topic} had {len(stream.stamps)} messages in the first "
                     f"pass and {seen[stream.role]} in the second; was the bag modified?"
                 )
+
+    def _frozen(self, thermal_index: int, rgb_stamp: int) -> str | None:
+        """Why a pair is not fused because its thermal image repeats the one before (a
+        shutter pause), by --freeze-action; None to fuse it (held pairs are counted)."""
+        since = self.frozen_since[thermal_index] if self.frozen_since else None
+        action = self.args.freeze_action
+        if since is None or action == "ignore":
+            return None
+        if action == "hold" and rgb_stamp - since <= round(self.args.freeze_max_age * 1e9):
+            self.report["pairs"]["held"] += 1
+            return None
+        return (
+            f"{self.path}: {self.thermal.topic} message {thermal_index} repeats the thermal "
+            f"image first stamped {_stamp_text(since)} (frozen camera; --freeze-action "
+            f"{action})"
+        )
 
     @staticmethod
     def _image(stream: _Stream, item: _Pending) -> ImageMessage:
@@ -890,6 +1012,7 @@ class BagFusion:
         lines = [
             f"{PROG}: {report['status']}: fused {pairs['fused']} of {pairs['planned']} pairs"
             + (f", skipped {pairs['skipped']}" if pairs["skipped"] else "")
+            + (f", {pairs['frozen']} with a frozen thermal image" if pairs["frozen"] else "")
             + (
                 f" -> {report['output']}"
                 if report["output_written"]
@@ -940,6 +1063,52 @@ def add_fusion_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_SLOP,
         help="largest stamp difference in seconds of a pair (default %(default)s)",
+    )
+    p.add_argument(
+        "--thermal-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="added to every thermal stamp before pairing, as the node's sync.thermal_offset "
+        "(a host-stamped thermal camera that lags by L s needs -L; gifnet-sync-offset BAG "
+        "estimates it); the fused image keeps the RGB header (default %(default)s)",
+    )
+    p.add_argument(
+        "--thermal-time-constant",
+        type=float,
+        default=DEFAULT_TIME_CONSTANT,
+        metavar="SECONDS",
+        help="the percentile stretch of 16-bit/float thermal follows the scene over this "
+        "time, in stamp order, as the node's thermal.time_constant; 0: each frame on its own "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--freeze-action",
+        choices=FREEZE_ACTIONS,
+        default="skip",
+        help="a thermal image that repeats the one before (a shutter pause): skip the pair "
+        "(reported), hold (fuse it while at most --freeze-max-age old), or ignore; as the "
+        "node's thermal.freeze_action (default %(default)s)",
+    )
+    p.add_argument(
+        "--freeze-max-age",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="--freeze-action hold: oldest repeated thermal image fused (default %(default)s)",
+    )
+    p.add_argument(
+        "--fused-compressed",
+        choices=("jpeg", "png"),
+        default=None,
+        help="also write FUSED_TOPIC/compressed (sensor_msgs/CompressedImage), as "
+        "image_transport's compressed transport would",
+    )
+    p.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=95,
+        help="JPEG quality of --fused-compressed jpeg, 1..100 (default %(default)s)",
     )
     p.add_argument(
         "--storage",

@@ -26,7 +26,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
-from gifnet_ros.conversion import array_to_image_fields
+from gifnet_ros.conversion import array_to_compressed, array_to_image_fields
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -60,6 +60,17 @@ def image_cdr(header: object, pixels: np.ndarray, encoding: str) -> memoryview:
     fields["data"] = np.frombuffer(fields["data"], np.uint8)
     store = typestore()
     return store.serialize_cdr(store.types[IMAGE](header=header, **fields), IMAGE)
+
+
+def compressed_cdr(header: object, pixels: np.ndarray, fmt: str, jpeg_quality: int) -> memoryview:
+    """A ``sensor_msgs/CompressedImage`` of ``pixels`` (HxW grey or HxWx3 RGB) as jpeg or png,
+    image_transport's way, with ``header``, serialized for a bag."""
+    text, data = array_to_compressed(pixels, fmt, jpeg_quality)
+    store = typestore()
+    message = store.types[COMPRESSED_IMAGE](
+        header=header, format=text, data=np.frombuffer(data, np.uint8)
+    )
+    return store.serialize_cdr(message, COMPRESSED_IMAGE)
 
 
 def header_stamp_ns(raw: bytes | memoryview) -> int:

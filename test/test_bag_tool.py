@@ -30,9 +30,10 @@ from bag_helpers import (
 )
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from gifnet_ros import bag_tool
+from gifnet_ros import bag_tool, make_bag
 from gifnet_ros.engine import FusionEngine
 from gifnet_ros.rosbag_io import OWNER_FILE
+from gifnet_ros.thermal import DEFAULT_TIME_CONSTANT
 
 THERMAL, RGB, FUSED = "/thermal/image", "/rgb/image", "/fused/image"
 
@@ -149,17 +150,26 @@ def test_round_trip_mcap_directory(clip, tmp_path, weights_path, engine):
         assert fused_msg.header.frame_id == "rgb_camera"
         assert (fused_msg.encoding, fused_msg.width, fused_msg.height) == ("rgb8", 64, 48)
 
-    # A sampled pair equals the engine's fusion of the frames decoded from the videos.
+    # A sampled pair equals the engine's fusion of the frames decoded from the videos, the
+    # 16-bit thermal stretched as the default does: the percentile range of frame 0 moved
+    # towards frame 1's own by 1 - exp(-dt / time constant), dt from the bag's thermal stamps.
     k = 1
-    thermal_frame = video_frames(clip[0], n)[k]
+    thermal16 = [
+        cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257
+        for frame in video_frames(clip[0], n)[: k + 1]
+    ]
+    own = [np.percentile(t.astype(np.float32), (1.0, 99.0)).astype(np.float64) for t in thermal16]
+    dt = (stamp(decoded(bag, THERMAL)[k][1]) - stamp(decoded(bag, THERMAL)[0][1])) / 1e9
+    lo, hi = own[0] + (1.0 - np.exp(-dt / DEFAULT_TIME_CONSTANT)) * (own[1] - own[0])
+    scaled = (thermal16[k].astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    stretched = np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
     rgb_frame = video_frames(clip[1], n)[k]
-    thermal16 = cv2.cvtColor(thermal_frame, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257
-    expected = engine.fuse(thermal16, cv2.cvtColor(rgb_frame, cv2.COLOR_BGR2RGB))
+    expected = engine.fuse(stretched, cv2.cvtColor(rgb_frame, cv2.COLOR_BGR2RGB))
     np.testing.assert_array_equal(pixels(fused[k][1]), expected)
 
     report = json.loads(report_path.read_text())
     assert report["status"] == "complete" and report["output_written"]
-    assert report["pairs"] == {"planned": n, "fused": n, "skipped": 0}
+    assert report["pairs"] == {"planned": n, "fused": n, "skipped": 0, "frozen": 0, "held": 0}
     assert report["unpaired_rgb"] == {"count": 0, "stamps_ns": []}
     assert report["unpaired_thermal"] == {"count": 0, "stamps_ns": []}
     assert report["topics"] == {
@@ -322,7 +332,7 @@ def test_batches_write_the_same_bag(clip, tmp_path, weights_path):
         reports[batch] = json.loads(report.read_text())
     assert raw_messages(tmp_path / "3") == raw_messages(tmp_path / "1")
     assert reports["3"]["settings"]["batch"] == 3 and reports["1"]["settings"]["batch"] == 1
-    assert reports["3"]["pairs"] == {"planned": 5, "fused": 5, "skipped": 0}
+    assert reports["3"]["pairs"] == {"planned": 5, "fused": 5, "skipped": 0, "frozen": 0, "held": 0}
 
 
 # -- failures --------------------------------------------------------------------------------
@@ -347,7 +357,7 @@ def test_corrupt_message_stops_or_is_skipped(clip, tmp_path, weights_path, capsy
 
     assert fuse(bag, out, weights_path, "--skip-bad", report=report_path) == 0
     report = json.loads(report_path.read_text())
-    assert report["pairs"] == {"planned": 2, "fused": 1, "skipped": 1}
+    assert report["pairs"] == {"planned": 2, "fused": 1, "skipped": 1, "frozen": 0, "held": 0}
     assert "corrupt" in report["skipped"][0]["reason"]
     assert len(decoded(out, FUSED)) == 1
 
@@ -546,7 +556,7 @@ def test_metadata_that_lies_about_counts_and_duration(clip, tmp_path, weights_pa
     err = capsys.readouterr().err
     assert f"says 20 messages on {THERMAL}, its storage holds 2" in err
     report = json.loads(report_path.read_text())
-    assert report["pairs"] == {"planned": 2, "fused": 2, "skipped": 0}
+    assert report["pairs"] == {"planned": 2, "fused": 2, "skipped": 0, "frozen": 0, "held": 0}
     assert report["topics"][RGB]["messages"] == 20 and report["topics"][RGB]["messages_read"] == 2
     assert len(decoded(out, FUSED)) == 2
 
@@ -594,3 +604,85 @@ def test_file_size_limit_while_writing_leaves_no_output(clip, tmp_path, weights_
     report = json.loads(report_path.read_text())
     assert report["status"] == "error" and not report["output_written"]
     assert report["pairs"]["planned"] == n and 0 <= report["pairs"]["fused"] <= n
+
+
+# -- real cameras: clock offset, frozen frames, compressed output -----------------------------
+
+
+def test_thermal_offset_pairs_a_lagging_camera_with_the_right_frames(
+    clip, tmp_path, weights_path, engine
+):
+    """Thermal stamps 0.2 s late (a host-stamped driver): without the offset the nearest
+    stamps are other frames; --thermal-offset -0.2 pairs frame k with frame k."""
+    n = 10
+    bag = build(clip, tmp_path / "in", n, "--thermal-offset-ms", "200")
+    thermal = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in video_frames(clip[0], n)]
+    rgb = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in video_frames(clip[1], n)]
+    right, report = tmp_path / "right", tmp_path / "right.json"
+    assert fuse(bag, right, weights_path, "--thermal-offset", "-0.2", report=report) == 0
+    fused = decoded(right, FUSED)
+    assert len(fused) == n
+    for k in (0, n - 1):
+        np.testing.assert_array_equal(pixels(fused[k][1]), engine.fuse(thermal[k], rgb[k]))
+    assert json.loads(report.read_text())["settings"]["thermal_offset_s"] == -0.2
+    wrong = tmp_path / "wrong"
+    assert fuse(bag, wrong, weights_path) == 0
+    last = decoded(wrong, FUSED)[-1][1]
+    assert not np.array_equal(pixels(last), engine.fuse(thermal[n - 1], rgb[n - 1]))
+
+
+def _frozen_bag(clip: tuple[Path, Path], tmp_path: Path) -> Path:
+    """Five pairs at 10 Hz whose thermal frames 1..3 are one image (a shutter pause)."""
+    thermal_dir, rgb_dir = tmp_path / "thermal", tmp_path / "rgb"
+    thermal_dir.mkdir()
+    rgb_dir.mkdir()
+    thermal, rgb = video_frames(clip[0], 5), video_frames(clip[1], 5)
+    for k, source in enumerate((0, 1, 1, 1, 4)):
+        cv2.imwrite(str(thermal_dir / f"{k}.png"), thermal[source])
+        cv2.imwrite(str(rgb_dir / f"{k}.png"), rgb[k])
+    bag = tmp_path / "frozen"
+    args = [str(bag), "--thermal", str(thermal_dir), "--rgb", str(rgb_dir), "--rate", "10"]
+    assert make_bag.main(args) == 0
+    return bag
+
+
+@pytest.mark.parametrize(
+    "extra, fused, frozen, held",
+    [
+        ((), [0, 1, 4], 2, 0),  # the default: skip the repeats
+        (("--freeze-action", "hold"), [0, 1, 2, 3, 4], 0, 2),
+        (("--freeze-action", "hold", "--freeze-max-age", "0.15"), [0, 1, 2, 4], 1, 1),
+        (("--freeze-action", "ignore"), [0, 1, 2, 3, 4], 0, 0),
+    ],
+)
+def test_frozen_thermal_frames(clip, tmp_path, extra, fused, frozen, held):
+    bag = _frozen_bag(clip, tmp_path)
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
+    args = ["--backend", "classic_average", *extra]
+    assert fuse(bag, out, tmp_path / "no.model", *args, report=report_path) == 0
+    stamps = [stamp(msg) for _, msg in decoded(bag, RGB)]
+    assert [stamp(msg) for _, msg in decoded(out, FUSED)] == [stamps[k] for k in fused]
+    report = json.loads(report_path.read_text())
+    assert report["pairs"] == {
+        "planned": 5,
+        "fused": len(fused),
+        "skipped": 0,
+        "frozen": frozen,
+        "held": held,
+    }
+    skipped = [entry["rgb_stamp_ns"] for entry in report["skipped"]]
+    assert skipped == [s for k, s in enumerate(stamps) if k not in fused]
+    assert all("repeats the thermal image" in entry["reason"] for entry in report["skipped"])
+
+
+def test_compressed_output_next_to_the_fused_image(clip, tmp_path, weights_path):
+    bag = build(clip, tmp_path / "in", 3)
+    out = tmp_path / "out"
+    assert fuse(bag, out, weights_path, "--fused-compressed", "png") == 0
+    fused, packed = decoded(out, FUSED), decoded(out, FUSED + "/compressed")
+    assert len(packed) == len(fused) == 3
+    for (recorded, image), (packed_recorded, compressed) in zip(fused, packed, strict=True):
+        assert (packed_recorded, stamp(compressed)) == (recorded, stamp(image))
+        assert compressed.format == "rgb8; png compressed bgr8"
+        bgr = cv2.imdecode(np.frombuffer(bytes(compressed.data), np.uint8), cv2.IMREAD_COLOR)
+        np.testing.assert_array_equal(bgr[..., ::-1], pixels(image))
