@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,56 +20,43 @@ import numpy as np
 import pytest
 import ray
 from bag_helpers import build, clip_paths, signal_when
+from fleet_helpers import (
+    CLASSIC,
+    dead_address,
+    files,
+    fuse_bags,
+    hidden,
+    reference,
+    run_tool,
+    tool,
+    topics,
+)
+from ray_head import own_sessions_removed
 
-from gifnet_ros import bag_tool, fleet
+from gifnet_ros import fleet
 from gifnet_ros.rosbag_io import OWNER_FILE
-
-THERMAL, RGB = "/thermal/image", "/rgb/image"
-CLASSIC = ("--backend", "classic_laplacian")
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """One local Ray for the module: 2 CPUs, as the tool would use on this machine."""
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=fleet.LOCAL_OBJECT_STORE,
-    )
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    """One local Ray for the module: 2 CPUs, as the tool would use on this machine. Without
+    token authentication: Ray would otherwise write a token to ~/.ray and set RAY_AUTH_MODE
+    in this process for the modules after this one. Its session folder is removed after."""
+    with pytest.MonkeyPatch.context() as env, own_sessions_removed():
+        env.setenv("RAY_AUTH_MODE", "disabled")
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=fleet.LOCAL_OBJECT_STORE,
+        )
+        yield ray.get_runtime_context().gcs_address
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
 def clip(data_dir: Path) -> tuple[Path, Path]:
     return clip_paths(data_dir)
-
-
-def topics(*extra: str) -> list[str]:
-    return ["--thermal-topic", THERMAL, "--rgb-topic", RGB, *extra]
-
-
-def fuse_bags(inputs: list[Path], out_dir: Path, *extra: str) -> tuple[int, dict]:
-    """Run the tool in this process (on the module's Ray); (exit status, summary)."""
-    code = fleet.main([*map(str, inputs), "-o", str(out_dir), "--no-progress", *topics(*extra)])
-    return code, json.loads((out_dir / fleet.SUMMARY).read_text())
-
-
-def reference(bag: Path, out: Path, *extra: str) -> Path:
-    """gifnet-fuse-bag's output for ``bag`` with the same options, at ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    assert bag_tool.main([str(bag), "-o", str(out), "--no-progress", *topics(*extra)]) == 0
-    return out
-
-
-def files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-def hidden(folder: Path) -> list[Path]:
-    """Work folders or files a run left behind anywhere below ``folder``."""
-    return [p for p in folder.rglob(".*")]
 
 
 # -- outputs -----------------------------------------------------------------------------------
@@ -218,17 +204,10 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, clip, tmp_path):
     assert not hidden(out)
 
 
-def tool() -> list[str]:
-    """gifnet-fuse-bags as a command: the installed console script when there is one
-    (pip/colcon install), else the module."""
-    script = Path(sys.executable).with_name("gifnet-fuse-bags")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gifnet_ros.fleet"]
-
-
 def test_unreadable_bags_are_reported_and_the_others_finish(cluster, clip, tmp_path):
-    """The command as a user runs it, Ray started inside it (the default): a random file, a
-    truncated sqlite3 file and a missing path among good bags are one line each, and the good
-    bag is still fused."""
+    """The command as a user runs it, with a private Ray started inside it (--address local:
+    not a cluster someone started on this machine): a random file, a truncated sqlite3 file
+    and a missing path among good bags are one line each, and the good bag is still fused."""
     good = build(clip, tmp_path / "good", 3)
     garbage = tmp_path / "noise.mcap"
     garbage.write_bytes(np.random.default_rng(0).bytes(4096))
@@ -240,10 +219,8 @@ def test_unreadable_bags_are_reported_and_the_others_finish(cluster, clip, tmp_p
     out = tmp_path / "out"
 
     inputs = [str(p) for p in (garbage, good, cut, missing)]
-    result = subprocess.run(
-        [*tool(), *inputs, "-o", str(out), "--no-progress", *topics(*CLASSIC)],
-        capture_output=True,
-        text=True,
+    result = run_tool(
+        [*inputs, "-o", str(out), "--no-progress", *topics(*CLASSIC), "--address", "local"],
         timeout=300,
     )
 
@@ -298,20 +275,13 @@ def test_an_address_without_a_cluster_is_one_line(clip, tmp_path):
     """--address HOST:PORT where nothing listens: a one-line error at once (Ray alone would
     retry for minutes), exit 1, no output."""
     bag = build(clip, tmp_path / "in", 1)
-    with socket.socket() as probe:  # a port that was free a moment ago, closed again
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    address = dead_address()
     out = tmp_path / "out"
-    result = subprocess.run(
-        [*tool(), str(bag), "-o", str(out), *topics(*CLASSIC), "--address", f"127.0.0.1:{port}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_tool([str(bag), "-o", str(out), *topics(*CLASSIC), "--address", address])
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if ": error: --address" in line]
     assert errors == [
-        f"gifnet-fuse-bags: error: --address 127.0.0.1:{port}: no Ray cluster "
+        f"gifnet-fuse-bags: error: --address {address}: no Ray cluster "
         "answers there (Connection refused)"
     ], result.stderr
     assert json.loads((out / fleet.SUMMARY).read_text())["status"] == "error"
