@@ -21,8 +21,13 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
+# isort: off
+# Ray first: importing it puts the psutil that Ray ships with on sys.path (nothing in
+# requirements.txt installs psutil itself).
 from ray._common.utils import get_ray_address_file
+import psutil
+
+# isort: on
 
 RAY = Path(sys.executable).with_name("ray")
 RECORD = Path(get_ray_address_file(None))  # /tmp/ray/ray_current_cluster
