@@ -15,4 +15,5 @@ fi
 echo "test: the node and launch tests against ROS 2 Jazzy (.venv-jazzy)" >&2
 bash scripts/setup_jazzy.sh
 exec .venv-jazzy/bin/python -m pytest test/test_launch.py test/test_ros_cli.py \
-  test/test_node.py test/test_node_params.py test/test_node_lifecycle.py test/test_node_startup.py
+  test/test_node.py test/test_node_params.py test/test_node_lifecycle.py test/test_node_startup.py \
+  test/test_node_realcam.py

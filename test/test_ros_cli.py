@@ -189,8 +189,16 @@ def workspace(tmp_path_factory) -> Workspace:
 
 
 def _params(tmp_path: Path, weights: Path, **extra) -> Path:
+    """A params file; the tests send one pair again and again, which the default
+    thermal.freeze_action would skip as a frozen camera."""
     path = tmp_path / "params.yaml"
-    values = {"weights": str(weights), "device": "cpu", "diagnostics_period": 0.3, **extra}
+    values = {
+        "weights": str(weights),
+        "device": "cpu",
+        "diagnostics_period": 0.3,
+        "thermal": {"freeze_action": "ignore"},
+        **extra,
+    }
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": values}}))
     return path
 
