@@ -16,10 +16,11 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import ray
-from bag_helpers import build, clip_paths, signal_when
+from bag_helpers import build, clip_paths, signal_when, video_frames
 from fleet_helpers import (
     CLASSIC,
     dead_address,
@@ -33,7 +34,7 @@ from fleet_helpers import (
 )
 from ray_head import own_sessions_removed
 
-from gifnet_ros import fleet
+from gifnet_ros import fleet, make_bag
 from gifnet_ros.rosbag_io import OWNER_FILE
 
 
@@ -102,6 +103,35 @@ def test_long_bag_is_split_over_both_workers(cluster, clip, tmp_path):
     assert sum(w["pairs"] for w in summary["workers"]) == 40
     expected = reference(bag, tmp_path / "ref" / "long", *CLASSIC, "--batch", "3")
     assert files(tmp_path / "out" / "long") == files(expected)
+
+
+def test_real_camera_options_write_gifnet_fuse_bags_bytes(cluster, clip, tmp_path):
+    """A mono16 camera 120 ms late with a shutter pause (thermal frames 2-4 one image), split
+    over both workers: the offset, the stretch over time (made by the driver in stamp order,
+    carried by each pair) and the frozen pairs give the bag gifnet-fuse-bag writes."""
+    thermal_dir, rgb_dir = tmp_path / "thermal", tmp_path / "rgb"
+    thermal_dir.mkdir()
+    rgb_dir.mkdir()
+    thermal, rgb = video_frames(clip[0], 12), video_frames(clip[1], 12)
+    for k in range(12):
+        cv2.imwrite(str(thermal_dir / f"{k:02d}.png"), thermal[2 if 2 <= k <= 4 else k])
+        cv2.imwrite(str(rgb_dir / f"{k:02d}.png"), rgb[k])
+    bag = tmp_path / "cam"
+    assert (
+        make_bag.main(
+            [str(bag), "--thermal", str(thermal_dir), "--rgb", str(rgb_dir), "--rate", "10",
+             "--thermal-encoding", "mono16", "--thermal-offset-ms", "120", "--jitter-ms", "2"]
+        )
+        == 0
+    )  # fmt: skip
+    options = (*CLASSIC, "--batch", "2", "--thermal-offset", "-0.12", "--fused-compressed", "jpeg")
+    code, summary = fuse_bags([bag], tmp_path / "out", *options)
+    assert code == 0, summary
+    assert [w["pairs"] > 0 for w in summary["workers"]] == [True, True]
+    expected = reference(bag, tmp_path / "ref" / "cam", *options)
+    assert files(tmp_path / "out" / "cam") == files(expected)
+    report = json.loads((tmp_path / "out" / "cam.report.json").read_text())
+    assert report["pairs"] == {"planned": 12, "fused": 10, "skipped": 0, "frozen": 2, "held": 0}
 
 
 # -- resume ------------------------------------------------------------------------------------
