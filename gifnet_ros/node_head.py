@@ -159,6 +159,11 @@ class Head:
             kind, self._prefix + topic, depth, qos_overriding_options=QOS_OVERRIDES
         )
 
+    def _subscribe(self, kind: Any, topic: str, callback: Callable[[Any], None], qos: Any) -> Any:
+        return self.node.create_subscription(
+            kind, topic, callback, qos, qos_overriding_options=QOS_OVERRIDES
+        )
+
     def _transport(self, which: str) -> str:
         override = self._values[f"{which}_transport"]
         return override or ("compressed" if self._values["compressed"] else "raw")
@@ -174,13 +179,8 @@ class Head:
         )
         # Best effort matches reliable publishers too: camera drivers publish either way.
         node = self.node
-        info_sub = node.create_subscription(
-            CameraInfo,
-            self._prefix + RGB_INFO_TOPIC,
-            self._on_rgb_info,
-            qos,
-            qos_overriding_options=QOS_OVERRIDES,
-        )
+        info_topic = self._prefix + RGB_INFO_TOPIC
+        info_sub = self._subscribe(CameraInfo, info_topic, self._on_rgb_info, qos)
         inputs = []
         for which, base in (("thermal", THERMAL_TOPIC), ("rgb", RGB_TOPIC)):
             topic = self._prefix + base
@@ -195,8 +195,8 @@ class Head:
                 )
                 for kind, topic in inputs
             )
-            # Thermal messages reach the synchronizer with their stamps corrected (offset,
-            # missing stamps), through a filter of message_filters' own kind.
+            # Thermal messages reach the synchronizer with their stamps corrected by
+            # sync.thermal_offset, through a filter of message_filters' own kind.
             corrected = message_filters.SimpleFilter()
             thermal_in.registerCallback(
                 lambda msg: corrected.signalMessage(msg) if self._thermal_in(msg) else None
@@ -210,20 +210,8 @@ class Head:
             return "message_filters"
         self.configure_sync()
         self.subs = [
-            node.create_subscription(
-                inputs[0][0],
-                inputs[0][1],
-                self._on_thermal,
-                qos,
-                qos_overriding_options=QOS_OVERRIDES,
-            ),
-            node.create_subscription(
-                inputs[1][0],
-                inputs[1][1],
-                self._on_rgb,
-                qos,
-                qos_overriding_options=QOS_OVERRIDES,
-            ),
+            self._subscribe(*inputs[0], self._on_thermal, qos),
+            self._subscribe(*inputs[1], self._on_rgb, qos),
             info_sub,
         ]
         return "builtin"
