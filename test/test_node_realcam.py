@@ -257,8 +257,8 @@ def test_sixteen_bit_thermal_is_stretched_over_time(node, pairs, engine):
     own = [np.percentile(c.astype(np.float32), (1.0, 99.0)).astype(np.float64) for c, _ in frames]
     weight = 1.0 - math.exp(-0.1 / TIME_CONSTANT)
     ranges = [own[0], own[0] + weight * (own[1] - own[0])]
-    for (image, thermal_stamp), (lo, hi) in zip(frames, ranges, strict=True):
-        rgb_stamp = thermal_stamp - round(LAG * 1e9)
+    for (image, rgb_stamp), (lo, hi) in zip(frames, ranges, strict=True):
+        thermal_stamp = rgb_stamp + round(LAG * 1e9)  # the node's corrected stamp: rgb_stamp
         fused = node.fuse(
             raw_image(image, "mono16", thermal_stamp, FRAME["thermal"]),
             raw_image(rgb, "rgb8", rgb_stamp, FRAME["rgb"]),
