@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             "device": "cpu",
             "sync.backend": "builtin",
             "diagnostics_period": 1.0,
+            # One synthetic pair sent again and again: not a frozen camera to skip.
+            "thermal.freeze_action": "ignore",
         },
         log,
     )

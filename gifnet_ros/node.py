@@ -275,8 +275,9 @@ class _FusionCore:
             self.get_logger().error(line)
 
     def _process(self, pairs: dict[str, MessagePair]) -> None:
-        """Prepare each head's pair, fuse pairs of one size in one network call, publish
-        (worker thread only). A head's bad pair is skipped without touching the others'."""
+        """Prepare each head's pair, fuse (on CUDA pairs of one size in one network call) and
+        publish (worker thread only). A head's bad pair is skipped without touching the
+        others'."""
         started = time.monotonic()
         settings = self._settings
         ready = [
@@ -285,10 +286,15 @@ class _FusionCore:
             if name in self._heads
             and (prepared := self._heads[name].prepare(thermal_msg, rgb_msg, started))
         ]
-        groups: dict[tuple[Any, ...], list[Prepared]] = {}
-        for prepared in ready:
-            groups.setdefault(prepared.shape(), []).append(prepared)
         engine = self._loader.take()
+        # On CUDA, pairs of one size go through the network in one batch (a GPU does a batch
+        # of several in about the time of one). A CPU gains nothing from a batch (ONNX Runtime
+        # runs it pair by pair; benchmarks/heads.py), so there each head's pair is published
+        # as soon as it is fused instead of waiting for the others'.
+        batched = engine.device.type == "cuda"
+        groups: dict[Any, list[Prepared]] = {}
+        for prepared in ready:
+            groups.setdefault(prepared.shape() if batched else id(prepared), []).append(prepared)
         engine.mode = settings.mode
         engine.max_pixels = settings.max_pixels
         engine.inference_scale = settings.inference_scale
