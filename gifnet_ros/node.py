@@ -75,6 +75,10 @@ CLOSE_TIMEOUT = 2.0
 """Seconds ``close`` waits for the worker to finish a forward pass."""
 
 
+def _seconds(value: float | None) -> str:
+    return "none" if value is None else f"{value:.3f}"
+
+
 class _FusionCore:
     """The fusion node's logic, shared by the plain node and the managed (lifecycle) one.
 
@@ -406,6 +410,7 @@ class _FusionCore:
                 "sync_backend": head.sync_backend,
                 "camera_info": "rgb/camera_info received" if head.rgb_info else "none received",
                 "frozen.pauses": head.freeze.pauses,
+                "unpaired_stamp_gap_s": _seconds(head.stamp_gap()),
                 "heads": len(self._heads),
             }
             if model["errors"]:
@@ -423,6 +428,9 @@ class _FusionCore:
             prefix = f"head {name}: " if name else ""
             for line in head.activity.update(now, current):
                 self.get_logger().info(prefix + line)
+            warning = head.check_pairing(self._values["sync.slop"])
+            if warning is not None:
+                self.get_logger().warning(warning)
         report = DiagnosticArray(status=statuses)
         report.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(report)

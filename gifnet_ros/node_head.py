@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import array
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,8 @@ FUSED_TOPIC = "fused/image"
 FUSED_INFO_TOPIC = "fused/camera_info"
 FUSED_COMPRESSED_TOPIC = "fused/image/compressed"  # image_transport's name for it
 LUMINANCE_TOPIC = "fused/luminance"
+RECENT_STAMPS = 30
+"""Stamps kept per input for the gap between the cameras (a second at 30 Hz)."""
 
 QOS_OVERRIDES = QoSOverridingOptions(
     [
@@ -114,6 +117,11 @@ class Head:
         self._range = RangeFilter(self.head_settings().time_constant)
         self._range_lock = threading.Lock()
         self._said: set[str] = set()  # input quirks already logged (said once each)
+        # (Corrected) stamps of each input since the last pair: their gap when nothing pairs.
+        self._unpaired: dict[str, deque[int]] = {
+            "thermal": deque(maxlen=RECENT_STAMPS),
+            "rgb": deque(maxlen=RECENT_STAMPS),
+        }
         self._last_thermal: Any = None
         self.rgb_info: CameraInfo | None = None
         self._sync: Any = None
@@ -243,6 +251,33 @@ class Head:
         with self._range_lock:
             self._range.reset()
 
+    def stamp_gap(self) -> float | None:
+        """Median over the RGB stamps since the last pair of (nearest thermal stamp - RGB
+        stamp), in seconds, after sync.thermal_offset; None while pairs form, or before three
+        of each arrived."""
+        thermal, rgb = list(self._unpaired["thermal"]), list(self._unpaired["rgb"])
+        if len(thermal) < 3 or len(rgb) < 3:
+            return None
+        gaps = [min((t - r for t in thermal), key=abs) for r in rgb]
+        return float(np.median(gaps)) / 1e9
+
+    def check_pairing(self, slop: float) -> str | None:
+        """Called with each diagnostics period: a line, once until a pair forms, when both
+        cameras send but nothing pairs because their stamps are further apart than the slop
+        (a driver that stamps on host receipt lags by tens to hundreds of ms). The nearest
+        stamps only show a lag under half a frame period; gifnet-sync-offset measures any."""
+        gap = self.stamp_gap()
+        if gap is None or abs(gap) <= slop or "gap" in self._said:
+            return None
+        self._said.add("gap")
+        head = f"head {self.name}: " if self.name else ""
+        later = "after" if gap > 0 else "before"
+        return (
+            f"{head}nothing pairs: the nearest thermal stamps are a median {abs(gap):.3f} s "
+            f"{later} the RGB ones, more than sync.slop {slop:g} s; a driver stamping on host "
+            "receipt? gifnet-sync-offset BAG measures the sync.thermal_offset to set"
+        )
+
     def sync_counts(self) -> dict[str, int]:
         pairer = self._pairer
         return {
@@ -288,6 +323,7 @@ class Head:
             msg.header.stamp = _time_msg(stamp)
         self.freeze.received(stamp)
         self._last_thermal = msg
+        self._unpaired["thermal"].append(stamp)
         return True
 
     def _rgb_in(self, msg: Any) -> None:
@@ -295,6 +331,7 @@ class Head:
         with self.stats.lock:
             self.stats.rgb_in += 1
         stamp = self._stamp("rgb", msg)
+        self._unpaired["rgb"].append(stamp)
         settings = self._settings()
         if settings.freeze_action == "ignore":
             return
@@ -318,6 +355,9 @@ class Head:
 
     def _on_pair(self, thermal_msg: Any, rgb_msg: Any) -> None:
         """Synchronizer callback: leave the pair for the worker, never fuse here."""
+        for stamps in self._unpaired.values():
+            stamps.clear()
+        self._said.discard("gap")
         if not self._active.is_set():  # a managed node that is configured but not active
             with self.stats.lock:
                 self.stats.pairs += 1

@@ -121,6 +121,26 @@ def test_lagging_thermal_stamps_pair_after_the_offset(node, pairs, engine):
     assert _fused_or_none(node, _lagging(thermal, rgb, stamp(), lag=0.0), QUIET) is None
 
 
+def test_a_camera_lagging_beyond_the_offset_is_named_once(node, pairs):
+    """Both cameras send, nothing pairs: the node says once by how much the thermal stamps
+    miss the RGB ones (here 0.5 s late against the 0.2 s corrected, at 1.25 Hz so that the
+    nearest stamps show the lag), and shows the gap in /diagnostics."""
+    before = node.client.settled_counter("pairs")
+    for k in range(4):
+        thermal, rgb = pairs[k % 3]
+        varied = np.clip(thermal.astype(int) + k, 0, 255).astype(np.uint8)
+        node.client.publish(*_lagging(varied, rgb, stamp(), lag=0.5))
+        time.sleep(0.8)
+    line = "nothing pairs: the nearest thermal stamps are a median 0.300 s after the RGB ones"
+    assert node.wait_log(line, 10.0), node.log()[-2000:]
+    assert node.client.wait_diagnostics(
+        lambda d: abs(float(d["unpaired_stamp_gap_s"]) - 0.3) < 0.01, 10.0
+    ), node.client.diagnostics
+    assert node.client.counter("pairs") == before
+    time.sleep(1.0)  # more diagnostics periods: still one line
+    assert node.log().count("nothing pairs") == 1
+
+
 def test_qos_override_serves_a_transient_local_recorder(node, pairs):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
