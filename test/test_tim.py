@@ -31,7 +31,11 @@ CASES = (
     sorted(json.loads((TIM_REFERENCE / "cases.json").read_text())) if TIM_REFERENCE.is_dir() else []
 )
 OUTPUTS = ("ivif_model_1", "ivif", "light")
-TOLERANCE = 1e-5
+TOLERANCE = 5e-5
+"""On outputs of about -1.7..2.2 (the seeded random weights): 1e-5 held on an AVX-512 Zen 5
+CPU; an AVX2 Zen 3 one gives up to 1.43e-5 in the two-stage ivif network, whose per-image
+norms amplify the fp32 rounding of other kernel blockings (about 50 ulps, 0.004 grey level on
+0-255)."""
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +99,7 @@ def test_batch_samples_fused_independently(variant: str, size: tuple[int, int], 
         batch = model(torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]))
     assert batch.shape == (3, 1, *size)
     for k, single in enumerate(alone):
-        torch.testing.assert_close(batch[k : k + 1], single, rtol=0, atol=1e-5)
+        torch.testing.assert_close(batch[k : k + 1], single, rtol=0, atol=TOLERANCE)
     # The samples differ, so the comparison above could fail.
     assert (alone[0] - alone[1]).abs().max() > 1e-3
 
