@@ -917,7 +917,7 @@ class BagFusion:
     def _frozen(self, thermal_index: int, rgb_stamp: int) -> str | None:
         """Why a pair is not fused because its thermal image repeats the one before (a
         shutter pause), by --freeze-action; None to fuse it (held pairs are counted)."""
-        since = self.frozen_since[thermal_index] if self.frozen_since else None
+        since = self.frozen_since[thermal_index]
         action = self.args.freeze_action
         if since is None or action == "ignore":
             return None

@@ -107,7 +107,6 @@ class _FusionCore:
         # Each named head's own parameters, defaulting to the node-level values just read.
         for spec in head_specs(self._values["heads"]).values():
             base = spec.name.partition(".")[2]
-            self._values[spec.name] = self._values[base]
             self._values[spec.name] = self.declare_parameter(
                 spec.name, self._values[base], spec.descriptor()
             ).value
@@ -333,7 +332,7 @@ class _FusionCore:
         model_seconds = float(engine.last_model_seconds) / len(group)
         now_ns = self.get_clock().now().nanoseconds
         for prepared, (luminance, colour) in zip(group, fused, strict=True):
-            prepared.head.publish(prepared, luminance, colour, settings, self._values["qos_depth"])
+            prepared.head.publish(prepared, luminance, colour, settings)
             latency = (now_ns - stamp_to_ns(prepared.header.stamp)) / 1e9
             prepared.head.stats.fused_one(latency, model_seconds, time.monotonic() - started)
 

@@ -32,6 +32,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
 )
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from gifnet_ros.align import AlignmentError, thermal_for_fusion
@@ -70,12 +71,6 @@ QOS_OVERRIDES = QoSOverridingOptions(
     ]
 )
 """The policies a user may override per topic (``qos_overrides.<topic>.<entity>.<policy>``)."""
-
-
-def _time_msg(stamp_ns: int) -> Any:
-    from builtin_interfaces.msg import Time
-
-    return Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
 
 
 class Prepared:
@@ -320,7 +315,7 @@ class Head:
         if offset:
             if stamp < 0:
                 return False
-            msg.header.stamp = _time_msg(stamp)
+            msg.header.stamp = Time(nanoseconds=stamp).to_msg()
         self.freeze.received(stamp)
         self._last_thermal = msg
         self._unpaired["thermal"].append(stamp)
@@ -473,9 +468,9 @@ class Head:
         luminance: np.ndarray,
         colour: np.ndarray | None,
         settings: Settings,
-        depth: int,
     ) -> None:
         """Publish a fused pair on this head's outputs (worker thread)."""
+        depth = self._values["qos_depth"]
         header = prepared.header
         fused = fused_pixels(settings.output_encoding, luminance, colour)
         self.fused_pub.publish(_image(fused, settings.output_encoding, header))

@@ -613,8 +613,8 @@ class Settings:
 
 def _base_name(name: str) -> str:
     """The node-level parameter a per-head one (``front.align.method``) stands for."""
-    head, _, rest = name.partition(".")
-    return rest if rest in HEAD_PARAMETERS and head not in ("sync", "thermal", "align") else name
+    rest = name.partition(".")[2]  # node-level names have one dot at most: never a match
+    return rest if rest in HEAD_PARAMETERS else name
 
 
 @dataclass(frozen=True)
