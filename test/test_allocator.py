@@ -2,14 +2,19 @@
 new input size gives the memory kept for the old one back.
 
 Each case runs in a fresh process (the setting is process-wide and made once). Faults: the
-network (random weights, bf16 as the CPU default) fuses a 256×192 pair three times and the
-child reports the minor page faults of the third. With the setting, the blocks the earlier
-pairs freed are reused; with a malloc option of the user's in the environment the package
-leaves malloc alone, and every pair faults its maps in again, which shows the count can fail.
+network (random weights, bf16 as the CPU default) fuses a 256×192 pair five times and the
+child reports the minor page faults of the third to fifth. With the setting, the blocks the
+earlier pairs freed are reused; with a malloc option of the user's in the environment the
+package leaves malloc alone, and every pair faults its maps in again (about 450 k faults
+on an AVX2 Zen 3), which is the yardstick. The kernel may fault pages for reasons of its
+own (NUMA balancing's hinting faults, compaction): a CI machine counted 15 k in one pair
+with the setting in force, so the test compares the quietest pair with the yardstick
+instead of asking for zero.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -31,10 +36,12 @@ x = torch.rand(1, 1, 192, 256)
 with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
     model(x, x)
     model(x, x)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    model(x, x)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({"state": state, "faults": faults}))
+    faults = []
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        model(x, x)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"state": state, "faults": min(faults)}))
 """
 
 _NEW_SIZE = """
@@ -72,18 +79,23 @@ def _child(code: str, **env: str) -> dict[str, object]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+@functools.cache
+def _left_alone() -> dict[str, object]:
+    return _child(_CHILD, MALLOC_TOP_PAD_="131072")
+
+
 @glibc_only
-def test_a_pair_after_the_first_causes_no_page_faults() -> None:
+def test_a_pair_after_the_first_faults_a_twentieth_of_the_pages_or_fewer() -> None:
     result = _child(_CHILD)
     assert result["state"] == "freed memory kept for the next pair"
-    # 256×192 maps of 98 bf16 channels are 9.6 MB each: without the setting, thousands of
-    # faults per pair (the next test); a few may come from Python's own small objects.
-    assert result["faults"] < 100, result
+    # 256×192 maps of 98 bf16 channels are 9.6 MB each: left alone, malloc maps and unmaps
+    # them every pair; with the setting a pair reuses what the one before freed.
+    assert result["faults"] < _left_alone()["faults"] / 20, (result, _left_alone())
 
 
 @glibc_only
 def test_a_users_malloc_option_is_left_alone() -> None:
-    result = _child(_CHILD, MALLOC_TOP_PAD_="131072")
+    result = _left_alone()
     assert result["state"] == "malloc as the environment sets it"
     assert result["faults"] > 1000, result
 
