@@ -9,19 +9,19 @@ PACKAGE = "gifnet_ros"
 
 # The command-line tools, by ROS executable name (snake_case): `ros2 run gifnet_ros NAME`.
 TOOLS = {
-    "fusion_node": "gifnet_ros.node:main",
-    "fusion_lifecycle_node": "gifnet_ros.node:lifecycle_main",
-    "fuse": "gifnet_ros.cli:main",
-    "fuse_bag": "gifnet_ros.bag_tool:main",
-    "fuse_bags": "gifnet_ros.fleet:main",
-    "make_bag": "gifnet_ros.make_bag:main",
-    "calibrate": "gifnet_ros.calibrate:main",
-    "eval": "gifnet_ros.evaluate:main",
-    "export": "gifnet_ros.export:main",
-    "weights": "gifnet_ros.weights:main",
-    "demo": "gifnet_ros.demo:main",
-    "train_tim": "gifnet_ros.train_tim:main",
-    "sync_offset": "gifnet_ros.sync_offset:main",
+    "fusion_node": "gifnet_ros.ros.node:main",
+    "fusion_lifecycle_node": "gifnet_ros.ros.node:lifecycle_main",
+    "fuse": "gifnet_ros.tools.fuse:main",
+    "fuse_bag": "gifnet_ros.tools.fuse_bag:main",
+    "fuse_bags": "gifnet_ros.tools.fuse_bags:main",
+    "make_bag": "gifnet_ros.tools.make_bag:main",
+    "calibrate": "gifnet_ros.tools.calibrate:main",
+    "eval": "gifnet_ros.tools.eval:main",
+    "export": "gifnet_ros.tools.export:main",
+    "weights": "gifnet_ros.tools.weights:main",
+    "demo": "gifnet_ros.tools.demo:main",
+    "train_tim": "gifnet_ros.tools.train_tim:main",
+    "sync_offset": "gifnet_ros.tools.sync_offset:main",
 }
 
 
@@ -45,7 +45,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
-    # TIM weights trained by this project (gifnet_ros/tim.py, docs/tim.md).
+    # TIM weights trained by this project (gifnet_ros/models/tim.py, docs/tim.md).
     package_data={PACKAGE: ["data/*.pt"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -16,8 +16,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from gifnet_ros import bag_tool, make_bag
-from gifnet_ros.demo import find_shared
+from gifnet_ros.offline import bag_fusion as bag_tool
+from gifnet_ros.offline import make_bag
+from gifnet_ros.tools.demo import find_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo

@@ -1,9 +1,9 @@
 """Benchmark baseline: the plain eager fp32 GIFNet as first written from ARCHITECTURE.md.
 
-This is a verbatim copy of the module classes of gifnet_ros/network.py before
+This is a verbatim copy of the module classes of gifnet_ros/models/gifnet.py before
 any optimisation (commit eff1c6c), kept so benchmarks/model_speed.py can time
 the optimised network against it side by side in one process. It loads the
-same checkpoint through gifnet_ros.network.convert_state_dict, whose parameter
+same checkpoint through gifnet_ros.models.gifnet.convert_state_dict, whose parameter
 names it shares. Nothing in the package imports it.
 """
 
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor, nn
 
-from gifnet_ros.network import convert_state_dict
-from gifnet_ros.weights import load_state_dict
+from gifnet_ros.models.gifnet import convert_state_dict
+from gifnet_ros.models.weights import load_state_dict
 
 WINDOW = 8
 HEADS = 2

@@ -211,7 +211,7 @@ def _nvidia_driver(index: int) -> str:
 
 def _cpu() -> dict[str, Any]:
     """CPU model and the flags that decide the CPU precisions (recorded with every figure)."""
-    from gifnet_ros.precision import probe
+    from gifnet_ros.fusion.precision import probe
 
     model = platform.machine()
     with contextlib.suppress(OSError):
@@ -336,8 +336,8 @@ def read_grey(path: Path) -> np.ndarray:
 
 def prepare(target: Path, shared: Path | None, onnx: bool) -> int:
     """Fill `target` from ../shared/gifnet (and export gifnet.onnx), for a GPU machine."""
-    from gifnet_ros.demo import find_shared
-    from gifnet_ros.image_files import write_bytes_atomic
+    from gifnet_ros.fusion.image_files import write_bytes_atomic
+    from gifnet_ros.tools.demo import find_shared
 
     source = (shared or find_shared() or ROOT.parent / "shared") / "gifnet"
     if not (source / "weights" / "Final.model").is_file():
@@ -353,9 +353,9 @@ def prepare(target: Path, shared: Path | None, onnx: bool) -> int:
         write_bytes_atomic(target / name, (source / name).read_bytes())
     print(f"copied {len(files)} files from {source} to {target}")
     if onnx:
-        from gifnet_ros.export import ExportError, export_onnx
-        from gifnet_ros.network import load_model
-        from gifnet_ros.weights import WeightsError
+        from gifnet_ros.models.gifnet import load_model
+        from gifnet_ros.models.onnx import ExportError, export_onnx
+        from gifnet_ros.models.weights import WeightsError
 
         began = time.perf_counter()
         try:
@@ -603,15 +603,15 @@ def onnx_model(assets: Path) -> Path:
             f"no {ONNX_NAME} in {assets}, and exporting one needs the onnx and onnxscript "
             "packages (run --prepare on a machine that has them)"
         )
-    from gifnet_ros.export import export_onnx
-    from gifnet_ros.network import load_model
+    from gifnet_ros.models.gifnet import load_model
+    from gifnet_ros.models.onnx import export_onnx
 
     print(f"exporting {path} (about a minute)", file=sys.stderr)
     return export_onnx(load_model(assets / "weights" / "Final.model", "cpu"), path)
 
 
 def build(variant: Variant, assets: Path, device: torch.device, threads: int | None) -> Any:
-    from gifnet_ros.engine import FusionEngine
+    from gifnet_ros.fusion.engine import FusionEngine
 
     return FusionEngine(
         weights=assets / "weights" / "Final.model",
@@ -914,14 +914,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare is not None:
         return prepare(args.prepare, args.shared, not args.no_onnx)
     try:
-        from gifnet_ros.engine import resolve_device
+        from gifnet_ros.fusion.engine import resolve_device
     except ModuleNotFoundError as exc:  # the GPU machine's Python may lack a dependency
         importer = [
             frame.f_code.co_filename
             for frame, _ in traceback.walk_tb(exc.__traceback__)
             if Path(frame.f_code.co_filename).parent.name == "gifnet_ros"
         ]
-        where = Path(importer[-1]).name if importer else "gifnet_ros.engine"
+        where = Path(importer[-1]).name if importer else "gifnet_ros.fusion.engine"
         print(
             f"gpu_check: gifnet_ros/{where} imports {exc.name!r}, which this Python lacks; "
             "install it beside PyTorch (its wheel can travel with the assets)",
@@ -966,7 +966,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{result.variant.name} runs {result.precision}: {result.precision_reason}")
     print(f"{len(found)} problem(s) in {elapsed:.0f} s" + "".join(f"\n  {p}" for p in found))
     if args.json is not None:
-        from gifnet_ros.image_files import write_bytes_atomic
+        from gifnet_ros.fusion.image_files import write_bytes_atomic
 
         report = {
             "machine": machine,

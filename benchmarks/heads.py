@@ -6,7 +6,7 @@
 The issue's requirement 5 ("several camera heads, one model"): peak RSS with 1, 2 and 4 heads
 (target: each extra head adds at most 15 % of the one-head figure) and fused pairs per second
 per head at a fixed input rate, beside the same heads as separate nodes. For each size and
-head count N this starts real node processes (``python -m gifnet_ros.node``, default backend
+head count N this starts real node processes (``python -m gifnet_ros.ros.node``, default backend
 and precision, device cpu) in two arrangements:
 
 - ``one node``: one process with ``heads: [h0 .. hN-1]``, one model; pairs of one size from
@@ -350,7 +350,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     import torch
 
-    from gifnet_ros.precision import probe
+    from gifnet_ros.fusion.precision import probe
 
     flags = probe(torch.device("cpu")).cpu_flags
     absent = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f not in flags]

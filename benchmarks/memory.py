@@ -26,8 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gifnet_ros.demo import find_shared  # the children measure memory, not this process
-from gifnet_ros.export import NETWORKS
+from gifnet_ros.models.onnx import NETWORKS
+from gifnet_ros.tools.demo import find_shared  # the children measure memory, not this process
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo
@@ -51,7 +51,7 @@ if variant == "baseline":
     model = load_baseline(weights)
     run = lambda a, b: model(a, b)
 else:
-    from gifnet_ros.engine import FusionEngine
+    from gifnet_ros.fusion.engine import FusionEngine
     engine = FusionEngine(
         weights if network == "gifnet" else None,
         device="cpu",

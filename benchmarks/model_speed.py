@@ -20,7 +20,7 @@ as benchmarks/memory.py takes them) runs TIM with this project's weights instead
 through the same engine; "vs base" is then its time against GIFNet's baseline, side by side.
 FLOPs are counted with torch.utils.flop_counter on the "meta" device (no arithmetic): once
 for the specification (the baseline) and once for what the optimised network executes; a
-TIM row's GFLOP/s and floor use the FLOPs of the TIM module it runs (gifnet_ros.tim, without
+TIM row's GFLOP/s and floor use the FLOPs of the TIM module it runs (gifnet_ros.models.tim, without
 the authors' two discarded stage-2 heads), counted the same way.
 "first s" is each variant's warm-up run, which includes compilation where there is one
 (torch.compile; the onnxruntime variant exports the graph into the cache beforehand if it
@@ -49,10 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_network import GIFNet as BaselineGIFNet
 from memory import split_variant, variant_arg
 
-from gifnet_ros.demo import find_shared
-from gifnet_ros.engine import FusionEngine
-from gifnet_ros.network import GIFNet
-from gifnet_ros.tim import NETWORK_VARIANTS, TIM
+from gifnet_ros.fusion.engine import FusionEngine
+from gifnet_ros.models.gifnet import GIFNet
+from gifnet_ros.models.tim import NETWORK_VARIANTS, TIM
+from gifnet_ros.tools.demo import find_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo
@@ -146,7 +146,7 @@ for line in sys.stdin:
 
 def baseline_runner(weights: Path, threads: int | None) -> Runner:
     """The baseline in a child process with PyTorch's default allocator (as it shipped):
-    the engine's allocator setting (gifnet_ros/allocator.py) is process-wide and would speed
+    the engine's allocator setting (gifnet_ros/fusion/allocator.py) is process-wide and would speed
     it up too."""
     code = _BASELINE_CHILD.format(
         bench=str(ROOT / "benchmarks"), weights=str(weights), threads=threads or 0

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/node_latency.py                  # 640x480, CPU, 3 runs x 3
     .venv/bin/python benchmarks/node_latency.py --size 160x120 --runs 5 --frames 10
 
-A real node process is started (``python -m gifnet_ros.node``) and fed M3SVD frame pairs over
+A real node process is started (``python -m gifnet_ros.ros.node``) and fed M3SVD frame pairs over
 DDS from this process, one pair at a time (the next pair is sent when the previous fused image
 came back, so no pair waits behind another and none is dropped). Per pair:
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gifnet_ros.demo import (
+from gifnet_ros.tools.demo import (
     FusionClient,
     dds_environment,
     find_shared,

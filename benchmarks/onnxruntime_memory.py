@@ -34,9 +34,9 @@ from pathlib import Path
 
 from model_speed import cpu_summary, parse_size
 
-from gifnet_ros.demo import find_shared
-from gifnet_ros.export import default_onnx_path, export_onnx
-from gifnet_ros.network import load_model
+from gifnet_ros.models.gifnet import load_model
+from gifnet_ros.models.onnx import default_onnx_path, export_onnx
+from gifnet_ros.tools.demo import find_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = (find_shared() or ROOT.parent / "shared") / "gifnet" / "weights" / "Final.model"
@@ -50,7 +50,7 @@ OPTION_SETS = {
 _CHILD = r"""
 import json, resource, sys, time
 import torch
-from gifnet_ros.export import OnnxGIFNet, session_options
+from gifnet_ros.models.onnx import OnnxGIFNet, session_options
 path, changes, sizes, threads = {path!r}, {changes!r}, {sizes!r}, {threads!r}
 
 def rss_mb():

@@ -7,7 +7,7 @@ For GIFNet's two heavy operations (a 98→98 3×3 convolution over a 320×240 ma
 fp16 and bf16 are built and timed side by side (median of 5 runs, after a warm-up): whether
 the CPU provider has a kernel for the type at all, and how fast it is against fp32. The
 answer decides whether ``precision: auto`` may pick bf16/fp16 for the onnxruntime backend on
-a CPU (gifnet_ros.precision).
+a CPU (gifnet_ros.fusion.precision).
 """
 
 from __future__ import annotations

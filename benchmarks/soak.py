@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/soak.py                 # 10 minutes, 640x480 at 30 Hz
     .venv/bin/python benchmarks/soak.py --minutes 3
 
-The node runs as a real process (``python -m gifnet_ros.node``) with ``backend:
+The node runs as a real process (``python -m gifnet_ros.ros.node``) with ``backend:
 classic_average`` (the average rule, NOT GIFNet: a few ms per VGA pair), because GIFNet takes
 seconds per VGA pair on a CPU and a soak run would then only measure the mailbox dropping 29 of
 30 pairs. What is soaked is everything around the network: DDS transport, conversion,
@@ -42,8 +42,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gifnet_ros.demo import FusionClient, image_msg, start_node, stop_node  # noqa: E402
-from gifnet_ros.pairing import stamp_to_ns  # noqa: E402
+from gifnet_ros.fusion.pairing import stamp_to_ns  # noqa: E402
+from gifnet_ros.tools.demo import FusionClient, image_msg, start_node, stop_node  # noqa: E402
 
 
 def rss_kib(pid: int) -> int:

@@ -44,7 +44,7 @@ Figures, per rule, for the stretched thermal image alone and for the fused image
   swings) the share of its frames at or over that 90 %. ``min C``: the lowest C(t) over the
   full visits' frames so judged, as a share of that steady contrast.
 
-``snap`` rows are a rejected variant (not in gifnet_ros.thermal), the default time constant
+``snap`` rows are a rejected variant (not in gifnet_ros.fusion.thermal), the default time constant
 plus a snap to the frame's own range whenever that range leaves the smoothed one by more
 than half the smoothed span: the faster answer to a change of scene, measured to decide.
 The figure (docs/thermal_flicker.png): b(t) and C(t) of the fused image for the per-frame
@@ -63,9 +63,8 @@ import cv2
 import numpy as np
 from model_speed import cpu_summary
 
-from gifnet_ros.demo import find_shared, m3svd_pairs
-from gifnet_ros.engine import FusionEngine
-from gifnet_ros.thermal import (
+from gifnet_ros.fusion.engine import FusionEngine
+from gifnet_ros.fusion.thermal import (
     DEFAULT_TIME_CONSTANT,
     Range,
     RangeFilter,
@@ -73,6 +72,7 @@ from gifnet_ros.thermal import (
     normalize_thermal,
     smoothed_ranges,
 )
+from gifnet_ros.tools.demo import find_shared, m3svd_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import cv2
 
-from gifnet_ros.demo import demo_weights, m3svd_pairs
-from gifnet_ros.engine import FusionEngine
-from gifnet_ros.evaluate import contact_sheet, labelled_tile
+from gifnet_ros.fusion.engine import FusionEngine
+from gifnet_ros.offline.evaluate import contact_sheet, labelled_tile
+from gifnet_ros.tools.demo import demo_weights, m3svd_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ("0111_1716", "1230_1202")

@@ -11,24 +11,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gifnet_ros.engine import FusionEngine
-    from gifnet_ros.network import load_model
-    from gifnet_ros.tim import load_tim
+    from gifnet_ros.fusion.engine import FusionEngine
+    from gifnet_ros.models.gifnet import load_model
+    from gifnet_ros.models.tim import load_tim
 
 __all__ = ["FusionEngine", "load_model", "load_tim"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "FusionEngine":
-        from gifnet_ros.engine import FusionEngine
+        from gifnet_ros.fusion.engine import FusionEngine
 
         return FusionEngine
     if name == "load_model":
-        from gifnet_ros.network import load_model
+        from gifnet_ros.models.gifnet import load_model
 
         return load_model
     if name == "load_tim":
-        from gifnet_ros.tim import load_tim
+        from gifnet_ros.models.tim import load_tim
 
         return load_tim
     raise AttributeError(f"module 'gifnet_ros' has no attribute {name!r}")

@@ -3,7 +3,7 @@
 One strategy feeds three layers: the conversion functions, the live node over DDS and the
 offline bag tool, so "bad input" means the same thing everywhere. Each :class:`Case` carries
 what it should do, decided here from what was generated (which defect was applied) and the
-ROS buffer rule, written out independently of ``gifnet_ros.conversion``:
+ROS buffer rule, written out independently of ``gifnet_ros.fusion.conversion``:
 
 * ``ok``: every pixel is present, so the message converts (and a pair containing it fuses);
 * ``conversion``: the message cannot be converted (one-line ImageConversionError);

@@ -58,7 +58,7 @@ def engine(weights_path):
     Shared by the whole session; a test module that changes an engine's
     settings defines its own.
     """
-    from gifnet_ros.engine import FusionEngine
+    from gifnet_ros.fusion.engine import FusionEngine
 
     return FusionEngine(weights=weights_path, device="cpu", precision="fp32")
 

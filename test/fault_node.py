@@ -2,7 +2,7 @@
 
 Real faults (a GPU running out of memory in one forward pass) cannot be provoked on a test
 machine without a GPU. This launcher installs a fault injector through the node's one test
-hook, :attr:`gifnet_ros.model_loader.ModelLoader.engine_hook`, and runs the node's ``main``;
+hook, :attr:`gifnet_ros.ros.model_loader.ModelLoader.engine_hook`, and runs the node's ``main``;
 the node's code is otherwise the product's. What to inject comes from the environment:
 
 - ``GIFNET_FAULT_MODEL_ERROR_ON_PAIRS``: comma-separated forward-pass numbers (1 = the first
@@ -17,8 +17,8 @@ import os
 import sys
 from typing import Any
 
-from gifnet_ros import node
-from gifnet_ros.model_loader import ModelLoader
+from gifnet_ros.ros import node
+from gifnet_ros.ros.model_loader import ModelLoader
 
 MODEL_ERROR_ENV = "GIFNET_FAULT_MODEL_ERROR_ON_PAIRS"
 FAKE_CUDA_ENV = "GIFNET_FAULT_FAKE_CUDA"

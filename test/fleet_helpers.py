@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ray_head import remove_sessions
 
-from gifnet_ros import bag_tool, fleet
+from gifnet_ros.offline import bag_fusion as bag_tool
+from gifnet_ros.offline import fleet
 
 THERMAL, RGB = "/thermal/image", "/rgb/image"
 CLASSIC = ("--backend", "classic_laplacian")
@@ -48,7 +49,9 @@ def tool() -> list[str]:
     """gifnet-fuse-bags as a command: the installed console script when there is one
     (pip/colcon install), else the module."""
     script = Path(sys.executable).with_name("gifnet-fuse-bags")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gifnet_ros.fleet"]
+    return (
+        [str(script)] if script.exists() else [sys.executable, "-m", "gifnet_ros.tools.fuse_bags"]
+    )
 
 
 def run_tool(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:

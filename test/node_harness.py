@@ -1,12 +1,12 @@
 """What the live-node tests share: a private DDS setup, a node process, hand-built messages.
 
 Each test module runs one real node process (module-scoped fixture) and talks to it over DDS
-from this process through :class:`gifnet_ros.demo.FusionClient`. Isolation from other tests
+from this process through :class:`gifnet_ros.tools.demo.FusionClient`. Isolation from other tests
 and from anything else on the machine: one random ``ROS_DOMAIN_ID`` per test session,
 discovery limited to this host, and a namespace per module.
 
 Messages are built here by hand with numpy (byte order, row padding, channel order), not with
-``gifnet_ros.conversion``, so the node's conversion is checked against an independent
+``gifnet_ros.fusion.conversion``, so the node's conversion is checked against an independent
 encoding of each format.
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gifnet_ros.demo import FusionClient, m3svd_pairs, start_node, stop_node
-from gifnet_ros.pairing import stamp_to_ns
+from gifnet_ros.fusion.pairing import stamp_to_ns
+from gifnet_ros.tools.demo import FusionClient, m3svd_pairs, start_node, stop_node
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "fusion.yaml"

@@ -1,0 +1,242 @@
+"""gifnet-eval: fuse every thermal/visible pair with several methods and measure the results.
+
+    gifnet-eval DIR_IR DIR_VIS -o REPORT_DIR [--methods gifnet,average,max,laplacian,gff]
+                [--limit N] [--backend torch|onnxruntime] [--device auto] [--weights FILE]
+
+Pairs are matched by file name (as gifnet-fuse does). Every pair is fused
+with every method through the same engine contract (FusionEngine: GIFNet with
+the engine flags, each classical rule as a classic_* backend), and the metrics
+of :mod:`gifnet_ros.fusion.metrics` are computed on the fused luminance against the two
+luminance inputs the fusion saw. REPORT_DIR receives:
+
+- ``metrics.csv``: one row per pair and method;
+- ``metrics.md``: mean and standard deviation per metric and method;
+- ``sheet_NNN.png``: contact sheets, one row per pair, columns
+  thermal | RGB | each method, labelled, for looking at the results.
+
+A pair that cannot be read or fused is reported with its reason and left
+out; the others are still evaluated. Report files are written atomically.
+Exit status: 0 all pairs evaluated, 1 some pair failed or an error, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from gifnet_ros.fusion import metrics
+from gifnet_ros.fusion.engine import FusionEngine
+from gifnet_ros.fusion.image_files import (
+    ImageFileError,
+    pair_folders,
+    read_image,
+    write_bytes_atomic,
+    write_image,
+)
+from gifnet_ros.fusion.thermal import normalize_thermal
+from gifnet_ros.models.classic import METHODS as CLASSIC_METHODS
+from gifnet_ros.models.weights import WeightsError
+from gifnet_ros.offline.engine_args import add_engine_arguments, engine_options
+
+PROG = "gifnet-eval"
+ALL_METHODS = ("gifnet", *CLASSIC_METHODS)
+GIFNET_BACKENDS = ("torch", "onnxruntime")
+TILE_WIDTH = 320
+ROWS_PER_SHEET = 6
+LABEL_HEIGHT = 28
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fuse every same-named thermal/visible pair of two folders with each method "
+        "and write a metrics table (CSV and Markdown) and PNG contact sheets.",
+    )
+    p.add_argument("ir_dir", type=Path, help="folder of thermal (infrared) images")
+    p.add_argument("vis_dir", type=Path, help="folder of visible (RGB) images")
+    p.add_argument("-o", "--output", type=Path, required=True, help="report folder")
+    p.add_argument(
+        "--methods",
+        default=",".join(ALL_METHODS),
+        help=f"comma-separated methods out of {','.join(ALL_METHODS)} (default: all)",
+    )
+    p.add_argument("--limit", type=int, help="evaluate only the first N pairs (in name order)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    # The engine flags configure the gifnet method; the classical ones run on the CPU.
+    add_engine_arguments(p, backends=GIFNET_BACKENDS, batch=False)
+    return p
+
+
+def parse_methods(text: str) -> list[str]:
+    """The comma-separated method list, in the given order; ValueError names unknown ones."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown or not methods:
+        raise ValueError(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'}: "
+            f"choose from {', '.join(ALL_METHODS)}"
+        )
+    return list(dict.fromkeys(methods))
+
+
+def read_source(path: Path) -> np.ndarray:
+    """An input image as every method sees it: 16-bit or float grey (thermal) normalised once
+    by the engine's default rule, which each engine would otherwise repeat; 8-bit unchanged."""
+    image = read_image(path)
+    return normalize_thermal(image) if image.ndim == 2 and image.dtype != np.uint8 else image
+
+
+def summary_table(rows: list[dict[str, object]], methods: Sequence[str]) -> str:
+    """Markdown table: one row per method, mean ± standard deviation of each metric."""
+    header = "| Method | " + " | ".join(metrics.METRICS) + " |"
+    lines = [header, "|---" * (len(metrics.METRICS) + 1) + "|"]
+    for method in methods:
+        values = [r for r in rows if r["method"] == method]
+        if not values:
+            continue
+        cells = []
+        for name in metrics.METRICS:
+            column = np.array([float(r[name]) for r in values])
+            cells.append(f"{np.nanmean(column):.3f} ± {np.nanstd(column):.3f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def labelled_tile(image: np.ndarray, label: str) -> np.ndarray:
+    """An RGB tile TILE_WIDTH wide with `label` on a dark band above it."""
+    rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
+    height = max(1, round(rgb.shape[0] * TILE_WIDTH / rgb.shape[1]))
+    rgb = cv2.resize(rgb, (TILE_WIDTH, height), interpolation=cv2.INTER_AREA)
+    band = np.full((LABEL_HEIGHT, TILE_WIDTH, 3), 32, np.uint8)
+    cv2.putText(
+        band,
+        label,
+        (6, LABEL_HEIGHT - 9),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.55,
+        (255, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )
+    return np.vstack([band, rgb])
+
+
+def contact_sheet(rows: list[list[np.ndarray]]) -> np.ndarray:
+    """Stack rows of tiles; rows of different heights are padded with black."""
+    width = max(sum(t.shape[1] for t in row) for row in rows)
+    stacked = []
+    for row in rows:
+        line = np.hstack(row)
+        pad = width - line.shape[1]
+        stacked.append(np.pad(line, ((0, 4), (0, pad), (0, 0))))
+    return np.vstack(stacked)
+
+
+def _csv_text(rows: list[dict[str, object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["pair", "method", *metrics.METRICS])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def build_fusers(methods: Sequence[str], gifnet: dict[str, Any]) -> dict[str, FusionEngine]:
+    """One engine per method: ``gifnet`` with the ``gifnet`` engine options (it loads the
+    checkpoint: WeightsError if absent), each classical method as its classic_* backend."""
+    return {
+        m: FusionEngine(**gifnet) if m == "gifnet" else FusionEngine(backend=f"classic_{m}")
+        for m in methods
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the evaluation; see the module docstring for outputs and exit status."""
+    args = parser().parse_args(argv)
+    try:
+        methods = parse_methods(args.methods)
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    if args.limit is not None and args.limit < 1:
+        print(f"{PROG}: --limit must be at least 1, got {args.limit}", file=sys.stderr)
+        return 2
+    try:
+        found = pair_folders(args.ir_dir, args.vis_dir)
+    except ImageFileError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    pairs = found.pairs[: args.limit] if args.limit else found.pairs
+    if not pairs:
+        print(
+            f"{PROG}: no same-named image pairs in {args.ir_dir} and {args.vis_dir}",
+            file=sys.stderr,
+        )
+        return 1
+    for path in found.only_first + found.only_second:
+        print(f"{PROG}: {path}: no partner with the same name, skipped", file=sys.stderr)
+    try:
+        fusers = build_fusers(methods, engine_options(args))
+    except (WeightsError, ValueError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    network = fusers["gifnet"].network if "gifnet" in fusers else "gifnet"
+    if network != "gifnet":  # --network tim: the network's rows and tiles carry its name
+        fusers = {network if m == "gifnet" else m: fuser for m, fuser in fusers.items()}
+        methods = [network if m == "gifnet" else m for m in methods]
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    rows: list[dict[str, object]] = []
+    sheet_rows: list[list[np.ndarray]] = []
+    sheets = failures = 0
+    for ir_path, vis_path in tqdm(pairs, desc=PROG, unit="pair", disable=args.quiet):
+        try:
+            thermal, visible = read_source(ir_path), read_source(vis_path)
+            a, b = metrics.luminance(thermal), metrics.luminance(visible)
+            results = {m: fuser.fuse_luminance(thermal, visible) for m, fuser in fusers.items()}
+        except (ImageFileError, ValueError) as exc:
+            tqdm.write(f"{PROG}: {ir_path.stem}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        tiles = [labelled_tile(thermal, f"{ir_path.stem} thermal"), labelled_tile(visible, "RGB")]
+        for method, (fused_y, colour) in results.items():
+            rows.append({"pair": ir_path.stem, "method": method, **metrics.evaluate(fused_y, a, b)})
+            tiles.append(labelled_tile(fused_y if colour is None else colour, method))
+        sheet_rows.append(tiles)
+        if len(sheet_rows) == ROWS_PER_SHEET:
+            sheets += 1
+            write_image(args.output / f"sheet_{sheets:03d}.png", contact_sheet(sheet_rows))
+            sheet_rows = []
+    if sheet_rows:
+        sheets += 1
+        write_image(args.output / f"sheet_{sheets:03d}.png", contact_sheet(sheet_rows))
+
+    if rows:
+        count = len({r["pair"] for r in rows})
+        write_bytes_atomic(args.output / "metrics.csv", _csv_text(rows).encode())
+        table = (
+            f"Mean ± standard deviation over {count} pairs "
+            f"({args.ir_dir} | {args.vis_dir}); metric definitions in gifnet_ros/fusion/metrics.py."
+            + (f" Network: {fusers[network].describe()}." if network in fusers else "")
+            + "\n\n"
+            + summary_table(rows, methods)
+        )
+        write_bytes_atomic(args.output / "metrics.md", table.encode())
+    print(
+        f"{PROG}: {len(pairs) - failures} of {len(pairs)} pairs evaluated with "
+        f"{', '.join(methods)}; report in {args.output}"
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
