@@ -1,10 +1,12 @@
-"""Benchmark baseline: the plain eager fp32 GIFNet as first written from ARCHITECTURE.md.
+"""Benchmark baseline: the plain eager fp32 GIFNet, written literally from its specification
+(docs/network.md, whose section names and step numbers the docstrings below use).
 
-This is a verbatim copy of the module classes of gifnet_ros/models/gifnet.py before
-any optimisation (commit eff1c6c), kept so benchmarks/model_speed.py can time
-the optimised network against it side by side in one process. It loads the
-same checkpoint through gifnet_ros.models.gifnet.convert_state_dict, whose parameter
-names it shares. Nothing in the package imports it.
+Its code is that of the network's module classes at commit eff1c6c (gifnet_ros/network.py
+there), the first version, before any optimisation: a fixed reference point, so that
+benchmarks/model_speed.py can time the optimised network (gifnet_ros/models/gifnet.py)
+against it side by side in one process. It loads the same checkpoint through
+gifnet_ros.models.gifnet.convert_state_dict, whose parameter names it shares. Nothing in the
+package imports it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class ReflectConv(nn.Conv2d):
 
 
 class DenseEncoder(nn.Module):
-    """Section 2: three dense 3×3 layers; output is concat(X0, e1, e2, e3), 98 channels."""
+    """The shared encoder (docs/network.md#shared-encoder): three dense 3×3 layers; output is
+    concat(X0, e1, e2, e3), 98 channels."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,7 +57,8 @@ class DenseEncoder(nn.Module):
 
 
 class RevisedLayerNorm(nn.Module):
-    """Section 3.1.1: whole-sample normalisation that also yields the rescale (r) and shift (t)."""
+    """Step 1 of a block (docs/network.md#step-1-revised-layer-norm): whole-sample
+    normalisation that also yields the rescale (r) and shift (t)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -85,7 +89,8 @@ def relative_position_input(window: int = WINDOW) -> Tensor:
 
 
 class RelativePositionBias(nn.Module):
-    """Section 3.1.4: per-head additive attention bias, shared by both streams of a block."""
+    """Step 4 of a block (docs/network.md#step-4-relative-position-bias): per-head additive
+    attention bias, shared by both streams of a block."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -97,7 +102,7 @@ class RelativePositionBias(nn.Module):
 
 
 class StreamParams(nn.Module):
-    """Everything one stream (I or M) of a block owns (section 3.1)."""
+    """Everything one stream (I or M) of a block owns (docs/network.md#one-block)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -124,7 +129,8 @@ class StreamParams(nn.Module):
 
 
 def _window_padding(size: int, shift: int) -> tuple[int, int]:
-    """Reflection padding (before, after) of one axis for the window layout of section 3.1.3."""
+    """Reflection padding (before, after) of one axis for the window layout of step 3
+    (docs/network.md#step-3-window-layout)."""
     pad = (WINDOW - size % WINDOW) % WINDOW
     if shift == 0:
         return 0, pad
@@ -147,7 +153,7 @@ def _from_windows(x: Tensor, n: int, hp: int, wp: int) -> Tensor:
 
 
 class InteractionBlock(nn.Module):
-    """One block of section 3.1 with its M stream and, for block 0, its I stream."""
+    """One block (docs/network.md#one-block) with its M stream and, for block 0, its I stream."""
 
     def __init__(self, shift: int, with_stream_i: bool) -> None:
         super().__init__()
@@ -180,7 +186,7 @@ class InteractionBlock(nn.Module):
             return m_new, None
         qi, ki, vi, ri, ti = self.stream_i.project(i)
         (qmw, kmw, vmw, qiw, kiw, viw), hp, wp = self._windows([qm, km, vm, qi, ki, vi])
-        # With shift 0, stream I attends with M's queries (section 3.1.5).
+        # With shift 0, stream I attends with M's queries (docs/network.md#step-5-attention).
         queries_i = qmw if self.shift == 0 else qiw
         out_m = F.scaled_dot_product_attention(qmw, kmw, vmw, attn_mask=bias)
         out_i = F.scaled_dot_product_attention(queries_i, kiw, viw, attn_mask=bias)
@@ -190,7 +196,8 @@ class InteractionBlock(nn.Module):
 
 
 class InteractionTransformer(nn.Module):
-    """Section 3: two streams, two blocks, output G from stream M."""
+    """The interaction transformer (docs/network.md#interaction-transformer): two streams, two
+    blocks, output G from stream M."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -211,7 +218,8 @@ class InteractionTransformer(nn.Module):
 
 
 class FusionDecoder(nn.Module):
-    """Section 4: complementary-feature MLP, then four reflect-padded 3×3 layers."""
+    """The fusion decoder (docs/network.md#fusion-decoder): complementary-feature MLP, then four
+    reflect-padded 3×3 layers."""
 
     def __init__(self) -> None:
         super().__init__()

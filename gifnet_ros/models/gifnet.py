@@ -1,4 +1,6 @@
-"""The GIFNet inference network, written from the specification in ARCHITECTURE.md.
+"""The GIFNet inference network, written from its specification (docs/network.md).
+
+Section names and step numbers in the comments below are those of docs/network.md.
 
 Only the path that produces the fused image is built: the shared dense
 encoder, the interaction transformer (stream I of block 0 feeds stream M;
@@ -37,17 +39,17 @@ _tracing) computes Q and K by separate products, folds the attention's scale
 into the query weights and writes the attention out (no scaled copies of Q
 and K), traces each stream's local branch before its attention (the walk then
 runs it after), and recomputes the encoder's F for the decoder instead of
-holding it through the transformer. Together they brought the peak resident
-memory of 640×480 pairs in an ONNX Runtime process from 1.75 to 1.23 GB (1.4 GB
-with PyTorch loaded, as in the engine; benchmarks/README.md, "ONNX Runtime
+holding it through the transformer. Each shortens the time a full-size map
+stays alive in that order, and the maps alive together are what sets the
+runtime's peak memory (measurements: benchmarks/README.md, "ONNX Runtime
 memory"). torch.compile traces the same path.
 
 Eagerly on the CPU, the steps that work per pixel or per window run on pieces of
 16384 rows: the Q, K and V windows and the attention output of a band of window rows,
 the projection and MLP of a piece of pixels. A piece stays in cache from one step to the
 next, and the hidden and windowed maps never exist whole; the maps that remain are
-reused allocations (the engine keeps freed memory, see allocator.py), not fresh page
-faults on every pair.
+reused allocations (the engine keeps freed memory, see gifnet_ros/fusion/allocator.py), not
+fresh page faults on every pair.
 
 This module imports no ROS: the engine, the node and the offline tools all
 share it.
@@ -86,8 +88,8 @@ _BAND_ROWS = 16384
 def _tracing() -> bool:
     """True while torch.export (ONNX) or torch.compile traces the network: sizes may then be
     symbolic, so no shortcut or cache may depend on their values."""
-    # torch.compiler.is_exporting came with PyTorch 2.7; before it, torch.export traced
-    # through dynamo, where is_compiling() holds.
+    # torch.compiler.is_exporting exists from PyTorch 2.7 on; older versions' torch.export
+    # traces through dynamo, where is_compiling() holds.
     is_exporting = getattr(torch.compiler, "is_exporting", None)
     return torch.compiler.is_compiling() or (is_exporting is not None and is_exporting())
 
@@ -148,7 +150,7 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """A 1×1 convolution (weight Cout×Cin) of an N×H×W×C map, as one matrix product."""
     flat = x.reshape(-1, x.shape[-1])
     weight = weight.to(x.dtype).t()
-    # The bias in the product: with freed memory kept (allocator.py), addmm's broadcast copy
+    # The bias in the product: with freed memory kept (fusion/allocator.py), addmm's broadcast copy
     # of it costs less than a second pass over the output.
     out = flat @ weight if bias is None else torch.addmm(bias.to(x.dtype), flat, weight)
     return out.view(*x.shape[:-1], weight.shape[1])
@@ -171,7 +173,7 @@ def _staged_sum(x: Tensor) -> Tensor:
 
 
 def _moments(x: Tensor, pending: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and σ (section 3.1.1) of x + pending over one sample's H, W and C, in float32.
+    """Mean and σ (step 1 of a block) of x + pending over one sample's H, W and C, in float32.
 
     `pending` is a per-channel bias not yet added to x. A one-pass E[x²] - μ² loses
     digits the 1e-3 agreement needs. Traced and off the CPU: two passes, like the
@@ -202,7 +204,8 @@ def _moments(x: Tensor, pending: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class DenseEncoder(nn.Module):
-    """Section 2: three dense 3×3 layers; output is concat(X0, e1, e2, e3), 98 channels."""
+    """The shared encoder (docs/network.md#shared-encoder): three dense 3×3 layers; output is
+    concat(X0, e1, e2, e3), 98 channels."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -228,7 +231,8 @@ class DenseEncoder(nn.Module):
 
 
 class RevisedLayerNorm(nn.Module):
-    """Section 3.1.1: whole-sample normalisation that also yields the rescale (r) and shift (t)."""
+    """Step 1 of a block (docs/network.md#step-1-revised-layer-norm): whole-sample
+    normalisation that also yields the rescale (r) and shift (t)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -260,7 +264,8 @@ def relative_position_input(window: int = WINDOW) -> Tensor:
 
 
 class RelativePositionBias(nn.Module):
-    """Section 3.1.4: per-head additive attention bias, shared by both streams of a block."""
+    """Step 4 of a block (docs/network.md#step-4-relative-position-bias): per-head additive
+    attention bias, shared by both streams of a block."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -273,7 +278,7 @@ class RelativePositionBias(nn.Module):
 
 
 class StreamParams(nn.Module):
-    """Everything one stream (I or M) of a block owns (section 3.1).
+    """Everything one stream (I or M) of a block owns (docs/network.md#one-block).
 
     A stream's map x is updated in place and travels with a per-channel
     `pending` bias: the stream's value is x + pending.
@@ -353,7 +358,8 @@ class Folded(NamedTuple):
 
 
 def _window_padding(size: int, shift: int) -> tuple[int, int]:
-    """Reflection padding (before, after) of one axis for the window layout of section 3.1.3."""
+    """Reflection padding (before, after) of one axis for the window layout of step 3
+    (docs/network.md#step-3-window-layout)."""
     pad = (WINDOW - size % WINDOW) % WINDOW
     if shift == 0:
         return 0, pad
@@ -371,7 +377,7 @@ def _window_indices(h: int, w: int, shift: int, device: torch.device) -> tuple[T
     """Index maps between an H×W map and the 8×8 windows of a block with this shift.
 
     gather[b·64 + t] is the pixel y·W + x that token t of window b reads, the
-    block's reflection padding included (section 3.1.3); scatter[y·W + x] is
+    block's reflection padding included (step 3); scatter[y·W + x] is
     the token b·64 + t that holds pixel (y, x): it undoes the windows and crops
     the padding (step 6). One row gather each way replaces padding, permuting
     and cropping copies of the whole map.
@@ -442,7 +448,7 @@ def _from_windows(x: Tensor, scatter: Tensor, h: int, w: int) -> Tensor:
 
 
 class InteractionBlock(nn.Module):
-    """One block of section 3.1 with its M stream and, for block 0, its I stream.
+    """One block (docs/network.md#one-block) with its M stream and, for block 0, its I stream.
 
     Eagerly, each stream's attention runs a band of windows at a time (_attend): its Q, K
     and V windows exist a band at a time, gathered from x and V, and the band's output is
@@ -521,7 +527,7 @@ class InteractionBlock(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Update the 1×H×W×98 maps m (and i) in place; return their new pending biases.
 
-        With shift 0, stream I attends with M's queries (section 3.1.5).
+        With shift 0, stream I attends with M's queries (docs/network.md#step-5-attention).
         """
         _, h, w, _ = m.shape
         bias = self.position().to(m.dtype)
@@ -552,7 +558,8 @@ class InteractionBlock(nn.Module):
 
 
 class InteractionTransformer(nn.Module):
-    """Section 3: two streams, two blocks, output G from stream M."""
+    """The interaction transformer (docs/network.md#interaction-transformer): two streams, two
+    blocks, output G from stream M."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -579,7 +586,8 @@ class InteractionTransformer(nn.Module):
 
 
 class FusionDecoder(nn.Module):
-    """Section 4: complementary-feature MLP, then four reflect-padded 3×3 layers."""
+    """The fusion decoder (docs/network.md#fusion-decoder): complementary-feature MLP, then four
+    reflect-padded 3×3 layers."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -664,7 +672,7 @@ class GIFNet(nn.Module):
 # --- checkpoint mapping ---------------------------------------------------------------------
 
 _SWIN = "extractor_multask.SwinTransformerSpecific."
-# Checkpoint entries that inference does not use (ARCHITECTURE.md sections 3, 4 and 6).
+# Checkpoint entries that inference does not use (docs/network.md#checkpoint).
 _UNUSED_PREFIXES = (
     "decoder_rec.",
     _SWIN + "layer1.weights.",
