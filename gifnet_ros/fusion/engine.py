@@ -1,7 +1,7 @@
 """The fusion engine: device, precision and colour around the GIFNet network.
 
 The network fuses luminance only. The engine turns the camera images into
-the two network inputs (ARCHITECTURE.md section 5: Y of YCbCr, truncated to
+the two network inputs (docs/network.md#colour: Y of YCbCr, truncated to
 uint8, or a normalised thermal frame), runs the network, and puts colour back
 from whichever input the mode names as the chroma source.
 
@@ -95,7 +95,7 @@ _CHROMA_SOURCES = {
     "grey": (False, False),
 }
 
-# ARCHITECTURE.md section 5: forward (offset-free) and inverse YCbCr.
+# docs/network.md#colour: forward (offset-free) and inverse YCbCr.
 _RGB_TO_YCBCR = torch.tensor(
     [[0.299, 0.587, 0.114], [-0.169, -0.331, 0.5], [0.5, -0.419, -0.081]], dtype=torch.float32
 )

@@ -62,7 +62,8 @@ def test_grey_mode_on_reference_inputs_rounds_the_reference(engine):
 
 def test_thermal_rgb_from_camera_images_matches_authors_image(engine, data_dir):
     """RoadScene infrared + colour JPEG → the authors' colour result (JPEG decoders and the
-    truncation of Y move a few pixels by a level or two; ARCHITECTURE.md section 7)."""
+    truncation of Y move a few pixels by a level or two,
+    docs/network.md#checking-an-implementation)."""
     out = engine.fuse(
         _grey(data_dir / "roadscene/ir/FLIR_00548.jpg"),
         _rgb(data_dir / "roadscene/vis/FLIR_00548.jpg"),
@@ -86,7 +87,7 @@ def test_multi_focus_authors_rule_reproduces_their_image(engine, data_dir):
 
 
 def _expected_colour(first, second, luminance, mode, rule) -> np.ndarray | None:
-    """ARCHITECTURE.md section 5 in float64 numpy, independent of the engine's torch code."""
+    """docs/network.md#colour in float64 numpy, independent of the engine's torch code."""
     forward = np.array([[0.299, 0.587, 0.114], [-0.169, -0.331, 0.5], [0.5, -0.419, -0.081]])
     inverse = np.array([[0.0, 1.402], [-0.344136, -0.714136], [1.772, 0.0]])
 
