@@ -68,9 +68,10 @@ def _apply() -> str:
 
 def release_freed_memory() -> None:
     """Give the heap's free pages back to the system (malloc_trim), where the setting above is
-    in force: for a new input size, whose maps the blocks cut for the old one fit badly (kept,
-    they add up over a sequence of sizes: TIM's resident memory reached 2.4 GB over 11 pairs
-    of three sizes from 640×480 to 800×600, against 1.1 GB for 640×480 alone). The next pair
-    faults in only what it uses."""
+    in force: for a new input size, whose maps the blocks cut for the old one fit badly. Kept,
+    such blocks add up over a sequence of sizes (without this trim TIM's resident memory
+    reaches 2.4 GB over 11 pairs of three sizes from 640×480 to 800×600, against 1.1 GB for
+    640×480 alone: benchmarks/README.md, "Memory kept between pairs"). The next pair faults in
+    only what it uses."""
     if _result == KEPT:
         ctypes.CDLL(None).malloc_trim(0)

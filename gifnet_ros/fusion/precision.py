@@ -27,9 +27,9 @@ reference tests pin.
 
 ``backend: auto`` (also the default) follows from the same facts: on an x86 CPU without native
 bf16 (or with oneDNN capped below it) the network runs in fp32, and there ONNX Runtime's fp32
-graph is the faster path within 1.5 GB (benchmarks/README.md: 1.35× PyTorch fp32 at 640×480
-on a Zen 3 AVX2 CPU, before PyTorch's path kept its memory between pairs; 1.04–1.06× since,
-with oneDNN capped to AVX2 on a Zen 5), so auto picks **onnxruntime** where it is installed;
+graph is the faster path within 1.5 GB, in every measurement so far (benchmarks/README.md,
+"A CPU without native bf16": 1.04–1.06× PyTorch fp32 at 640×480 with oneDNN capped to
+AVX2), so auto picks **onnxruntime** where it is installed;
 everywhere else (native bf16, CUDA, other architectures, an explicit precision, compile)
 **torch**. The first onnxruntime engine exports the graph into the user cache (under a
 minute), later ones reuse it.

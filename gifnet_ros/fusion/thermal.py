@@ -92,9 +92,10 @@ class RangeFilter:
     stretched with it. ``time_constant`` 0 returns each frame's own range: the per-frame rule.
 
     A frame whose range lies far outside the smoothed one does not snap to it: a hot object
-    entering the view is such a frame, and snapping brought the per-frame rule's jump back
-    (benchmarks/thermal_flicker.py: the flicker fell only 1.4x instead of 5x) while the
-    smoothed range follows a real change of scene within about a second anyway.
+    entering the view is such a frame, and snapping would bring the per-frame rule's jump
+    back (benchmarks/README.md, "Flicker of 16-bit thermal": with snapping the flicker falls
+    1.4x instead of 5x), while the smoothed range follows a real change of scene within about
+    a second anyway.
     """
 
     def __init__(self, time_constant: float) -> None:
