@@ -26,49 +26,31 @@ offset-free YCbCr used here, so the more saturated input wins; ``authors``
 weights by |c - 128|, which reproduces the authors' published images
 (their script omits the +128 chroma offset but weights as if it were there).
 
-``network``: ``gifnet`` (default), or TIM (gifnet_ros.models.tim), ``tim`` (its
-two-stage infrared/visible pipeline) or ``tim_light``, for ``thermal_rgb`` and
-``grey`` only (the modes TIM has weights for), on the torch or onnxruntime
-backend. TIM's ``weights`` default to the ones this project trained (not the
-authors'); the authors' ivif pair is given as ``"model_1.pt,model_2.pt"``. The
-colour, thermal, precision and size handling are the same for every network.
-
-Speed options (benchmarks/README.md has the measurements):
-
-- ``backend``: ``auto`` (default: onnxruntime on x86 CPUs without native bf16,
-  where its fp32 graph is the faster path, torch elsewhere; gifnet_ros.fusion.precision
-  has the rule), ``torch``, or ``onnxruntime`` with an exported graph
-  (gifnet_ros.models.onnx; providers ``cpu``, ``cuda``, ``tensorrt``), or a classical
-  rule with no weights (``classic_average``, ``classic_max``,
-  ``classic_laplacian``, ``classic_gff``; gifnet_ros.models.classic): the same
-  colour, thermal and size handling around a rule in place of the network, so
-  a robot without the checkpoint still fuses and users can compare. Classic
-  backends load nothing, run on the CPU in fp32 and always at full size.
-- ``threads``: torch.set_num_threads for the process (and the ONNX Runtime
-  session's intra-op threads); the physical core count is best.
-- ``compile``: torch.compile the network (once per input size, cached by
-  PyTorch; CUDA graphs on CUDA). Off by default: see the README for when it pays.
-- ``max_pixels`` / ``inference_scale``: fuse the luminance at a reduced size
-  and bring it back to full size (``restore``: ``detail`` adds back the two
-  inputs' high-frequency detail lost by the reduction, ``bilinear`` only
-  upsamples). Settable attributes, like ``mode``.
+The options (network, backend, device, precision, threads, compile, the reduced-size
+fusion, ...) are one EngineOptions (gifnet_ros.fusion.options, which documents them); an engine
+takes that value or its fields as arguments. Building an engine makes process-wide settings
+(threads, TF32, the allocator): gifnet_ros.fusion.process names them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor
 
-from gifnet_ros.fusion.allocator import release_freed_memory, retain_freed_memory
+from gifnet_ros.fusion.allocator import release_freed_memory
+from gifnet_ros.fusion.options import EngineOptions
 from gifnet_ros.fusion.precision import PRECISIONS, choose_backend, choose_precision, probe
+from gifnet_ros.fusion.process import configure_process
 from gifnet_ros.fusion.thermal import normalize_thermal
 from gifnet_ros.models.classic import METHODS as CLASSIC_METHODS
 from gifnet_ros.models.classic import fuse_grey
@@ -187,16 +169,7 @@ def _upsample(image: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(image, size, mode="bilinear", align_corners=False)
 
 
-def _onnx_session(
-    network: str,
-    weights: str | Path | None,
-    verify_hash: bool,
-    onnx_model: str | Path | None,
-    device: torch.device,
-    providers: Sequence[str] | None,
-    threads: int | None,
-    fp16: bool,
-) -> OnnxGIFNet:
+def _onnx_session(options: EngineOptions, device: torch.device, fp16: bool) -> OnnxGIFNet:
     """An ONNX Runtime session for the engine: the given ONNX file, or the cached export of
     the network with these weights (exported on first use: about a minute for GIFNet,
     seconds for TIM). A file exported from another network is refused."""
@@ -204,15 +177,16 @@ def _onnx_session(
         import onnxruntime  # noqa: F401
     except ImportError as exc:
         raise ValueError("backend 'onnxruntime' needs the onnxruntime package") from exc
+    network, weights, onnx_model = options.network, options.weights, options.onnx_model
     if onnx_model is None:
         onnx_model = default_onnx_path(weights, network=network)
         if not onnx_model.is_file():
-            model = _load_network(network, weights, torch.device("cpu"), verify_hash)
+            model = _load_network(network, weights, torch.device("cpu"), options.verify_hash)
             export_onnx(model, onnx_model)
     elif not Path(onnx_model).is_file():
         raise ValueError(f"ONNX model {onnx_model} not found (write one with gifnet-export)")
-    names = providers or (["cuda", "cpu"] if device.type == "cuda" else ["cpu"])
-    session = OnnxGIFNet(onnx_model, names, threads, fp16)
+    names = options.providers or (["cuda", "cpu"] if device.type == "cuda" else ["cpu"])
+    session = OnnxGIFNet(onnx_model, names, options.threads, fp16)
     if session.network != network:
         raise ValueError(
             f"ONNX model {onnx_model} is an export of {session.network}, not of network "
@@ -240,28 +214,18 @@ class FusionEngine:
 
     MODES = MODES
 
-    def __init__(
-        self,
-        weights: str | Path | None = None,
-        device: str = "auto",
-        precision: str = "auto",
-        mode: str = "thermal_rgb",
-        thermal_norm: str = "percentile",
-        thermal_range: tuple[float, float] = (0.0, 65535.0),
-        thermal_percentiles: tuple[float, float] = (1.0, 99.0),
-        chroma_rule: str = "neutral",
-        verify_hash: bool = True,
-        backend: str = "auto",
-        onnx_model: str | Path | None = None,
-        providers: Sequence[str] | None = None,
-        threads: int | None = None,
-        compile: bool = False,
-        max_pixels: int | None = None,
-        inference_scale: float = 1.0,
-        restore: str = "detail",
-        network: str = "gifnet",
-    ) -> None:
-        self.device = check_options(backend, device, precision, compile, network)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """``FusionEngine(options)`` with an EngineOptions, ``FusionEngine(options, mode=...)``
+        to change some of its fields, or the fields themselves as arguments, in EngineOptions'
+        order: ``FusionEngine(weights, device, precision, mode=..., backend=...)``."""
+        if args and isinstance(args[0], EngineOptions):
+            if len(args) > 1:
+                raise TypeError("FusionEngine(options) takes the other fields by keyword")
+            options = dataclasses.replace(args[0], **kwargs)
+        else:
+            options = EngineOptions(*args, **kwargs)
+        backend, precision, network = options.backend, options.precision, options.network
+        self.device = check_options(backend, options.device, precision, options.compile, network)
         # The backend and precision it runs at ("fp32", "bf16" or "fp16"), and why: what the
         # node's diagnostics and the tools' reports show.
         capabilities = probe(self.device)
@@ -269,62 +233,45 @@ class FusionEngine:
         if backend == "auto":
             installed = importlib.util.find_spec("onnxruntime") is not None
             self.backend, self.backend_reason = choose_backend(
-                self.device.type, capabilities, precision, compile, installed
+                self.device.type, capabilities, precision, options.compile, installed
             )
         backend = self.backend
         self.precision, self.precision_reason = precision, "requested"
         if precision == "auto":
             self.precision, self.precision_reason = choose_precision(
-                backend, self.device.type, capabilities, providers
+                backend, self.device.type, capabilities, options.providers
             )
-        if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be at least 1, got {threads}")
-            torch.set_num_threads(threads)  # process-wide, as PyTorch has it
+        # Settable attributes (the node sets the mode and the reduced-size options per pair),
+        # checked here and again per pair.
         self.network = network
-        self.mode = mode
-        self.chroma_rule = chroma_rule
-        self.thermal_norm = thermal_norm
-        self.thermal_range = thermal_range
-        self.thermal_percentiles = thermal_percentiles
-        self.max_pixels = max_pixels
-        self.inference_scale = inference_scale
-        self.restore = restore
+        self.mode = options.mode
+        self.chroma_rule = options.chroma_rule
+        self.thermal_norm = options.thermal_norm
+        self.thermal_range = options.thermal_range
+        self.thermal_percentiles = options.thermal_percentiles
+        self.max_pixels = options.max_pixels
+        self.inference_scale = options.inference_scale
+        self.restore = options.restore
         self._check_choices()  # mode and chroma rule now, not at first use
         self.inference_size(64, 64)  # the same for the three size options above
+        configure_process(self.device, backend, self.precision, options.threads)
         self._graphs = False
         self._network: Callable[[Tensor, Tensor], Tensor]
         self._autocast = autocast_dtype(self.precision, self.device) if backend == "torch" else None
-        if self.device.type == "cuda" and self.precision == "fp32":
-            # fp32 is the exact mode: no TF32 products (PyTorch lets cuDNN use them by
-            # default, about 1e-3 relative error). Process-wide, as PyTorch has these flags.
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
         self.model: torch.nn.Module | OnnxGIFNet | None = None
         # The classical rule's name for a classic_* backend, else None.
         self._classic = backend.removeprefix("classic_") if backend in CLASSIC_BACKENDS else None
         if self._classic is not None:
             self._network = self._classic_batch
         elif backend == "torch":
-            if self.device.type == "cpu":
-                retain_freed_memory()  # no page faults for every pair's maps (allocator.py)
-            self.model = _load_network(network, weights, self.device, verify_hash)
+            self.model = _load_network(network, options.weights, self.device, options.verify_hash)
             self._network = self.model
-            if compile:
+            if options.compile:
                 self._graphs = self.device.type == "cuda"
-                options = {"mode": "reduce-overhead"} if self._graphs else {}
-                self._network = torch.compile(self.model, dynamic=False, **options)
+                compile_options = {"mode": "reduce-overhead"} if self._graphs else {}
+                self._network = torch.compile(self.model, dynamic=False, **compile_options)
         else:
-            self.model = _onnx_session(
-                network,
-                weights,
-                verify_hash,
-                onnx_model,
-                self.device,
-                providers,
-                threads,
-                self.precision == "fp16",
-            )
+            self.model = _onnx_session(options, self.device, self.precision == "fp16")
             self._network = self.model
         self._rgb_to_ycbcr = _RGB_TO_YCBCR.to(self.device)
         self._cbcr_to_rgb = _CBCR_TO_RGB.to(self.device)

@@ -263,7 +263,7 @@ class PairFuser:
         self.alignment = check_settings(args)
         loading = time.monotonic()
         try:
-            self.engine = FusionEngine(**engine_options(args), mode=args.mode)
+            self.engine = FusionEngine(engine_options(args), mode=args.mode)
         except (ValueError, WeightsError, OSError, RuntimeError) as exc:
             raise ToolError(f"cannot load the model: {_one_line(exc)}") from None
         self.load_seconds = round(time.monotonic() - loading, 3)

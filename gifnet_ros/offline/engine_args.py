@@ -9,9 +9,9 @@ tool applies them itself, before alignment, as the node does.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from gifnet_ros.fusion.engine import BACKENDS, NETWORKS, PRECISIONS, RESTORE_RULES, FusionEngine
+from gifnet_ros.fusion.options import EngineOptions
 from gifnet_ros.fusion.thermal import RULES as THERMAL_RULES
 from gifnet_ros.models.onnx import split_providers
 
@@ -121,22 +121,23 @@ def add_engine_arguments(
     )
 
 
-def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """FusionEngine keyword arguments from flags added by add_engine_arguments."""
-    return {
-        "weights": args.weights,
-        "network": args.network,
-        "backend": args.backend,
-        "device": args.device,
-        "precision": args.precision,
-        "onnx_model": args.onnx_model,
-        "providers": args.providers,
-        "threads": args.threads,
-        "compile": args.compile,
-        "max_pixels": args.max_pixels,
-        "inference_scale": args.inference_scale,
-        "restore": args.restore,
-    }
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    """The engine options the flags of add_engine_arguments give; the fields those flags do
+    not cover (mode, thermal rule, chroma rule) keep their defaults for the tool to set."""
+    return EngineOptions(
+        weights=args.weights,
+        network=args.network,
+        backend=args.backend,
+        device=args.device,
+        precision=args.precision,
+        onnx_model=args.onnx_model,
+        providers=args.providers,
+        threads=args.threads,
+        compile=args.compile,
+        max_pixels=args.max_pixels,
+        inference_scale=args.inference_scale,
+        restore=args.restore,
+    )
 
 
 def add_thermal_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,7 +27,6 @@ import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -42,6 +41,7 @@ from gifnet_ros.fusion.image_files import (
     write_bytes_atomic,
     write_image,
 )
+from gifnet_ros.fusion.options import EngineOptions
 from gifnet_ros.fusion.thermal import normalize_thermal
 from gifnet_ros.models.classic import METHODS as CLASSIC_METHODS
 from gifnet_ros.models.weights import WeightsError
@@ -150,11 +150,11 @@ def _csv_text(rows: list[dict[str, object]]) -> str:
     return buffer.getvalue()
 
 
-def build_fusers(methods: Sequence[str], gifnet: dict[str, Any]) -> dict[str, FusionEngine]:
+def build_fusers(methods: Sequence[str], gifnet: EngineOptions) -> dict[str, FusionEngine]:
     """One engine per method: ``gifnet`` with the ``gifnet`` engine options (it loads the
     checkpoint: WeightsError if absent), each classical method as its classic_* backend."""
     return {
-        m: FusionEngine(**gifnet) if m == "gifnet" else FusionEngine(backend=f"classic_{m}")
+        m: FusionEngine(gifnet) if m == "gifnet" else FusionEngine(backend=f"classic_{m}")
         for m in methods
     }
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from gifnet_ros.fusion.engine import CLASSIC_BACKENDS, FusionEngine
+from gifnet_ros.fusion.options import EngineOptions
 from gifnet_ros.models.onnx import split_providers
 from gifnet_ros.ros.stats import FusionStats
 
@@ -44,6 +45,24 @@ def describe(key: EngineKey, engine: Any) -> str:
         network = f"{key['network']} (TIM), "
     where = f"{engine.backend_text()}, device {engine.device}"
     return f"{network}{where}, {precision_text(engine)}, {source}"
+
+
+def options_from_parameters(key: EngineKey) -> EngineOptions:
+    """The engine options of the node's engine parameters. Thermal normalisation is not among
+    them: the node applies it before alignment. Nor are the mode and the reduced-size options,
+    which the worker sets per pair."""
+    weights = key["weights"] if key["network"] == "gifnet" else key["tim_weights"]
+    return EngineOptions(
+        network=key["network"],
+        weights=weights or None,
+        device=key["device"],
+        precision=key["precision"],
+        backend=key["backend"],
+        onnx_model=key["onnx_model"] or None,
+        providers=split_providers(key["onnx_providers"]) or None,
+        threads=key["threads"] or None,
+        compile=key["compile"],
+    )
 
 
 class ModelLoader:
@@ -83,21 +102,7 @@ class ModelLoader:
 
     def build(self, key: EngineKey) -> Any:
         """A new engine for ``key``; raises whatever loading raises (missing weights, ...)."""
-        # Thermal normalisation is not passed: the node applies it before alignment. The
-        # reduced-size options are the worker's to set per pair, like the mode.
-        weights = key["weights"] if key["network"] == "gifnet" else key["tim_weights"]
-        engine = FusionEngine(
-            network=key["network"],
-            weights=weights or None,
-            device=key["device"],
-            precision=key["precision"],
-            mode=self._mode(),
-            backend=key["backend"],
-            onnx_model=key["onnx_model"] or None,
-            providers=split_providers(key["onnx_providers"]) or None,
-            threads=key["threads"] or None,
-            compile=key["compile"],
-        )
+        engine = FusionEngine(options_from_parameters(key), mode=self._mode())
         hook = ModelLoader.engine_hook
         return engine if hook is None else hook(engine)
 

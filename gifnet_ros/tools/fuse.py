@@ -114,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
             if not path.is_file():
                 raise ImageFileError(f"{path}: no such file")
     engine = FusionEngine(
-        **engine_options(args),
+        engine_options(args),
         mode=args.mode,
         thermal_norm=args.thermal_norm,
         thermal_range=tuple(args.thermal_range),
