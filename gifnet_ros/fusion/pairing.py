@@ -1,5 +1,8 @@
 """Pair thermal and RGB messages by header stamp, offline (whole bag) and online (live node).
 
+Thermal comes first throughout, as in the rest of the package: in the arguments, in the index
+pairs of a result and in the callback.
+
 The pairing rule
 ----------------
 Every RGB message may be paired with a thermal message whose stamp differs by at most the slop
@@ -48,13 +51,14 @@ _THERMAL = 1
 class PairingResult:
     """Outcome of ``pair_by_stamp``; indices refer to the input sequences.
 
-    ``pairs`` is sorted by RGB index; ``differences_ns[k]`` is ``thermal_stamp - rgb_stamp`` of
-    ``pairs[k]``. ``unpaired_rgb`` and ``unpaired_thermal`` are sorted indices.
+    ``pairs`` holds (thermal index, RGB index) in the order of the RGB index (the order the
+    bag tool writes them in); ``differences_ns[k]`` is ``thermal_stamp - rgb_stamp`` of
+    ``pairs[k]``. ``unpaired_thermal`` and ``unpaired_rgb`` are sorted indices.
     """
 
     pairs: tuple[tuple[int, int], ...]
-    unpaired_rgb: tuple[int, ...]
     unpaired_thermal: tuple[int, ...]
+    unpaired_rgb: tuple[int, ...]
     differences_ns: tuple[int, ...]
 
 
@@ -70,15 +74,15 @@ def _as_stamps(stamps: Iterable[int], name: str) -> list[int]:
 
 
 def pair_by_stamp(
-    rgb_stamps_ns: Iterable[int], thermal_stamps_ns: Iterable[int], slop_ns: int
+    thermal_stamps_ns: Iterable[int], rgb_stamps_ns: Iterable[int], slop_ns: int
 ) -> PairingResult:
-    """Pair RGB with thermal messages by stamp with the module's nearest-first rule.
+    """Pair thermal with RGB messages by stamp with the module's nearest-first rule.
 
     Stamps need not be sorted or unique. ``slop_ns`` is the largest allowed absolute stamp
     difference (inclusive).
     """
-    rgb = _as_stamps(rgb_stamps_ns, "rgb_stamps_ns")
     thermal = _as_stamps(thermal_stamps_ns, "thermal_stamps_ns")
+    rgb = _as_stamps(rgb_stamps_ns, "rgb_stamps_ns")
     slop = int(slop_ns)
     if slop < 0:
         raise ValueError(f"slop_ns must be >= 0, got {slop_ns!r}")
@@ -113,7 +117,7 @@ def pair_by_stamp(
     for node in range(count - 1):
         push(node, node + 1)
 
-    pairs: list[tuple[int, int]] = []
+    pairs: list[tuple[int, int]] = []  # (thermal index, RGB index)
     while heap:
         _, _, _, left, right = heapq.heappop(heap)
         if not (alive[left] and alive[right] and nxt[left] == right):
@@ -121,7 +125,7 @@ def pair_by_stamp(
         rgb_node, thermal_node = (left, right) if order[left][1] == _RGB else (right, left)
         rgb_q, thermal_q = members[rgb_node], members[thermal_node]
         for _ in range(min(len(rgb_q), len(thermal_q))):
-            pairs.append((rgb_q.popleft(), thermal_q.popleft()))
+            pairs.append((thermal_q.popleft(), rgb_q.popleft()))
         for node in (left, right):
             if not members[node]:
                 alive[node] = False
@@ -132,14 +136,14 @@ def pair_by_stamp(
                     prv[after] = before
                 push(before, after)
 
-    pairs.sort()
-    paired_rgb = {r for r, _ in pairs}
-    paired_thermal = {t for _, t in pairs}
+    pairs.sort(key=lambda pair: pair[1])  # RGB indices are unique: a total order
+    paired_thermal = {t for t, _ in pairs}
+    paired_rgb = {r for _, r in pairs}
     return PairingResult(
         pairs=tuple(pairs),
-        unpaired_rgb=tuple(i for i in range(len(rgb)) if i not in paired_rgb),
         unpaired_thermal=tuple(i for i in range(len(thermal)) if i not in paired_thermal),
-        differences_ns=tuple(thermal[t] - rgb[r] for r, t in pairs),
+        unpaired_rgb=tuple(i for i in range(len(rgb)) if i not in paired_rgb),
+        differences_ns=tuple(thermal[t] - rgb[r] for t, r in pairs),
     )
 
 
@@ -152,8 +156,8 @@ def _checked_rules(slop: float, queue_size: int) -> tuple[int, int]:
     return round(slop * 1e9), int(queue_size)
 
 
-class _Stream:
-    """Queued messages of one stream, sorted by (stamp, arrival index)."""
+class _StampQueue:
+    """The live pairer's queued messages of one stream, sorted by (stamp, arrival index)."""
 
     def __init__(self) -> None:
         self.keys: list[tuple[int, int]] = []
@@ -210,7 +214,7 @@ class StampPairer:
     Equivalence with ``pair_by_stamp``: if within each stream the stamps arrive in non-decreasing
     order (the two streams may interleave in any way), no queue overflowed and no reset happened,
     then the pairs emitted, followed by those of ``flush()``, are exactly
-    ``pair_by_stamp(rgb stamps in arrival order, thermal stamps in arrival order, slop)``, with
+    ``pair_by_stamp(thermal stamps in arrival order, RGB stamps in arrival order, slop)``, with
     indices counted per stream from the last reset.
 
     Latency: a pair with stamp difference d is emitted once both streams have reached a stamp d
@@ -243,8 +247,8 @@ class StampPairer:
         self.backwards_reset_ns = round(backwards_reset * 1e9)
         self._callback = callback
         self._lock = threading.Lock()
-        self._rgb = _Stream()
-        self._thermal = _Stream()
+        self._thermal = _StampQueue()
+        self._rgb = _StampQueue()
         self.overflowed = 0
         self.resets = 0
 
@@ -304,7 +308,7 @@ class StampPairer:
             stream.arrivals = 0
             stream.latest = None
 
-    def _add(self, stream: _Stream, msg: Any, stamp: int) -> None:
+    def _add(self, stream: _StampQueue, msg: Any, stamp: int) -> None:
         with self._lock:
             if stream.latest is not None and stream.latest - stamp > self.backwards_reset_ns:
                 self._reset_locked()

@@ -499,7 +499,7 @@ class BagFusion:
         self._scan(path, reader, self.thermal, self.rgb)
         self._check_counts(path, self.thermal, self.rgb)
         self.pairing = pair_by_stamp(
-            self.rgb.stamps, self._thermal_stamps(), round(args.slop * 1e9)
+            self._thermal_stamps(), self.rgb.stamps, round(args.slop * 1e9)
         )
         self._report_pairing(self.pairing, self.thermal, self.rgb)
         self.report["timing"]["scan_s"] = round(time.monotonic() - scan_started, 3)
@@ -791,7 +791,7 @@ class BagFusion:
             ) from None
 
     def _write_pair(self, seq: int, recorded: int, result: PairResult) -> None:
-        rgb_index, thermal_index = self.pairing.pairs[seq]
+        thermal_index, rgb_index = self.pairing.pairs[seq]
         if result.error is not None:
             if not (self.args.skip_bad or result.frozen):
                 raise ToolError(result.error)
@@ -852,15 +852,15 @@ class BagFusion:
             {c.id: c for c in [*thermal.connections, *rgb.connections, *self.copies]}.values()
         )
         seq_of = {pair: seq for seq, pair in enumerate(self.pairing.pairs)}
-        thermal_of = dict(self.pairing.pairs)
-        rgb_of = {t: r for r, t in self.pairing.pairs}
+        thermal_of = {r: t for t, r in self.pairing.pairs}
+        rgb_of = dict(self.pairing.pairs)
         waiting_rgb: dict[int, _Pending] = {}  # keyed by the thermal index they wait for
         waiting_thermal: dict[int, _Pending] = {}
         seen = {"thermal": 0, "rgb": 0}
         jobs: list[PairJob] = []
 
         def complete(thermal_item: _Pending, rgb_item: _Pending) -> None:
-            seq = seq_of[(rgb_item.index, thermal_item.index)]
+            seq = seq_of[(thermal_item.index, rgb_item.index)]
             self._queue.append(("pair", seq, rgb_item.recorded))
             frozen = self._frozen(thermal_item.index, rgb.stamps[rgb_item.index])
             if frozen is not None:

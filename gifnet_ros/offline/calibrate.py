@@ -363,7 +363,7 @@ def bag_frames(
             stamps: dict[str, list[int]] = {"thermal": [], "rgb": []}
             for conn, _, raw in reader.messages(connections=wanted):
                 stamps[role_of[conn.id]].append(header_stamp_ns(raw))
-            pairs = pair_by_stamp(stamps["rgb"], stamps["thermal"], round(slop * 1e9)).pairs
+            pairs = pair_by_stamp(stamps["thermal"], stamps["rgb"], round(slop * 1e9)).pairs
             if not pairs:
                 raise CalibrationError(
                     f"{bag}: no {topics['thermal']} / {topics['rgb']} pairs within {slop} s "
@@ -371,7 +371,7 @@ def bag_frames(
                 )
             picks = np.unique(np.linspace(0, len(pairs) - 1, min(max_pairs, len(pairs))).round())
             chosen = [pairs[int(i)] for i in picks]
-            keep = {"rgb": {r for r, _ in chosen}, "thermal": {t for _, t in chosen}}
+            keep = {"thermal": {t for t, _ in chosen}, "rgb": {r for _, r in chosen}}
             raw_of: dict[tuple[str, int], tuple[str, bytes]] = {}
             seen = {"thermal": 0, "rgb": 0}
             for conn, _, raw in reader.messages(connections=wanted):
@@ -385,7 +385,7 @@ def bag_frames(
         raise CalibrationError(
             f"{bag}: cannot read the bag: {' '.join(str(exc).split())}"
         ) from None
-    for rgb_index, thermal_index in chosen:
+    for thermal_index, rgb_index in chosen:
         stamp = stamps["rgb"][rgb_index]
         name = f"{bag} pair at RGB stamp {stamp // 10**9}.{stamp % 10**9:09d}"
         images = []

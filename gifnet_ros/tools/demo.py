@@ -191,10 +191,10 @@ def bag_pairs(
     rgb_stamps, thermal_stamps = (
         list(stamps[topic].values()) for topic in (rgb_topic, thermal_topic)
     )
-    chosen = pair_by_stamp(rgb_stamps, thermal_stamps, round(slop * 1e9)).pairs[:frames]
-    msgs = read({rgb_topic: {r for r, _ in chosen}, thermal_topic: {t for _, t in chosen}})
+    chosen = pair_by_stamp(thermal_stamps, rgb_stamps, round(slop * 1e9)).pairs[:frames]
+    msgs = read({thermal_topic: {t for t, _ in chosen}, rgb_topic: {r for _, r in chosen}})
     pairs: list[Pair] = []
-    for rgb_index, thermal_index in chosen:
+    for thermal_index, rgb_index in chosen:
         arrays = []
         for msg in (msgs[thermal_topic][thermal_index], msgs[rgb_topic][rgb_index]):
             convert = compressed_to_array if hasattr(msg, "format") else image_to_array

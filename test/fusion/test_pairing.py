@@ -14,8 +14,9 @@ from gifnet_ros.fusion.pairing import PairingResult, StampPairer, pair_by_stamp
 MS = 1_000_000
 
 
-def brute_force(rgb: list[int], thermal: list[int], slop: int) -> set[tuple[int, int]]:
-    """The documented rule taken literally: all edges within slop, sorted by key, greedy."""
+def brute_force(thermal: list[int], rgb: list[int], slop: int) -> set[tuple[int, int]]:
+    """The documented rule taken literally: all edges within slop, sorted by key, greedy;
+    (thermal index, RGB index) pairs."""
     edges = sorted(
         (abs(t - r), r, t, i, j)
         for i, r in enumerate(rgb)
@@ -29,27 +30,27 @@ def brute_force(rgb: list[int], thermal: list[int], slop: int) -> set[tuple[int,
         if i not in used_rgb and j not in used_thermal:
             used_rgb.add(i)
             used_thermal.add(j)
-            pairs.add((i, j))
+            pairs.add((j, i))
     return pairs
 
 
-def check_invariants(result: PairingResult, rgb: list[int], thermal: list[int], slop: int):
+def check_invariants(result: PairingResult, thermal: list[int], rgb: list[int], slop: int):
     """Properties any valid result has, independent of how it was computed."""
-    rgb_used = [r for r, _ in result.pairs]
-    thermal_used = [t for _, t in result.pairs]
+    thermal_used = [t for t, _ in result.pairs]
+    rgb_used = [r for _, r in result.pairs]
     assert len(set(rgb_used)) == len(rgb_used), "an RGB message used twice"
     assert len(set(thermal_used)) == len(thermal_used), "a thermal message used twice"
     assert sorted(rgb_used + list(result.unpaired_rgb)) == list(range(len(rgb)))
     assert sorted(thermal_used + list(result.unpaired_thermal)) == list(range(len(thermal)))
     assert len(result.pairs) + len(result.unpaired_rgb) == len(rgb)
     assert len(result.pairs) + len(result.unpaired_thermal) == len(thermal)
-    assert list(result.pairs) == sorted(result.pairs)
-    for (r, t), diff in zip(result.pairs, result.differences_ns, strict=True):
+    assert rgb_used == sorted(rgb_used)  # in the order of the RGB index
+    for (t, r), diff in zip(result.pairs, result.differences_ns, strict=True):
         assert diff == thermal[t] - rgb[r]
         assert abs(diff) <= slop
     # Stability: no RGB and thermal message within slop both prefer each other to their lot.
-    rgb_partner = dict(result.pairs)
-    thermal_partner = {t: r for r, t in result.pairs}
+    rgb_partner = {r: t for t, r in result.pairs}
+    thermal_partner = dict(result.pairs)
 
     def key(i: int, j: int) -> tuple[int, ...]:
         return (abs(thermal[j] - rgb[i]), rgb[i], thermal[j], i, j)
@@ -71,9 +72,9 @@ slops = st.integers(0, 25)
 @given(stamps, stamps, slops)
 @settings(max_examples=400, deadline=None)
 def test_matches_brute_force_and_invariants(rgb, thermal, slop):
-    result = pair_by_stamp(rgb, thermal, slop)
-    assert set(result.pairs) == brute_force(rgb, thermal, slop)
-    check_invariants(result, rgb, thermal, slop)
+    result = pair_by_stamp(thermal, rgb, slop)
+    assert set(result.pairs) == brute_force(thermal, rgb, slop)
+    check_invariants(result, thermal, rgb, slop)
 
 
 @given(stamps, stamps, slops, st.randoms(use_true_random=False))
@@ -83,13 +84,13 @@ def test_paired_stamps_do_not_depend_on_input_order(rgb, thermal, slop, rnd):
     rgb_perm, thermal_perm = rgb[:], thermal[:]
     rnd.shuffle(rgb_perm)
     rnd.shuffle(thermal_perm)
-    a = pair_by_stamp(rgb, thermal, slop)
-    b = pair_by_stamp(rgb_perm, thermal_perm, slop)
-    assert sorted((rgb[r], thermal[t]) for r, t in a.pairs) == sorted(
-        (rgb_perm[r], thermal_perm[t]) for r, t in b.pairs
+    a = pair_by_stamp(thermal, rgb, slop)
+    b = pair_by_stamp(thermal_perm, rgb_perm, slop)
+    assert sorted((thermal[t], rgb[r]) for t, r in a.pairs) == sorted(
+        (thermal_perm[t], rgb_perm[r]) for t, r in b.pairs
     )
     assert sorted(rgb[i] for i in a.unpaired_rgb) == sorted(rgb_perm[i] for i in b.unpaired_rgb)
-    assert pair_by_stamp(rgb, thermal, slop) == a  # and repeatable
+    assert pair_by_stamp(thermal, rgb, slop) == a  # and repeatable
 
 
 def camera(n: int, period: int, offset: int, jitter: int, rnd: random.Random) -> list[int]:
@@ -124,32 +125,32 @@ def test_recovers_frame_correspondence(
     rgb = [rgb_all[k] for k in rgb_frames]
     thermal = [thermal_all[k] for k in thermal_frames]
     slop = 15 * MS
-    result = pair_by_stamp(rgb, thermal, slop)
-    check_invariants(result, rgb, thermal, slop)
-    paired_frames = {(rgb_frames[r], thermal_frames[t]) for r, t in result.pairs}
+    result = pair_by_stamp(thermal, rgb, slop)
+    check_invariants(result, thermal, rgb, slop)
+    paired_frames = {(thermal_frames[t], rgb_frames[r]) for t, r in result.pairs}
     both = sorted(set(rgb_frames) & set(thermal_frames))
     assert paired_frames == {(k, k) for k in both}
     # The first of a duplicated pair of thermal messages is the one used.
-    for _, t in result.pairs:
+    for t, _ in result.pairs:
         assert thermal_frames.index(thermal_frames[t]) == t
     assert sorted(rgb_frames[i] for i in result.unpaired_rgb) == sorted(set(rgb_frames) - set(both))
 
 
 def test_nearest_first_beats_sequential_greedy():
     """RGB 0 would take thermal 9 if RGB messages chose in turn; RGB 10 is nearer."""
-    result = pair_by_stamp([0, 10], [9], 10)
-    assert result.pairs == ((1, 0),)
+    result = pair_by_stamp([9], [0, 10], 10)
+    assert result.pairs == ((0, 1),)
     assert result.unpaired_rgb == (0,)
 
 
 def test_ties_follow_the_documented_order():
     # Equal distance for one RGB: the earlier thermal stamp wins.
-    assert pair_by_stamp([10], [15, 5], 5).pairs == ((0, 1),)
-    # Equal distance for one thermal: the earlier RGB stamp wins.
     assert pair_by_stamp([15, 5], [10], 5).pairs == ((1, 0),)
+    # Equal distance for one thermal: the earlier RGB stamp wins.
+    assert pair_by_stamp([10], [15, 5], 5).pairs == ((0, 1),)
     # Identical stamps: lower indices first.
-    assert pair_by_stamp([7, 7], [7], 0).pairs == ((0, 0),)
     assert pair_by_stamp([7], [7, 7], 0).pairs == ((0, 0),)
+    assert pair_by_stamp([7, 7], [7], 0).pairs == ((0, 0),)
     # Exactly at the slop pairs; one past does not.
     assert pair_by_stamp([0], [5], 5).pairs == ((0, 0),)
     assert pair_by_stamp([0], [6], 5).pairs == ()
@@ -157,7 +158,8 @@ def test_ties_follow_the_documented_order():
 
 def test_empty_and_invalid_inputs():
     assert pair_by_stamp([], [], 0) == PairingResult((), (), (), ())
-    assert pair_by_stamp([1, 2], [], 5).unpaired_rgb == (0, 1)
+    assert pair_by_stamp([], [1, 2], 5).unpaired_rgb == (0, 1)
+    assert pair_by_stamp([1, 2], [], 5).unpaired_thermal == (0, 1)
     with pytest.raises(ValueError, match="slop_ns"):
         pair_by_stamp([1], [1], -1)
     with pytest.raises(ValueError, match="integer nanoseconds"):
@@ -171,7 +173,7 @@ def test_large_input_matches_frame_correspondence():
     rgb = camera(n, 33 * MS, 0, 2 * MS, rnd)
     thermal = camera(n, 33 * MS, 4 * MS, 2 * MS, rnd)
     rnd.shuffle(thermal)  # unsorted input is allowed
-    result = pair_by_stamp(rgb, thermal, 12 * MS)
+    result = pair_by_stamp(thermal, rgb, 12 * MS)
     assert len(result.pairs) == n
     assert all(abs(d - 4 * MS) <= 4 * MS for d in result.differences_ns)
 
@@ -184,7 +186,7 @@ class Recorder:
         self.pairs: list[tuple[int, int]] = []
 
     def __call__(self, thermal_msg, rgb_msg) -> None:
-        self.pairs.append((rgb_msg, thermal_msg))
+        self.pairs.append((thermal_msg, rgb_msg))
 
 
 sorted_stamps = st.lists(st.integers(0, 80), max_size=14).map(sorted)
@@ -212,8 +214,8 @@ def test_online_equals_offline_for_streams_in_stamp_order(rgb, thermal, slop, da
             j, stamp = next(it_thermal)
             pairer.add_thermal(j, stamp)
     pairer.flush()
-    offline = pair_by_stamp(rgb, thermal, slop)
-    assert sorted(rec.pairs) == list(offline.pairs)
+    offline = pair_by_stamp(thermal, rgb, slop)
+    assert sorted(rec.pairs, key=lambda pair: pair[1]) == list(offline.pairs)
     assert len(set(rec.pairs)) == len(rec.pairs)
     assert pairer.dropped_rgb == len(offline.unpaired_rgb)
     assert pairer.dropped_thermal == len(offline.unpaired_thermal)
@@ -237,7 +239,7 @@ def test_online_identical_stamps_pair_immediately():
     pairer.add_rgb("r", 5 * MS)
     assert rec.pairs == []
     pairer.add_thermal("t", 5 * MS)
-    assert rec.pairs == [("r", "t")]
+    assert rec.pairs == [("t", "r")]
 
 
 def test_online_queue_overflow_evicts_oldest():
@@ -249,7 +251,7 @@ def test_online_queue_overflow_evicts_oldest():
     assert pairer.overflowed == 5
     assert pairer.dropped_rgb == 5
     pairer.add_thermal("t", 7 * 33 * MS)
-    assert rec.pairs == [(7, "t")]
+    assert rec.pairs == [("t", 7)]
 
 
 def test_online_expires_messages_that_cannot_pair():
@@ -259,7 +261,7 @@ def test_online_expires_messages_that_cannot_pair():
     pairer.add_thermal("t0", 100 * MS)  # too far from r0, and later thermals are further
     assert pairer.dropped_rgb == 1
     pairer.add_rgb("r1", 100 * MS)
-    assert rec.pairs == [("r1", "t0")]
+    assert rec.pairs == [("t0", "r1")]
 
 
 def test_online_backwards_jump_resets():
@@ -271,7 +273,7 @@ def test_online_backwards_jump_resets():
     assert pairer.resets == 1
     assert pairer.dropped_rgb == 1
     pairer.add_thermal("new_t", 0)
-    assert rec.pairs == [("new_r", "new_t")]
+    assert rec.pairs == [("new_t", "new_r")]
     # A small reordering (less than the threshold) is accepted without reset.
     pairer.add_rgb("late", -100 * MS)
     assert pairer.resets == 1
@@ -307,7 +309,7 @@ def test_configure_drops_and_counts_the_queue_and_applies_the_new_rules():
     pairer.add_thermal("t2", 120 * MS)  # 20 ms apart: only a pair under the new 30 ms slop
     pairer.add_rgb("r3", 200 * MS)
     pairer.add_thermal("t3", 200 * MS)
-    assert rec.pairs == [("r2", "t2"), ("r3", "t3")]
+    assert rec.pairs == [("t2", "r2"), ("t3", "r3")]
     for k in range(4):  # the new queue size: two RGB messages at most
         pairer.add_rgb(k, (300 + 33 * k) * MS)
     assert pairer.overflowed == 2 and pairer.dropped_rgb == 4
