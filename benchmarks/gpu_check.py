@@ -60,9 +60,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import gifnet_ros  # noqa: E402, F401 (sets the CPU allocator's environment before any allocation)
+import gifnet_ros  # noqa: E402 (main finds the package's own files by it)
 
-FP32_MAX_DIFF = 1e-3  # 0-255 scale, as test/test_network.py holds the CPU network
+FP32_MAX_DIFF = 1e-3  # 0-255 scale, as test/models/test_network.py holds the CPU network
 MIN_PSNR_DB = 45.0
 DEFAULT_ASSETS = ROOT / ".gpu_assets"
 ONNX_NAME = "gifnet.onnx"
@@ -916,14 +916,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from gifnet_ros.fusion.engine import resolve_device
     except ModuleNotFoundError as exc:  # the GPU machine's Python may lack a dependency
+        package = Path(gifnet_ros.__file__).resolve().parent
         importer = [
-            frame.f_code.co_filename
+            path
             for frame, _ in traceback.walk_tb(exc.__traceback__)
-            if Path(frame.f_code.co_filename).parent.name == "gifnet_ros"
+            if package in (path := Path(frame.f_code.co_filename).resolve()).parents
         ]
-        where = Path(importer[-1]).name if importer else "gifnet_ros.fusion.engine"
+        where = importer[-1].relative_to(package.parent).as_posix() if importer else "gifnet_ros"
         print(
-            f"gpu_check: gifnet_ros/{where} imports {exc.name!r}, which this Python lacks; "
+            f"gpu_check: {where} imports {exc.name!r}, which this Python lacks; "
             "install it beside PyTorch (its wheel can travel with the assets)",
             file=sys.stderr,
         )
