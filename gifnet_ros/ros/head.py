@@ -49,7 +49,7 @@ from gifnet_ros.fusion.pairing import StampPairer, stamp_to_ns
 from gifnet_ros.fusion.thermal import RangeFilter, frame_range
 from gifnet_ros.ros.camera_info import fused_camera_info
 from gifnet_ros.ros.model_loader import one_line
-from gifnet_ros.ros.params import HeadSettings, Settings
+from gifnet_ros.ros.settings import HeadSettings, Settings
 from gifnet_ros.ros.stats import Activity, FusionStats
 
 THERMAL_TOPIC = "thermal/image"

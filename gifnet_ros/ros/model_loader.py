@@ -19,7 +19,7 @@ from gifnet_ros.models.onnx import split_providers
 from gifnet_ros.ros.stats import FusionStats
 
 EngineKey = dict[str, Any]
-"""Engine parameter name -> value (the names are node_params.ENGINE_KEYS)."""
+"""Engine parameter name -> value (the names are gifnet_ros.ros.params.ENGINE_KEYS)."""
 
 
 def one_line(text: object, limit: int = 400) -> str:

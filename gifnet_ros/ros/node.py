@@ -1,12 +1,14 @@
 """The live fusion node: synchronized thermal + RGB images in, one fused image out.
 
-ROS wiring over the package's ROS-free parts and the node's own modules: ``node_params``
-declares and validates the parameters, ``fusion_worker`` runs inference off the executor on
-the newest pair, ``model_loader`` builds and swaps models, ``node_stats`` keeps the counters
-behind /diagnostics and the log-on-change lines, ``camera_info`` fits the RGB calibration to
-the fused image. ``conversion`` turns messages into arrays, ``align`` puts the thermal image on
-the RGB grid, ``thermal`` brings radiometric data to 8 bits, ``engine`` fuses, and
-``pairing`` pairs messages when ``message_filters`` is not installed.
+ROS wiring over the package's ROS-free parts and the node's own modules (gifnet_ros.ros):
+``params`` declares the parameters and ``settings`` validates them, ``head`` subscribes and
+prepares the pairs of one camera head, ``worker`` runs inference off the executor on the
+newest pair (FusionThread), ``model_loader`` builds and swaps models, ``stats`` keeps the
+counters behind /diagnostics and the log-on-change lines, ``camera_info`` fits the RGB
+calibration to the fused image. From gifnet_ros.fusion, ``conversion`` turns messages into
+arrays, ``align`` puts the thermal image on the RGB grid, ``thermal`` brings radiometric data to
+8 bits, ``engine`` fuses, and ``pairing`` pairs messages when ``message_filters`` is not
+installed.
 
 Nothing queues without bound: the only queues are the synchronizer's (``sync.queue_size`` per
 input) and the worker's mailbox (one pair), so a slow model shows up as counted drops and never
@@ -55,16 +57,13 @@ from gifnet_ros.ros.params import (
     ENGINE_KEYS,
     PARAMETERS,
     SPECS,
-    Settings,
     StartupError,
-    check_weights,
     head_specs,
     help_table,
-    needs_weights,
-    validate,
 )
+from gifnet_ros.ros.settings import Settings, check_weights, needs_weights, validate
 from gifnet_ros.ros.stats import FusionStats, diagnostic_status
-from gifnet_ros.ros.worker import FusionWorker, MessagePair
+from gifnet_ros.ros.worker import FusionThread, MessagePair
 
 NODE_NAME = "fusion_node"
 DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute, like diagnostic_updater: the aggregator's input
@@ -92,7 +91,7 @@ class _FusionCore:
         self._stats = FusionStats()  # the model's counters (reloads, fallbacks, clock jumps)
         self._started = False
         self._active = threading.Event()  # pairs are fused only while set (lifecycle: active)
-        self._worker: FusionWorker | None = None
+        self._worker: FusionThread | None = None
         self._loader: ModelLoader | None = None
         self._heads: dict[str, Head] = {}
         self._values: dict[str, Any] = {spec.name: spec.default for spec in PARAMETERS}
@@ -129,7 +128,7 @@ class _FusionCore:
         # A failed reload reverts the parameters on the executor thread (parameter updates
         # are not thread-safe in rclpy); the loader and worker threads only trigger this.
         self._revert_guard = self.create_guard_condition(self._revert_engine_parameters)
-        self._worker = FusionWorker(self._process, self._on_worker_error)
+        self._worker = FusionThread(self._process, self._on_worker_error)
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         message_filters = self._message_filters()
         self._heads = {

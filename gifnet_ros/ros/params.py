@@ -1,42 +1,34 @@
-"""The fusion node's parameters: one table of specs, their descriptors and their validation.
+"""The fusion node's parameters: one table of specs and their descriptors.
 
 Every parameter is declared from :data:`PARAMETERS` with a ``ParameterDescriptor`` (type from
-the default, description, constraints, ranges, read-only), and every value, whether from a
-params file, the command line or ``ros2 param set``, goes through :func:`validate`, which
-either accepts a whole set of changes or rejects it with one reason. The node module only
-wires this to rclpy; ``config/fusion.yaml`` and the launch files expose the same names.
+the default, description, constraints, ranges, read-only); every value then goes through
+gifnet_ros.ros.settings.validate, which accepts a whole set of changes or rejects it with one
+reason. The node module only wires this to rclpy; ``config/fusion.yaml`` and the launch files
+expose the same names.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import re
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from gifnet_ros.fusion.align import IDENTITY, NO_CROP, Alignment
+from gifnet_ros.fusion.align import IDENTITY, NO_CROP
 from gifnet_ros.fusion.align import METHODS as ALIGN_METHODS
 from gifnet_ros.fusion.engine import (
     BACKENDS,
     NETWORKS,
     PRECISIONS,
     RESTORE_RULES,
-    TIM_MODES,
     FusionEngine,
-    check_options,
 )
 from gifnet_ros.fusion.freeze import FREEZE_ACTIONS
 from gifnet_ros.fusion.thermal import DEFAULT_TIME_CONSTANT
 from gifnet_ros.fusion.thermal import RULES as THERMAL_RULES
-from gifnet_ros.models.onnx import PROVIDERS, split_providers
-from gifnet_ros.models.tim import weight_files
-from gifnet_ros.models.weights import WeightsError, resolve_weights
+from gifnet_ros.models.onnx import PROVIDERS
 
 OUTPUT_ENCODINGS = ("rgb8", "bgr8", "mono8")
 COMPRESSED_FORMATS = ("", "jpeg", "png")
@@ -91,7 +83,8 @@ class ParamSpec:
         return descriptor
 
 
-def _one_of(choices: Sequence[str]) -> str:
+def one_of(choices: Sequence[str]) -> str:
+    """``one of: a, b, ''`` for a descriptor's constraints and a rejection reason."""
     return "one of: " + ", ".join(repr(c) if c == "" else c for c in choices)
 
 
@@ -110,7 +103,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "mode",
         "thermal_rgb",
         "Fusion task of the network; takes effect on the next pair.",
-        _one_of(FusionEngine.MODES),
+        one_of(FusionEngine.MODES),
     ),
     ParamSpec(
         "network",
@@ -119,7 +112,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "infrared/visible pipeline) or tim_light, with weights this project trained, NOT the "
         "authors' (theirs go in tim_weights). TIM fuses in modes thermal_rgb and grey, on the "
         "torch or onnxruntime backend. Changing it reloads the model.",
-        _one_of(NETWORKS),
+        one_of(NETWORKS),
     ),
     ParamSpec(
         "backend",
@@ -129,7 +122,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "exported on first use and cached, or onnx_model); or a classical rule that needs no "
         "weights (classic_average, classic_max, classic_laplacian, classic_gff; CPU, fp32, full "
         "size). Changing it reloads the model.",
-        _one_of(BACKENDS),
+        one_of(BACKENDS),
     ),
     ParamSpec(
         "onnx_model",
@@ -159,7 +152,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "bf16, fp16 on CUDA GPUs with tensor cores, else fp32); the choice and its reason are "
         "logged when the model loads and shown in /diagnostics. fp32 is the exact mode. "
         "Changing it reloads the model.",
-        _one_of(PRECISIONS),
+        one_of(PRECISIONS),
     ),
     ParamSpec(
         "weights",
@@ -210,14 +203,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "detail",
         "How a reduced-size fusion returns to full size: detail (upsample and add back the "
         "inputs' fine detail) or bilinear (upsample only).",
-        _one_of(RESTORE_RULES),
+        one_of(RESTORE_RULES),
     ),
     ParamSpec(
         "thermal.normalization",
         "percentile",
         "How a 16-bit or float thermal image is "
         "mapped to 8 bits (8-bit images are used as they are).",
-        _one_of(THERMAL_RULES),
+        one_of(THERMAL_RULES),
     ),
     ParamSpec(
         "thermal.percentiles",
@@ -249,7 +242,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "skip those pairs (no ghosting of moving objects), hold (fuse with the last thermal "
         "image while it is at most thermal.freeze_max_age old), or ignore (fuse as received). "
         "Pauses are counted in /diagnostics and logged once each.",
-        _one_of(FREEZE_ACTIONS),
+        one_of(FREEZE_ACTIONS),
     ),
     ParamSpec(
         "thermal.freeze_max_age",
@@ -272,7 +265,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "resize",
         "How the thermal image is put on the RGB pixel grid: "
         "resize to the RGB size, warp by align.homography, or none (sizes must match).",
-        _one_of(ALIGN_METHODS),
+        one_of(ALIGN_METHODS),
     ),
     ParamSpec(
         "align.homography",
@@ -299,14 +292,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "output_encoding",
         "rgb8",
         "Encoding of fused/image; mono8 publishes the fused luminance.",
-        _one_of(OUTPUT_ENCODINGS),
+        one_of(OUTPUT_ENCODINGS),
     ),
     ParamSpec(
         "publish_compressed",
         "",
         "Also publish fused/image/compressed (sensor_msgs/CompressedImage, image_transport's "
         "compressed topic name) as jpeg or png; empty: not published.",
-        _one_of(COMPRESSED_FORMATS),
+        one_of(COMPRESSED_FORMATS),
     ),
     ParamSpec(
         "jpeg_quality",
@@ -354,7 +347,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Pairing implementation: message_filters' "
         "ApproximateTimeSynchronizer, the package's StampPairer ('builtin'), or 'auto' "
         "(message_filters when importable).",
-        _one_of(SYNC_BACKENDS),
+        one_of(SYNC_BACKENDS),
         read_only=True,
     ),
     ParamSpec(
@@ -368,14 +361,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "thermal_transport",
         "",
         "Per-input override of 'compressed' for the thermal input.",
-        _one_of(TRANSPORTS),
+        one_of(TRANSPORTS),
         read_only=True,
     ),
     ParamSpec(
         "rgb_transport",
         "",
         "Per-input override of 'compressed' for the RGB input.",
-        _one_of(TRANSPORTS),
+        one_of(TRANSPORTS),
         read_only=True,
     ),
     ParamSpec(
@@ -425,23 +418,6 @@ def head_specs(heads: Sequence[str]) -> dict[str, ParamSpec]:
     }
 
 
-def check_heads(heads: Sequence[str]) -> str | None:
-    """The reason a ``heads`` value cannot be used, if any."""
-    if list(heads) == [""]:
-        return None
-    if not heads:
-        return "heads is empty: [''] is one head in the node's namespace"
-    for head in heads:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", head):
-            return (
-                f"heads: {head!r} is not a name of letters, digits and _ not starting with a "
-                "digit ('' stands alone, for one head in the node's namespace)"
-            )
-    if len(set(heads)) != len(heads):
-        return f"heads {list(heads)} names a head twice"
-    return None
-
-
 def help_table() -> str:
     """Every parameter with its default and description, for ``fusion_node --help``."""
     return "\n".join(
@@ -449,224 +425,3 @@ def help_table() -> str:
         + textwrap.fill(s.description, width=88, initial_indent=" " * 6, subsequent_indent=" " * 6)
         for s in PARAMETERS
     )
-
-
-def needs_weights(values: dict[str, Any]) -> bool:
-    """Whether the engine these parameter values ask for loads the checkpoint: not for a
-    classical rule, nor for onnxruntime with its own ONNX file."""
-    backend = values["backend"]
-    if values["network"] != "gifnet":
-        return False  # TIM: the project's weights ship with the package, or its own files
-    return backend in ("auto", "torch") or (backend == "onnxruntime" and not values["onnx_model"])
-
-
-def _check_tim_weights(value: str) -> str | None:
-    missing = [part for part in weight_files(value) if not Path(part).is_file()]
-    return f"tim_weights: {missing[0]} is not a file" if missing else None
-
-
-def check_weights(value: str) -> str | None:
-    """The reason the checkpoint ``value`` (empty: the default lookup) cannot be used, if any."""
-    try:
-        resolve_weights(value or None)
-    except WeightsError as exc:
-        return f"weights: {exc}"
-    return None
-
-
-def _check_providers(value: str) -> str | None:
-    unknown = [name for name in split_providers(value) if name not in PROVIDERS]
-    if unknown:
-        return f"onnx_providers: unknown {', '.join(unknown)} (known: {', '.join(PROVIDERS)})"
-    return None
-
-
-def _check_onnx_model(value: str) -> str | None:
-    if value and not os.path.isfile(value):
-        return f"onnx_model: {value} is not a file (write one with gifnet-export)"
-    return None
-
-
-def _check_max_pixels(value: int) -> str | None:
-    return None if value == 0 or value >= 64 else f"max_pixels must be 0 or >= 64, got {value}"
-
-
-def _check_pair(name: str, values: Sequence[float], low: float, high: float) -> str | None:
-    if len(values) != 2 or not all(math.isfinite(v) for v in values):
-        return f"{name} needs 2 finite numbers, got {list(values)}"
-    if not low <= values[0] < values[1] <= high:
-        return f"{name} {list(values)} must satisfy {low} <= first < second <= {high}"
-    return None
-
-
-def _choice(name: str, choices: Sequence[str]) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if value in choices else f"{name} {value!r} is not {_one_of(choices)}"
-
-    return check
-
-
-def _positive(name: str) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if value > 0 else f"{name} must be > 0, got {value}"
-
-    return check
-
-
-_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "mode": _choice("mode", FusionEngine.MODES),
-    "precision": _choice("precision", PRECISIONS),
-    "network": _choice("network", NETWORKS),
-    "tim_weights": _check_tim_weights,
-    "backend": _choice("backend", BACKENDS),
-    "onnx_model": _check_onnx_model,
-    "onnx_providers": _check_providers,
-    "max_pixels": _check_max_pixels,
-    "inference_scale": _positive("inference_scale"),
-    "restore": _choice("restore", RESTORE_RULES),
-    "thermal.normalization": _choice("thermal.normalization", THERMAL_RULES),
-    "thermal.percentiles": lambda v: _check_pair("thermal.percentiles", v, 0.0, 100.0),
-    "thermal.range": lambda v: _check_pair("thermal.range", v, -math.inf, math.inf),
-    "output_encoding": _choice("output_encoding", OUTPUT_ENCODINGS),
-    "publish_compressed": _choice("publish_compressed", COMPRESSED_FORMATS),
-    "thermal.freeze_action": _choice("thermal.freeze_action", FREEZE_ACTIONS),
-    "thermal.freeze_max_age": _positive("thermal.freeze_max_age"),
-    "thermal.freeze_timeout": _positive("thermal.freeze_timeout"),
-    "heads": check_heads,
-    "sync.slop": _positive("sync.slop"),
-    "sync.backend": _choice("sync.backend", SYNC_BACKENDS),
-    "thermal_transport": _choice("thermal_transport", TRANSPORTS),
-    "rgb_transport": _choice("rgb_transport", TRANSPORTS),
-    "diagnostics_period": _positive("diagnostics_period"),
-}
-"""Per-parameter checks beyond the descriptor's type and range; return the rejection reason."""
-
-
-@dataclass(frozen=True)
-class HeadSettings:
-    """What one camera head's pairs are fused with: its clock offset, thermal rule, alignment."""
-
-    thermal_offset_ns: int
-    thermal_rule: str
-    percentiles: tuple[float, float]
-    value_range: tuple[float, float]
-    time_constant: float
-    alignment: Alignment
-
-    @classmethod
-    def from_values(cls, values: dict[str, Any], head: str) -> HeadSettings:
-        def value(name: str) -> Any:  # the node-level value until the head's is declared
-            return values.get(head_name(head, name), values[name])
-
-        try:
-            alignment = Alignment.create(
-                value("align.method"), value("align.homography"), value("align.crop")
-            )
-        except ValueError as exc:
-            raise ValueError(f"head {head}: {exc}" if head else str(exc)) from None
-        return cls(
-            thermal_offset_ns=round(value("sync.thermal_offset") * 1e9),
-            thermal_rule=value("thermal.normalization"),
-            percentiles=tuple(value("thermal.percentiles")),
-            value_range=tuple(value("thermal.range")),
-            time_constant=value("thermal.time_constant"),
-            alignment=alignment,
-        )
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the worker needs per pair; replaced as a whole, so a pair never sees a mix."""
-
-    mode: str
-    heads: dict[str, HeadSettings]
-    output_encoding: str
-    publish_luminance: bool
-    publish_compressed: str
-    jpeg_quality: int
-    max_age: float
-    max_pixels: int | None
-    inference_scale: float
-    restore: str
-    freeze_action: str
-    freeze_max_age_ns: int
-    freeze_timeout_ns: int
-
-    @classmethod
-    def from_values(cls, values: dict[str, Any]) -> Settings:
-        return cls(
-            mode=values["mode"],
-            heads={head: HeadSettings.from_values(values, head) for head in values["heads"]},
-            output_encoding=values["output_encoding"],
-            publish_luminance=values["publish_luminance"],
-            publish_compressed=values["publish_compressed"],
-            jpeg_quality=values["jpeg_quality"],
-            max_age=values["max_age"],
-            max_pixels=values["max_pixels"] or None,
-            inference_scale=values["inference_scale"],
-            restore=values["restore"],
-            freeze_action=values["thermal.freeze_action"],
-            freeze_max_age_ns=round(values["thermal.freeze_max_age"] * 1e9),
-            freeze_timeout_ns=round(values["thermal.freeze_timeout"] * 1e9),
-        )
-
-
-def _base_name(name: str) -> str:
-    """The node-level parameter a per-head one (``front.align.method``) stands for."""
-    rest = name.partition(".")[2]  # node-level names have one dot at most: never a match
-    return rest if rest in HEAD_PARAMETERS else name
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """A set of changes that passed every check: the new values, settings and changed names."""
-
-    values: dict[str, Any]
-    settings: Settings
-    changed: set[str]
-
-
-def validate(
-    current: dict[str, Any], changes: dict[str, Any], *, check_weights_file: bool = True
-) -> Accepted | str:
-    """Check ``changes`` against ``current`` values: all accepted together, or one reason.
-
-    ``check_weights_file`` is off while the node declares its parameters one by one (whether
-    the checkpoint is needed is only known once ``backend`` and ``onnx_model`` are declared).
-    """
-    candidate = dict(current)
-    for name, value in changes.items():
-        base = _base_name(name)
-        check = _CHECKS.get(base)
-        reason = check(value) if check else None
-        if reason:  # named as the user wrote it: front.thermal.range, not thermal.range
-            return name + reason[len(base) :] if reason.startswith(base) else reason
-        candidate[name] = value
-    changed = {name for name in candidate if candidate[name] != current.get(name)}
-    weights_matter = changed & {"weights", "backend", "onnx_model", "network"} and needs_weights(
-        candidate
-    )
-    if check_weights_file and weights_matter:
-        reason = check_weights(candidate["weights"])
-        if reason:
-            return reason
-    try:
-        # Backend, device and precision are checked together (fp16 needs CUDA, classical
-        # rules run on the CPU) with the engine's own rules, so a reload is only attempted
-        # for a combination it accepts.
-        check_options(
-            candidate["backend"],
-            candidate["device"],
-            candidate["precision"],
-            candidate["compile"],
-            candidate["network"],
-        )
-        if candidate["network"] != "gifnet" and candidate["mode"] not in TIM_MODES:
-            return (
-                f"network {candidate['network']!r} fuses in modes {', '.join(TIM_MODES)} only, "
-                f"not {candidate['mode']!r}"
-            )
-        settings = Settings.from_values(candidate)
-    except ValueError as exc:  # AlignmentError is a ValueError too
-        return str(exc)
-    return Accepted(candidate, settings, changed)

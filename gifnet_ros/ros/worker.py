@@ -1,8 +1,8 @@
-"""The fusion worker: one thread that fuses the newest pair of each camera head.
+"""The node's fusion thread: one thread that fuses the newest pair of each camera head.
 
 The lesson of image_pipeline's nodes: the network takes from tens of milliseconds (GPU, small
 images) to many seconds (CPU, VGA), so inference never runs in a DDS callback. The
-synchronizer callback only :meth:`~FusionWorker.offer` s the newest pair of its head into a
+synchronizer callback only :meth:`~FusionThread.offer` s the newest pair of its head into a
 one-slot mailbox per head; a pair replaced before the worker took it is dropped, and the caller
 counts it. The worker takes every head's waiting pair at once, so heads of one size can share a
 batch and a head whose camera stopped never holds the others up. Nothing queues without bound:
@@ -19,7 +19,7 @@ MessagePair = tuple[Any, Any]
 """(thermal message, RGB message)."""
 
 
-class FusionWorker:
+class FusionThread:
     """A daemon thread calling ``process({head: (thermal_msg, rgb_msg)})`` with the newest pair
     offered for each head since its last call.
 
