@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 from gifnet_ros.offline import bag_fusion as bag_tool
-from gifnet_ros.offline import make_bag
-from gifnet_ros.tools.demo import find_shared
+from gifnet_ros.offline.sources import find_shared
+from gifnet_ros.tools import make_bag
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo

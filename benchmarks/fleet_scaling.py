@@ -37,10 +37,11 @@ import ray
 from gpu_check import machine_info, machine_lines
 
 from gifnet_ros.offline import bag_fusion as bag_tool
-from gifnet_ros.offline import fleet, make_bag
+from gifnet_ros.offline import fleet
 from gifnet_ros.offline.bag_fusion import BagFusion, PairResult, parser
 from gifnet_ros.offline.bag_io import image_cdr, typestore
-from gifnet_ros.tools.demo import find_shared
+from gifnet_ros.offline.sources import find_shared
+from gifnet_ros.tools import make_bag
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo

@@ -337,7 +337,7 @@ def read_grey(path: Path) -> np.ndarray:
 def prepare(target: Path, shared: Path | None, onnx: bool) -> int:
     """Fill `target` from ../shared/gifnet (and export gifnet.onnx), for a GPU machine."""
     from gifnet_ros.fusion.image_files import write_bytes_atomic
-    from gifnet_ros.tools.demo import find_shared
+    from gifnet_ros.offline.sources import find_shared
 
     source = (shared or find_shared() or ROOT.parent / "shared") / "gifnet"
     if not (source / "weights" / "Final.model").is_file():

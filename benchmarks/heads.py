@@ -58,10 +58,14 @@ from typing import Any
 
 from model_speed import cpu_summary  # also imports torch, whose version the header prints
 
-from gifnet_ros import demo  # the node process and its client, as the demo runs them
+# The node process, its client and the frames, as the demo runs them.
+from gifnet_ros.offline.arg_types import fusion_width_height
+from gifnet_ros.offline.sources import PixelPair, find_shared, m3svd_pairs
+from gifnet_ros.ros.client import ClientError, FusionClient
+from gifnet_ros.ros.node_process import dds_environment, start_node, stop_node
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = demo.find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo
+SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo
 LARGE_SHM = ROOT / "config" / "fastdds_large_shm.xml"
 CLIPS = ("1230_1202", "0111_1716")
 """Both shared M3SVD clips (205 and 151 frames): enough distinct frames for 4 heads."""
@@ -90,12 +94,12 @@ def status_mb(pid: int, field_name: str) -> float:
     raise RuntimeError(f"no {field_name} for pid {pid}")
 
 
-def load_frames(size: tuple[int, int], count: int) -> list[demo.Pair]:
+def load_frames(size: tuple[int, int], count: int) -> list[PixelPair]:
     """Up to ``count`` distinct pairs (by thermal bytes) of the shared clips at ``size``."""
-    frames: list[demo.Pair] = []
+    frames: list[PixelPair] = []
     seen: set[bytes] = set()
     for clip in CLIPS:
-        for thermal, rgb in demo.m3svd_pairs(clip, count, size, every=1, shared=SHARED):
+        for thermal, rgb in m3svd_pairs(clip, count, size, every=1, shared=SHARED):
             key = thermal.tobytes()
             if key not in seen and len(frames) < count:
                 seen.add(key)
@@ -108,8 +112,8 @@ class Feed:
     """One head as this process sees it: its client, its frames, what was sent and received."""
 
     name: str
-    client: demo.FusionClient
-    frames: list[demo.Pair]
+    client: FusionClient
+    frames: list[PixelPair]
     sent: list[int] = field(default_factory=list)  # stamps of the window's pairs
     received: dict[int, int] = field(default_factory=dict)  # of those: stamp -> receipt, ns
     next_frame: int = 0
@@ -136,7 +140,7 @@ class Feed:
                 lambda: any(s in self.client.fused for s in stamps), WARM_UP_RETRY
             ):
                 return
-        raise demo.DemoError(f"head {self.name}: no fused image within {FUSE_TIMEOUT:.0f} s")
+        raise ClientError(f"head {self.name}: no fused image within {FUSE_TIMEOUT:.0f} s")
 
     def collect(self) -> None:
         """The window's fused images that came (the client keeps them by stamp)."""
@@ -185,14 +189,14 @@ def start_nodes(
             "diagnostics_period": 0.25,
             "heads": heads,
         }
-        processes.append(demo.start_node(namespace, parameters, log_dir / f"node{k}.log"))
+        processes.append(start_node(namespace, parameters, log_dir / f"node{k}.log"))
     return processes
 
 
 def stop_all(processes: list[Any], log_dir: Path) -> None:
     """SIGINT to every node at once (each exit takes seconds); a failed exit shows its log."""
     with ThreadPoolExecutor(max(1, len(processes))) as pool:
-        codes = list(pool.map(demo.stop_node, processes))
+        codes = list(pool.map(stop_node, processes))
     for k, code in enumerate(codes):
         if code != 0:
             log = (log_dir / f"node{k}.log").read_text(errors="replace")[-1500:]
@@ -204,7 +208,7 @@ def run_case(
     heads: int,
     separate: bool,
     rate: float,
-    frames: list[demo.Pair],
+    frames: list[PixelPair],
     args: argparse.Namespace,
     domain: int,
 ) -> Case:
@@ -224,7 +228,7 @@ def run_case(
         feeds: list[Feed] = []
         try:
             for k, (head, namespace) in enumerate(client_heads):
-                client = demo.FusionClient(namespace, head=head, domain_id=domain)
+                client = FusionClient(namespace, head=head, domain_id=domain)
                 feeds.append(Feed(names[k], client, frames[k::heads]))
             # rclpy.init installs its own handlers, which only shut the contexts down.
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -317,7 +321,7 @@ def default_rate(size: tuple[int, int]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--sizes", nargs="+", type=demo.parse_size, default=[(320, 256), (640, 480)]
+        "--sizes", nargs="+", type=fusion_width_height, default=[(320, 256), (640, 480)]
     )
     parser.add_argument("--heads", nargs="+", type=int, default=[1, 2, 4], help="head counts")
     parser.add_argument(
@@ -340,7 +344,7 @@ def main() -> int:
         parser.error("--heads needs 1: the one-head figure is the reference")
 
     domain = random.SystemRandom().randint(101, 200)
-    demo.dds_environment(domain)
+    dds_environment(domain)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     # Fast DDS' 512 KiB shared-memory segment cannot hold a 0.9 MB rgb8 VGA image, and with
     # discovery on this host only no other transport carried one (a first run: no RGB image

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from gifnet_ros.models.onnx import NETWORKS
-from gifnet_ros.tools.demo import find_shared  # the children measure memory, not this process
+from gifnet_ros.offline.sources import find_shared  # the children measure memory, not this process
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo

@@ -52,7 +52,7 @@ from memory import split_variant, variant_arg
 from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.models.gifnet import GIFNet
 from gifnet_ros.models.tim import NETWORK_VARIANTS, TIM
-from gifnet_ros.tools.demo import find_shared
+from gifnet_ros.offline.sources import find_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo

@@ -30,15 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gifnet_ros.tools.demo import (
-    FusionClient,
-    dds_environment,
-    find_shared,
-    m3svd_pairs,
-    parse_size,
-    start_node,
-    stop_node,
-)
+from gifnet_ros.offline.arg_types import fusion_width_height
+from gifnet_ros.offline.sources import find_shared, m3svd_pairs
+from gifnet_ros.ros.client import FusionClient
+from gifnet_ros.ros.node_process import dds_environment, start_node, stop_node
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo
@@ -74,7 +69,9 @@ def measure(client: FusionClient, pairs: list, timeout: float) -> dict[str, floa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=parse_size, default=(640, 480), help="WxH (640x480)")
+    parser.add_argument(
+        "--size", type=fusion_width_height, default=(640, 480), help="WxH (640x480)"
+    )
     parser.add_argument("--frames", type=int, default=3, help="pairs per run (3)")
     parser.add_argument("--runs", type=int, default=3, help="runs (3)")
     parser.add_argument("--device", default="cpu")

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from gifnet_ros.fusion.engine import RESTORE_RULES, FusionEngine
-from gifnet_ros.tools.demo import find_shared
+from gifnet_ros.offline.sources import find_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo

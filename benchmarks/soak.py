@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gifnet_ros.fusion.pairing import stamp_to_ns  # noqa: E402
-from gifnet_ros.tools.demo import FusionClient, image_msg, start_node, stop_node  # noqa: E402
+from gifnet_ros.ros.client import FusionClient, image_msg  # noqa: E402
+from gifnet_ros.ros.node_process import start_node, stop_node  # noqa: E402
 
 
 def rss_kib(pid: int) -> int:

@@ -72,7 +72,7 @@ from gifnet_ros.fusion.thermal import (
     normalize_thermal,
     smoothed_ranges,
 )
-from gifnet_ros.tools.demo import find_shared, m3svd_pairs
+from gifnet_ros.offline.sources import find_shared, m3svd_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"

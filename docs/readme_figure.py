@@ -19,7 +19,8 @@ import cv2
 
 from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.offline.evaluate import contact_sheet, labelled_tile
-from gifnet_ros.tools.demo import demo_weights, m3svd_pairs
+from gifnet_ros.offline.sources import m3svd_pairs
+from gifnet_ros.tools.demo import demo_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ("0111_1716", "1230_1202")

@@ -16,7 +16,7 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
 from gifnet_ros.fusion.pairing import stamp_to_ns
-from gifnet_ros.offline import make_bag
+from gifnet_ros.tools import make_bag
 
 STORE = get_typestore(Stores.ROS2_HUMBLE)
 CLIP = "0111_1716"  # 30 fps

@@ -1,7 +1,7 @@
 """What the live-node tests share: a private DDS setup, a node process, hand-built messages.
 
 Each test module runs one real node process (module-scoped fixture) and talks to it over DDS
-from this process through :class:`gifnet_ros.tools.demo.FusionClient`. Isolation from other tests
+from this process through :class:`gifnet_ros.ros.client.FusionClient`. Isolation from other tests
 and from anything else on the machine: one random ``ROS_DOMAIN_ID`` per test session,
 discovery limited to this host, and a namespace per module.
 
@@ -25,7 +25,9 @@ import numpy as np
 import pytest
 
 from gifnet_ros.fusion.pairing import stamp_to_ns
-from gifnet_ros.tools.demo import FusionClient, m3svd_pairs, start_node, stop_node
+from gifnet_ros.offline.sources import m3svd_pairs
+from gifnet_ros.ros.client import FusionClient
+from gifnet_ros.ros.node_process import start_node, stop_node
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "fusion.yaml"

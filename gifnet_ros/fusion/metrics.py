@@ -257,8 +257,8 @@ def ssim_pair(x: np.ndarray, y: np.ndarray) -> float:
     return float(ssim_map.mean())
 
 
-def ssim(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM: SSIM(A, F) + SSIM(B, F), summed over the sources."""
+def ssim_sum(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM as fusion papers report it: SSIM(A, F) + SSIM(B, F), in [-2, 2]."""
     return ssim_pair(a, fused) + ssim_pair(b, fused)
 
 
@@ -282,5 +282,5 @@ def evaluate(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict[str, float
         "SCD": scd(f, a, b),
         "VIF": vif(f, a, b),
         "Qabf": qabf(f, a, b),
-        "SSIM": ssim(f, a, b),
+        "SSIM": ssim_sum(f, a, b),
     }

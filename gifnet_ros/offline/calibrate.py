@@ -54,7 +54,6 @@ from gifnet_ros.fusion.align import (
 )
 from gifnet_ros.fusion.conversion import ImageConversionError, compressed_to_array, image_to_array
 from gifnet_ros.fusion.image_files import (
-    IMAGE_SUFFIXES,
     ImageFileError,
     read_image,
     write_bytes_atomic,
@@ -63,7 +62,6 @@ from gifnet_ros.fusion.image_files import (
 from gifnet_ros.fusion.pairing import pair_by_stamp
 from gifnet_ros.fusion.thermal import normalize_thermal
 from gifnet_ros.offline.bag_io import COMPRESSED_IMAGE, IMAGE_TYPES, header_stamp_ns, typestore
-from gifnet_ros.offline.engine_args import add_thermal_arguments
 
 PROG = "gifnet-calibrate"
 DEFAULT_MIN_VIEWS = 3
@@ -117,20 +115,6 @@ class Calibration:
 
 
 # ---------------------------------------------------------------------------- geometry
-
-
-def parse_board(text: str) -> tuple[int, int]:
-    """``COLSxROWS`` inner corners, e.g. ``9x6``; each at least 2 (argparse type)."""
-    parts = text.lower().split("x")
-    try:
-        cols, rows = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--board {text!r}: expected COLSxROWS inner corners, e.g. 9x6"
-        ) from None
-    if cols < 2 or rows < 2:
-        raise argparse.ArgumentTypeError(f"--board {text!r}: needs at least 2x2 inner corners")
-    return cols, rows
 
 
 def grid_orderings(board: tuple[int, int]) -> list[np.ndarray]:
@@ -462,105 +446,7 @@ def params_text(calibration: Calibration, crop: Sequence[int], board: tuple[int,
     return "".join(f"# {line}\n" for line in header) + body
 
 
-# ---------------------------------------------------------------------------- command line
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Estimate the homography that maps thermal pixels to RGB pixels from "
-        "views of a checkerboard seen by both cameras, and write it as a fusion node "
-        "parameter file (align.method: homography).",
-        epilog="Exit status: 0 on success, 2 on an error (one line; nothing is written).",
-    )
-    source = p.add_argument_group("input: image files, or a bag")
-    source.add_argument("--thermal", type=Path, nargs="+", metavar="FILE", help="thermal images")
-    source.add_argument(
-        "--rgb", type=Path, nargs="+", metavar="FILE", help="RGB images, in the thermal order"
-    )
-    source.add_argument("--bag", type=Path, help="rosbag2 directory, .mcap or .db3 file")
-    source.add_argument("--thermal-topic", help="thermal Image or CompressedImage topic (--bag)")
-    source.add_argument("--rgb-topic", help="RGB Image or CompressedImage topic (--bag)")
-    source.add_argument(
-        "--slop",
-        type=float,
-        default=DEFAULT_SLOP,
-        help="largest stamp difference in seconds of a pair (--bag; default %(default)s)",
-    )
-    source.add_argument(
-        "--max-pairs",
-        type=int,
-        default=DEFAULT_MAX_PAIRS,
-        help="pairs of the bag examined, spread evenly over it (default %(default)s)",
-    )
-    p.add_argument("--board", type=parse_board, metavar="COLSxROWS", help="inner corners, e.g. 9x6")
-    p.add_argument(
-        "--crop",
-        type=int,
-        nargs=4,
-        default=NO_CROP,
-        metavar=("X", "Y", "W", "H"),
-        help="cut this region from the thermal image first, as the node's align.crop",
-    )
-    p.add_argument(
-        "--min-views",
-        type=int,
-        default=DEFAULT_MIN_VIEWS,
-        help="fewest views with the board found in both images (default %(default)s)",
-    )
-    p.add_argument("-o", "--output", type=Path, help="node parameter file to write (YAML)")
-    p.add_argument("--preview", type=Path, metavar="PNG", help="also write a registration preview")
-    p.add_argument(
-        "--preview-style",
-        choices=("checker", "blend"),
-        default="checker",
-        help="thermal and RGB in alternating squares (default) or blended",
-    )
-    p.add_argument(
-        "--flags-from",
-        type=Path,
-        metavar="YAML",
-        help="only print the gifnet-fuse-bag flags for a parameter file this tool wrote",
-    )
-    add_thermal_arguments(p)
-    return p
-
-
-def _check_arguments(args: argparse.Namespace) -> None:
-    """Refuse incomplete or contradictory arguments before any image is read."""
-    files = args.thermal is not None or args.rgb is not None
-    if files == (args.bag is not None):
-        raise CalibrationError("give either --thermal FILES --rgb FILES, or --bag BAG")
-    if files and (args.thermal is None or args.rgb is None):
-        raise CalibrationError("--thermal and --rgb must both be given")
-    if args.bag is not None and not (args.thermal_topic and args.rgb_topic):
-        raise CalibrationError("--bag needs --thermal-topic and --rgb-topic")
-    if args.board is None:
-        raise CalibrationError("--board COLSxROWS is required (inner corners, e.g. 9x6)")
-    if args.output is None:
-        raise CalibrationError("-o/--output FILE.yaml is required")
-    for path in (args.output, args.preview):
-        if path is not None and not path.parent.is_dir():
-            raise CalibrationError(f"{path.parent}: output directory does not exist")
-    if args.preview is not None and args.preview.suffix.lower() not in IMAGE_SUFFIXES:
-        raise CalibrationError(
-            f"--preview {args.preview}: not an image file name "
-            f"({', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
-    if args.min_views < 1:
-        raise CalibrationError(f"--min-views must be at least 1, got {args.min_views}")
-    if args.max_pairs < 1:
-        raise CalibrationError(f"--max-pairs must be at least 1, got {args.max_pairs}")
-    if not args.slop >= 0:
-        raise CalibrationError(f"--slop must be >= 0 seconds, got {args.slop}")
-    try:
-        Alignment.create("homography", IDENTITY, args.crop)
-        thermal_grey(np.zeros((2, 2), np.uint16), NO_CROP, args)  # the thermal flags' checks
-    except ValueError as exc:
-        raise CalibrationError(str(exc)) from None
-
-
-def _size(image: np.ndarray) -> tuple[int, int]:
+def _width_height(image: np.ndarray) -> tuple[int, int]:
     return int(image.shape[1]), int(image.shape[0])
 
 
@@ -583,10 +469,11 @@ def collect_views(
         except ValueError as exc:
             raise CalibrationError(f"{frame.name}: thermal image: {exc}") from None
         for role, image in (("thermal", thermal), ("rgb", frame.rgb)):
-            size = sizes.setdefault(role, _size(image))
-            if _size(image) != size:
+            width, height = _width_height(image)
+            size = sizes.setdefault(role, (width, height))
+            if (width, height) != size:
                 raise CalibrationError(
-                    f"{frame.name}: {role} image is {_size(image)[0]}x{_size(image)[1]}, "
+                    f"{frame.name}: {role} image is {width}x{height}, "
                     f"the first was {size[0]}x{size[1]}; one camera, one size"
                 )
         rgb_corners = find_corners(rgb_grey(frame.rgb), args.board)
@@ -609,8 +496,10 @@ def collect_views(
 
 
 def run(args: argparse.Namespace) -> None:
-    """Calibrate, print the result and write the parameter file (and the preview)."""
-    _check_arguments(args)
+    """Calibrate, print the result and write the parameter file (and the preview).
+
+    ``args`` are the command line's, checked by ``gifnet_ros.tools.calibrate``.
+    """
     if args.bag is not None:
         frames = bag_frames(args.bag, args.thermal_topic, args.rgb_topic, args.slop, args.max_pairs)
     else:
@@ -666,21 +555,3 @@ def run(args: argparse.Namespace) -> None:
         except ImageFileError as exc:
             raise CalibrationError(str(exc)) from None
         print(f"  wrote {args.preview} ({first.name})")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; exit status 0 on success, 2 on an error (one line)."""
-    args = parser().parse_args(argv)
-    try:
-        if args.flags_from is not None:
-            print(" ".join(fuse_bag_flags(read_params(args.flags_from))))
-        else:
-            run(args)
-    except (CalibrationError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

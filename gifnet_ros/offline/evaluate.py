@@ -21,7 +21,6 @@ Exit status: 0 all pairs evaluated, 1 some pair failed or an error, 2 bad usage.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import sys
@@ -36,7 +35,6 @@ from gifnet_ros.fusion import metrics
 from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.fusion.image_files import (
     ImageFileError,
-    pair_folders,
     read_image,
     write_bytes_atomic,
     write_image,
@@ -44,8 +42,6 @@ from gifnet_ros.fusion.image_files import (
 from gifnet_ros.fusion.options import EngineOptions
 from gifnet_ros.fusion.thermal import normalize_thermal
 from gifnet_ros.models.classic import METHODS as CLASSIC_METHODS
-from gifnet_ros.models.weights import WeightsError
-from gifnet_ros.offline.engine_args import add_engine_arguments, engine_options
 
 PROG = "gifnet-eval"
 ALL_METHODS = ("gifnet", *CLASSIC_METHODS)
@@ -53,27 +49,6 @@ GIFNET_BACKENDS = ("torch", "onnxruntime")
 TILE_WIDTH = 320
 ROWS_PER_SHEET = 6
 LABEL_HEIGHT = 28
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Fuse every same-named thermal/visible pair of two folders with each method "
-        "and write a metrics table (CSV and Markdown) and PNG contact sheets.",
-    )
-    p.add_argument("ir_dir", type=Path, help="folder of thermal (infrared) images")
-    p.add_argument("vis_dir", type=Path, help="folder of visible (RGB) images")
-    p.add_argument("-o", "--output", type=Path, required=True, help="report folder")
-    p.add_argument(
-        "--methods",
-        default=",".join(ALL_METHODS),
-        help=f"comma-separated methods out of {','.join(ALL_METHODS)} (default: all)",
-    )
-    p.add_argument("--limit", type=int, help="evaluate only the first N pairs (in name order)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    # The engine flags configure the gifnet method; the classical ones run on the CPU.
-    add_engine_arguments(p, backends=GIFNET_BACKENDS, batch=False)
-    return p
 
 
 def parse_methods(text: str) -> list[str]:
@@ -159,46 +134,36 @@ def build_fusers(methods: Sequence[str], gifnet: EngineOptions) -> dict[str, Fus
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the evaluation; see the module docstring for outputs and exit status."""
-    args = parser().parse_args(argv)
-    try:
-        methods = parse_methods(args.methods)
-    except ValueError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
-    if args.limit is not None and args.limit < 1:
-        print(f"{PROG}: --limit must be at least 1, got {args.limit}", file=sys.stderr)
-        return 2
-    try:
-        found = pair_folders(args.ir_dir, args.vis_dir)
-    except ImageFileError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
-    pairs = found.pairs[: args.limit] if args.limit else found.pairs
-    if not pairs:
-        print(
-            f"{PROG}: no same-named image pairs in {args.ir_dir} and {args.vis_dir}",
-            file=sys.stderr,
-        )
-        return 1
-    for path in found.only_first + found.only_second:
-        print(f"{PROG}: {path}: no partner with the same name, skipped", file=sys.stderr)
-    try:
-        fusers = build_fusers(methods, engine_options(args))
-    except (WeightsError, ValueError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+def named_by_network(
+    fusers: dict[str, FusionEngine], methods: Sequence[str]
+) -> tuple[dict[str, FusionEngine], list[str]]:
+    """With ``--network tim`` the network's rows and tiles carry its name, not ``gifnet``."""
     network = fusers["gifnet"].network if "gifnet" in fusers else "gifnet"
-    if network != "gifnet":  # --network tim: the network's rows and tiles carry its name
-        fusers = {network if m == "gifnet" else m: fuser for m, fuser in fusers.items()}
-        methods = [network if m == "gifnet" else m for m in methods]
-    args.output.mkdir(parents=True, exist_ok=True)
+    if network == "gifnet":
+        return fusers, list(methods)
+    rename = {"gifnet": network}
+    return (
+        {rename.get(m, m): fuser for m, fuser in fusers.items()},
+        [rename.get(m, m) for m in methods],
+    )
 
+
+def evaluate_pairs(
+    pairs: Sequence[tuple[Path, Path]],
+    fusers: dict[str, FusionEngine],
+    methods: Sequence[str],
+    output: Path,
+    source: str,
+    quiet: bool = False,
+) -> int:
+    """Fuse every pair with every method and write the report into ``output`` (module
+    docstring); ``source`` names the input folders in metrics.md. Returns how many pairs
+    failed (each said on stderr and left out)."""
+    output.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     sheet_rows: list[list[np.ndarray]] = []
     sheets = failures = 0
-    for ir_path, vis_path in tqdm(pairs, desc=PROG, unit="pair", disable=args.quiet):
+    for ir_path, vis_path in tqdm(pairs, desc=PROG, unit="pair", disable=quiet):
         try:
             thermal, visible = read_source(ir_path), read_source(vis_path)
             a, b = metrics.luminance(thermal), metrics.luminance(visible)
@@ -214,29 +179,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         sheet_rows.append(tiles)
         if len(sheet_rows) == ROWS_PER_SHEET:
             sheets += 1
-            write_image(args.output / f"sheet_{sheets:03d}.png", contact_sheet(sheet_rows))
+            write_image(output / f"sheet_{sheets:03d}.png", contact_sheet(sheet_rows))
             sheet_rows = []
     if sheet_rows:
         sheets += 1
-        write_image(args.output / f"sheet_{sheets:03d}.png", contact_sheet(sheet_rows))
+        write_image(output / f"sheet_{sheets:03d}.png", contact_sheet(sheet_rows))
 
     if rows:
         count = len({r["pair"] for r in rows})
-        write_bytes_atomic(args.output / "metrics.csv", _csv_text(rows).encode())
+        write_bytes_atomic(output / "metrics.csv", _csv_text(rows).encode())
+        network = [m for m in methods if m not in CLASSIC_METHODS]
         table = (
             f"Mean ± standard deviation over {count} pairs "
-            f"({args.ir_dir} | {args.vis_dir}); metric definitions in gifnet_ros/fusion/metrics.py."
-            + (f" Network: {fusers[network].describe()}." if network in fusers else "")
+            f"({source}); metric definitions in gifnet_ros/fusion/metrics.py."
+            + (f" Network: {fusers[network[0]].describe()}." if network else "")
             + "\n\n"
             + summary_table(rows, methods)
         )
-        write_bytes_atomic(args.output / "metrics.md", table.encode())
-    print(
-        f"{PROG}: {len(pairs) - failures} of {len(pairs)} pairs evaluated with "
-        f"{', '.join(methods)}; report in {args.output}"
-    )
-    return 1 if failures else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        write_bytes_atomic(output / "metrics.md", table.encode())
+    return failures

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -36,10 +35,8 @@ from gifnet_ros.fusion.image_files import ImageFileError, pair_folders, read_ima
 from gifnet_ros.offline.bag_io import (
     COMPRESSED_IMAGE,
     IMAGE,
-    STORAGES,
     ToolError,
     image_cdr,
-    interrupt_on_sigterm,
     open_writer,
     staged_output,
     typestore,
@@ -135,86 +132,6 @@ def rgb_pixels(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def _size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)x(\d+)", text)
-    if not match or 0 in (int(match[1]), int(match[2])):
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 96x72, got {text!r}")
-    return int(match[1]), int(match[2])
-
-
-def _nonnegative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Build a rosbag2 with a thermal and an RGB image topic from two "
-        "synchronized videos (frame k with frame k) or two image folders (paired by file name).",
-        epilog="Example: gifnet-make-bag demo_bag --thermal ir.mp4 --rgb vis.mp4 "
-        "--thermal-encoding mono16 --jitter-ms 3 --thermal-offset-ms 8",
-    )
-    p.add_argument("output", type=Path, help="bag directory to create")
-    p.add_argument("--thermal", type=Path, required=True, help="thermal video or image folder")
-    p.add_argument("--rgb", type=Path, required=True, help="RGB video or image folder")
-    p.add_argument("--thermal-encoding", choices=("mono8", "mono16"), default="mono8")
-    p.add_argument(
-        "--rgb-encoding",
-        choices=("rgb8", "bgr8"),
-        default="rgb8",
-        help="raw RGB encoding (ignored with --compressed)",
-    )
-    p.add_argument(
-        "--compressed",
-        choices=("jpeg", "png"),
-        help="write sensor_msgs/CompressedImage in this format (mono16 needs png)",
-    )
-    p.add_argument(
-        "--rate",
-        type=float,
-        help=f"frames per second (default: the video's, {DEFAULT_FOLDER_RATE:g} for folders)",
-    )
-    p.add_argument(
-        "--jitter-ms",
-        type=_nonnegative,
-        default=0.0,
-        help="uniform random stamp jitter, +- this many ms, per message",
-    )
-    p.add_argument(
-        "--thermal-offset-ms", type=float, default=0.0, help="constant added to every thermal stamp"
-    )
-    p.add_argument(
-        "--latency-ms",
-        type=_nonnegative,
-        default=10.0,
-        help="recording time minus stamp of every message (default 10)",
-    )
-    p.add_argument(
-        "--start",
-        type=float,
-        default=DEFAULT_START,
-        help="stamp of frame 0 in seconds since the epoch (default %(default).0f)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the jitter (default 0)")
-    p.add_argument("--max-frames", type=_positive_int, help="stop after this many frames")
-    p.add_argument("--resize", type=_size, metavar="WxH", help="resize both streams")
-    p.add_argument("--storage", choices=tuple(STORAGES), default="mcap")
-    p.add_argument("--thermal-topic", help=f"default {THERMAL_TOPIC}[/compressed]")
-    p.add_argument("--rgb-topic", help=f"default {RGB_TOPIC}[/compressed]")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
-    return p
-
-
 def _rate(args: argparse.Namespace) -> float:
     if args.rate is not None:
         if not args.rate > 0:
@@ -300,28 +217,3 @@ def make_bag(args: argparse.Namespace) -> int:
             if count == 0:
                 raise ToolError(f"{args.thermal} and {args.rgb} gave no frames")
     return count
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; exit status 0 on success, 1 on an error, 130 when interrupted."""
-    args = parser().parse_args(argv)
-    interrupt_on_sigterm()
-    try:
-        count = make_bag(args)
-    except ToolError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; {args.output} not written", file=sys.stderr)
-        return 130
-    kind = (
-        f"CompressedImage ({args.compressed})"
-        if args.compressed
-        else (f"Image ({args.thermal_encoding} / {args.rgb_encoding})")
-    )
-    print(f"{PROG}: wrote {count} frame pairs as {kind} to {args.output} ({args.storage})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

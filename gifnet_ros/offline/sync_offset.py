@@ -38,10 +38,8 @@ its small normalised copy as it is read, so memory holds two floats per frame, n
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +55,7 @@ from gifnet_ros.offline.bag_io import (
     header_stamp_ns,
     typestore,
 )
-from gifnet_ros.offline.make_bag import RGB_TOPIC, THERMAL_TOPIC, _size
+from gifnet_ros.offline.make_bag import RGB_TOPIC, THERMAL_TOPIC
 
 PROG = "gifnet-sync-offset"
 NODE_NAME = "fusion_node"  # gifnet_ros.ros.node.NODE_NAME, not imported: that module needs rclpy
@@ -381,7 +379,7 @@ def bag_signals(
     return signals["thermal"], signals["RGB"]
 
 
-# ---------------------------------------------------------------------------- command line
+# ---------------------------------------------------------------------------- the report
 
 
 def report(estimate: OffsetEstimate) -> str:
@@ -406,75 +404,3 @@ def report(estimate: OffsetEstimate) -> str:
             f"gifnet-fuse-bag flag: --thermal-offset {value}",
         ]
     )
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description=f"Estimate the constant clock offset between a thermal and an RGB camera "
-        f"from a rosbag2 with motion in both streams, and print the {PARAMETER} node "
-        "parameter that corrects it (seconds added to every thermal stamp before pairing).",
-        epilog="Exit status: 0 with the estimate, 1 on an error (one line): a missing bag or "
-        "topic, too few frames, no motion, or no clear correlation peak.",
-    )
-    p.add_argument("bag", type=Path, help="rosbag2 directory or a single .mcap / .db3 file")
-    p.add_argument(
-        "--thermal-topic",
-        default=THERMAL_TOPIC,
-        help="Image or CompressedImage topic (default %(default)s, or its /compressed form)",
-    )
-    p.add_argument(
-        "--rgb-topic",
-        default=RGB_TOPIC,
-        help="Image or CompressedImage topic (default %(default)s, or its /compressed form)",
-    )
-    p.add_argument(
-        "--max-offset",
-        type=_positive,
-        default=DEFAULT_MAX_OFFSET,
-        help="largest offset searched, in seconds either way (default %(default)s)",
-    )
-    p.add_argument(
-        "--size",
-        type=_size,
-        default=DEFAULT_SIZE,
-        metavar="WxH",
-        help="frames are shrunk to this size before differencing (default "
-        f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})",
-    )
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; exit status 0 with the estimate, 1 on an error (one line), 130
-    when interrupted."""
-    args = parser().parse_args(argv)
-    try:
-        thermal, rgb = bag_signals(args.bag, args.thermal_topic, args.rgb_topic, args.size)
-        for role, signal in (("thermal", thermal), ("RGB", rgb)):
-            if signal.skipped:
-                print(
-                    f"{PROG}: warning: {signal.skipped} {role} message(s) skipped: stamp not "
-                    "after the one before",
-                    file=sys.stderr,
-                )
-        estimate = correlate(thermal, rgb, args.max_offset)
-    except (ToolError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    print(report(estimate))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,549 +13,44 @@ into a robot's topics when run on the robot's default domain. ``FASTDDS_BUILTIN_
 set to ``LARGE_DATA`` unless already set: Fast DDS' default UDP transport fragments and loses
 megabyte images.
 
-The module also holds the pieces the tests and ``benchmarks/node_latency.py`` share with the
-demo: :class:`FusionClient` (publishes pairs, collects fused images and diagnostics, calls the
-node's parameter services), :func:`start_node` and the frame sources.
+The pieces it is made of serve the node tests and benchmarks too: the frame sources
+(``gifnet_ros.offline.sources``), the node process (``gifnet_ros.ros.node_process``) and the DDS
+client (``gifnet_ros.ros.client``). This module is the command: its flags, the run and the report.
 """
 
 from __future__ import annotations
 
 import argparse
-import array
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-import yaml
 
 from gifnet_ros.fusion.image_files import write_bytes_atomic
-from gifnet_ros.fusion.pairing import stamp_to_ns
+from gifnet_ros.offline.arg_types import fusion_width_height
+from gifnet_ros.offline.bag_io import ToolError
+from gifnet_ros.offline.sources import (
+    PixelPair,
+    bag_pairs,
+    find_shared,
+    m3svd_pairs,
+    video_pairs,
+)
+from gifnet_ros.ros.client import NODE_NAME, ClientError, FusionClient
+from gifnet_ros.ros.node_process import dds_environment, start_node, stop_node
 
-FRAME_ID_THERMAL = "thermal_camera"
-FRAME_ID_RGB = "rgb_camera"
-ENV_SHARED = "GIFNET_SHARED"
 DEFAULT_CLIP = "0111_1716"
-NODE_NAME = "fusion_node"
-
-Pair = tuple[np.ndarray, np.ndarray]
 
 
 class DemoError(RuntimeError):
     """A problem the demo reports as its one error line (missing data, node failure...)."""
-
-
-# ---------------------------------------------------------------------------- frame sources
-
-
-def find_shared() -> Path | None:
-    """The shared data folder: ``$GIFNET_SHARED``, else ``shared`` next to the checkout/cwd."""
-    env = os.environ.get(ENV_SHARED, "").strip()
-    if env:
-        return Path(env).expanduser()
-    for candidate in (
-        Path.cwd().parent / "shared",
-        Path.cwd() / "shared",
-        Path(__file__).resolve().parents[3] / "shared",
-    ):
-        if (candidate / "data").is_dir():
-            return candidate
-    return None
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``WxH`` -> (width, height); argparse type."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} is not WIDTHxHEIGHT") from None
-    if width < 8 or height < 8:
-        raise argparse.ArgumentTypeError(f"size {text!r}: GIFNet needs at least 8x8")
-    return width, height
-
-
-def resize_pair(thermal: np.ndarray, rgb: np.ndarray, size: tuple[int, int] | None) -> Pair:
-    """Scale both images to ``size`` (width, height); area averaging keeps detail when shrinking."""
-    if size is None:
-        return thermal, rgb
-    return (
-        cv2.resize(thermal, size, interpolation=cv2.INTER_AREA),
-        cv2.resize(rgb, size, interpolation=cv2.INTER_AREA),
-    )
-
-
-def video_pairs(
-    thermal_video: Path,
-    rgb_video: Path,
-    frames: int,
-    size: tuple[int, int] | None = None,
-    every: int = 1,
-) -> list[Pair]:
-    """Frames 0, every, 2*every... of two frame-synchronous videos as (grey thermal, RGB) pairs.
-
-    Read as ``gifnet-make-bag`` reads them: the thermal frame becomes ``mono8`` grey, as a
-    thermal camera would send it, the visible one RGB.
-    """
-    from gifnet_ros.offline.bag_io import ToolError
-    from gifnet_ros.offline.make_bag import rgb_pixels, source_pairs, thermal_pixels
-
-    pairs: list[Pair] = []
-    try:
-        for index, (thermal, rgb) in enumerate(source_pairs(thermal_video, rgb_video)):
-            if len(pairs) == frames:
-                break
-            if index % every == 0:
-                pairs.append(resize_pair(thermal_pixels(thermal, "mono8"), rgb_pixels(rgb), size))
-    except ToolError as exc:
-        raise DemoError(str(exc)) from None
-    if not pairs:
-        raise DemoError(f"no frames could be read from {thermal_video} and {rgb_video}")
-    return pairs
-
-
-def m3svd_pairs(
-    clip: str, frames: int, size: tuple[int, int] | None, every: int, shared: Path | None = None
-) -> list[Pair]:
-    """Pairs from the shared M3SVD clip ``clip`` (infrared/ and visible/ videos)."""
-    shared = find_shared() if shared is None else shared
-    if shared is None:
-        raise DemoError(
-            f"shared data not found (set ${ENV_SHARED}, or pass --thermal-video/--rgb-video "
-            "or --bag)"
-        )
-    base = shared / "data" / "m3svd"
-    thermal, rgb = base / "infrared" / f"{clip}.mp4", base / "visible" / f"{clip}.mp4"
-    for path in (thermal, rgb):
-        if not path.is_file():
-            raise DemoError(f"M3SVD video {path} not found")
-    return video_pairs(thermal, rgb, frames, size, every)
-
-
-def bag_pairs(
-    bag: Path,
-    thermal_topic: str,
-    rgb_topic: str,
-    frames: int,
-    size: tuple[int, int] | None,
-    slop: float = 0.05,
-) -> list[Pair]:
-    """The first ``frames`` stamp-matched pairs of a rosbag2 (Image or CompressedImage topics)."""
-    from rosbags.highlevel import AnyReader
-
-    from gifnet_ros.fusion.conversion import (
-        ImageConversionError,
-        compressed_to_array,
-        image_to_array,
-    )
-    from gifnet_ros.fusion.pairing import pair_by_stamp
-    from gifnet_ros.offline.bag_io import typestore
-
-    topics = (thermal_topic, rgb_topic)
-
-    def read(keep: dict[str, set[int]] | None) -> dict[str, dict[int, Any]]:
-        """Per topic, index in recording order -> without ``keep`` every message's stamp, with
-        it only the messages at those indices, so a long recording never sits in memory."""
-        found: dict[str, dict[int, Any]] = {topic: {} for topic in topics}
-        try:
-            with AnyReader([bag], default_typestore=typestore()) as reader:
-                connections = [c for c in reader.connections if c.topic in found]
-                missing = set(topics) - {c.topic for c in connections}
-                if missing:
-                    present = sorted({c.topic for c in reader.connections})
-                    raise DemoError(f"bag {bag} lacks topic(s) {sorted(missing)}; it has {present}")
-                seen = dict.fromkeys(topics, 0)
-                for connection, _, raw in reader.messages(connections=connections):
-                    topic, index = connection.topic, seen[connection.topic]
-                    seen[topic] += 1
-                    if keep is None:
-                        msg = reader.deserialize(raw, connection.msgtype)
-                        found[topic][index] = stamp_to_ns(msg.header.stamp)
-                    elif index in keep[topic]:
-                        found[topic][index] = reader.deserialize(raw, connection.msgtype)
-        except DemoError:
-            raise
-        except Exception as exc:  # rosbags raises several types for unreadable bags
-            raise DemoError(f"cannot read bag {bag}: {exc}") from None
-        return found
-
-    stamps = read(None)
-    rgb_stamps, thermal_stamps = (
-        list(stamps[topic].values()) for topic in (rgb_topic, thermal_topic)
-    )
-    chosen = pair_by_stamp(thermal_stamps, rgb_stamps, round(slop * 1e9)).pairs[:frames]
-    msgs = read({thermal_topic: {t for t, _ in chosen}, rgb_topic: {r for _, r in chosen}})
-    pairs: list[Pair] = []
-    for thermal_index, rgb_index in chosen:
-        arrays = []
-        for msg in (msgs[thermal_topic][thermal_index], msgs[rgb_topic][rgb_index]):
-            convert = compressed_to_array if hasattr(msg, "format") else image_to_array
-            try:
-                arrays.append(convert(msg))
-            except ImageConversionError as exc:
-                raise DemoError(f"bag {bag}: {exc}") from None
-        pairs.append(resize_pair(arrays[0], arrays[1], size))
-    if not pairs:
-        raise DemoError(f"bag {bag}: no {thermal_topic}/{rgb_topic} pairs within {slop} s")
-    return pairs
-
-
-# ---------------------------------------------------------------------------- messages
-
-
-def _time_msg(stamp_ns: int) -> Any:
-    from builtin_interfaces.msg import Time
-
-    return Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
-
-
-def encoding_for(array_: np.ndarray) -> str:
-    """The ROS encoding the demo sends an array as (RGB order for colour)."""
-    if array_.ndim == 3:
-        return "rgb8"
-    return {np.uint8: "mono8", np.uint16: "mono16", np.float32: "32FC1"}[array_.dtype.type]
-
-
-def image_msg(pixels: np.ndarray, stamp_ns: int, frame_id: str, encoding: str | None = None) -> Any:
-    """A ``sensor_msgs/Image`` carrying ``pixels`` (conventions of gifnet_ros.fusion.conversion)."""
-    from sensor_msgs.msg import Image
-
-    from gifnet_ros.fusion.conversion import array_to_image_fields
-
-    fields = array_to_image_fields(pixels, encoding or encoding_for(pixels))
-    fields["data"] = array.array("B", fields["data"])  # skips the generated per-byte check
-    msg = Image(**fields)
-    msg.header.stamp = _time_msg(stamp_ns)
-    msg.header.frame_id = frame_id
-    return msg
-
-
-def compressed_msg(pixels: np.ndarray, stamp_ns: int, frame_id: str, fmt: str = "jpeg") -> Any:
-    """A ``sensor_msgs/CompressedImage`` as image_transport's compressed plugin would send."""
-    from sensor_msgs.msg import CompressedImage
-
-    from gifnet_ros.fusion.conversion import array_to_compressed
-
-    text, data = array_to_compressed(pixels, fmt)
-    msg = CompressedImage(format=text, data=array.array("B", data))
-    msg.header.stamp = _time_msg(stamp_ns)
-    msg.header.frame_id = frame_id
-    return msg
-
-
-# ---------------------------------------------------------------------------- node process
-
-
-def dds_environment(domain_id: int | None = None) -> None:
-    """Set the DDS variables the node and its peers need in this process (and its children)."""
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
-    if domain_id is not None:
-        os.environ["ROS_DOMAIN_ID"] = str(domain_id)
-
-
-def start_node(
-    namespace: str,
-    parameters: dict[str, Any],
-    log_path: Path,
-    *,
-    params_files: Sequence[Path] = (),
-    env: dict[str, str] | None = None,
-    lifecycle: bool = False,
-    script: Path | None = None,
-) -> subprocess.Popen:
-    """Start ``python -m gifnet_ros.ros.node`` in ``namespace`` with its output in ``log_path``.
-
-    ``lifecycle`` starts the managed node (unconfigured until told over its lifecycle services).
-    ``script`` runs that Python file instead of the module, with the same arguments (tests:
-    ``test/fault_node.py``, the node with a fault injector).
-
-    ``parameters`` go through a params file written next to the log (a command-line ``-p``
-    would re-type values: ``1`` becomes an integer, an empty string nothing at all); files in
-    ``params_files`` are applied first, so ``parameters`` override them.
-    """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    overrides = log_path.with_suffix(".params.yaml")
-    overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
-    program = [str(script)] if script is not None else ["-m", "gifnet_ros.ros.node"]
-    command = [sys.executable, *program, *(["--lifecycle"] if lifecycle else [])]
-    command += ["--ros-args", "-r", f"__ns:={namespace}"]
-    for path in [*params_files, overrides]:
-        command += ["--params-file", str(path)]
-    child_env = dict(os.environ if env is None else env)
-    child_env.setdefault("PYTHONUNBUFFERED", "1")
-    child_env.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env)
-
-
-def stop_node(process: subprocess.Popen, timeout: float = 10.0) -> int | None:
-    """SIGINT (what Ctrl-C and ros2 launch send), then SIGKILL; returns the SIGINT exit code.
-
-    None means the node did not exit within ``timeout`` of SIGINT and had to be killed.
-    """
-    if process.poll() is not None:
-        return process.returncode
-    process.send_signal(signal.SIGINT)
-    try:
-        return process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        return None
-
-
-# ---------------------------------------------------------------------------- client
-
-
-class FusionClient:
-    """The other side of the node: a publisher of pairs and a subscriber of its outputs.
-
-    Runs its own rclpy context and executor thread, so tests and tools can use it next to
-    other rclpy code in one process. Fused images are kept by RGB stamp; diagnostics of the
-    target node are kept as the latest ``{key: value}``, with a count of statuses received.
-    With ``on_fused(msg, received_ns)`` fused images are handed to it instead of kept (a soak
-    run receives gigabytes).
-    """
-
-    def __init__(
-        self,
-        namespace: str,
-        *,
-        target: str = NODE_NAME,
-        transports: tuple[str, str] = ("raw", "raw"),
-        topics: tuple[str, str] = ("thermal/image", "rgb/image"),
-        domain_id: int | None = None,
-        on_fused: Callable[[Any, int], None] | None = None,
-        head: str = "",
-    ) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rcl_interfaces.srv import GetParameters, SetParameters
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile
-        from sensor_msgs.msg import CompressedImage, Image
-
-        self._fused_hook = on_fused
-        self._context = Context()
-        rclpy.init(context=self._context, domain_id=domain_id)
-        ns = namespace.rstrip("/")
-        # A head of a several-head node: its topics are in the head's namespace, under the
-        # node's; the parameter services stay the node's.
-        self.node = rclpy.create_node(
-            f"gifnet_client_{os.getpid()}_{head}".rstrip("_"),
-            namespace=f"{ns}/{head}" if head else ns or "/",
-            context=self._context,
-        )
-        qos = QoSProfile(depth=10)
-        self.transports = transports
-        self._publishers = []
-        for base, transport in zip(topics, transports, strict=True):
-            kind, topic = (
-                (CompressedImage, base + "/compressed")
-                if transport == "compressed"
-                else (Image, base)
-            )
-            self._publishers.append(self.node.create_publisher(kind, topic, qos))
-        self._lock = threading.Condition()
-        self.fused: dict[int, tuple[Any, int]] = {}
-        self.luminance: dict[int, Any] = {}
-        self.diagnostics: dict[str, str] = {}
-        self.diagnostics_count = 0
-        self._status_name = f"{target}: fusion" + (f" {head}" if head else "")
-        self._fused_sub = self.node.create_subscription(Image, "fused/image", self._on_fused, qos)
-        self.node.create_subscription(Image, "fused/luminance", self._on_luminance, qos)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos)
-        service = f"{ns}/{target}"
-        self._service_base = service
-        self._service_clients: dict[str, Any] = {}
-        self._set_client = self.node.create_client(SetParameters, f"{service}/set_parameters")
-        self._get_client = self.node.create_client(GetParameters, f"{service}/get_parameters")
-        self._executor = SingleThreadedExecutor(context=self._context)
-        self._executor.add_node(self.node)
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._spin, name="fusion-client", daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while not self._closed.is_set() and self._context.ok():
-            self._executor.spin_once(timeout_sec=0.05)
-
-    def _on_fused(self, msg: Any) -> None:
-        received = time.time_ns()
-        if self._fused_hook is not None:  # long runs: the caller keeps what it needs
-            self._fused_hook(msg, received)
-            return
-        with self._lock:
-            self.fused[stamp_to_ns(msg.header.stamp)] = (msg, received)
-            self._lock.notify_all()
-
-    def _on_luminance(self, msg: Any) -> None:
-        with self._lock:
-            self.luminance[stamp_to_ns(msg.header.stamp)] = msg
-            self._lock.notify_all()
-
-    def _on_diagnostics(self, msg: Any) -> None:
-        for status in msg.status:
-            if status.name == self._status_name:
-                with self._lock:
-                    self.diagnostics = {kv.key: kv.value for kv in status.values}
-                    self.diagnostics_count += 1
-                    self._lock.notify_all()
-
-    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait until ``predicate()`` (evaluated under the client's lock) holds."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while not predicate():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._lock.wait(min(remaining, 0.1))
-        return True
-
-    def wait_for_node(self, timeout: float, process: subprocess.Popen | None = None) -> None:
-        """Until the node's subscriptions, publisher and parameter service are discovered."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process is not None and process.poll() is not None:
-                raise DemoError(f"the fusion node exited with code {process.returncode}")
-            if (
-                all(pub.get_subscription_count() > 0 for pub in self._publishers)
-                and self.node.count_publishers(self._fused_sub.topic_name) > 0
-                and self._set_client.service_is_ready()
-            ):
-                return
-            time.sleep(0.05)
-        raise DemoError(f"the fusion node did not appear within {timeout:.0f} s")
-
-    def publish(self, thermal_msg: Any | None, rgb_msg: Any | None) -> None:
-        """Publish prepared messages, thermal first; None skips that input."""
-        for publisher, msg in zip(self._publishers, (thermal_msg, rgb_msg), strict=True):
-            if msg is not None:
-                publisher.publish(msg)
-
-    def publish_pair(self, pair: Pair, stamp_ns: int | None = None, fmt: str = "jpeg") -> int:
-        """Publish both images with one stamp (now by default); returns the stamp.
-
-        Inputs whose transport is ``compressed`` are encoded as ``fmt`` (jpeg or png).
-        """
-        stamp = time.time_ns() if stamp_ns is None else stamp_ns
-        msgs = [
-            compressed_msg(pixels, stamp, frame, fmt)
-            if transport == "compressed"
-            else image_msg(pixels, stamp, frame)
-            for pixels, frame, transport in zip(
-                pair, (FRAME_ID_THERMAL, FRAME_ID_RGB), self.transports, strict=True
-            )
-        ]
-        self.publish(*msgs)
-        return stamp
-
-    def wait_fused(self, stamp_ns: int, timeout: float) -> tuple[Any, int] | None:
-        """The fused image (and its receive time, ns) for an RGB stamp, or None on timeout."""
-        if self.wait_until(lambda: stamp_ns in self.fused, timeout):
-            with self._lock:
-                return self.fused[stamp_ns]
-        return None
-
-    def counter(self, key: str) -> int:
-        """An integer counter from the latest diagnostics (0 before the first)."""
-        with self._lock:
-            return int(self.diagnostics.get(key, 0))
-
-    def settled_diagnostics(self, timeout: float = 20.0) -> dict[str, str]:
-        """The node's counters from a status built after this call (a baseline to count from).
-
-        The latest status can be up to one diagnostics period old, so a baseline taken from it
-        can miss a pair the node finished just before and count that pair as new later. The
-        second status published after the call was certainly built after it.
-        """
-        with self._lock:
-            start = self.diagnostics_count
-        if not self.wait_until(lambda: self.diagnostics_count >= start + 2, timeout):
-            raise DemoError(f"no diagnostics from the fusion node within {timeout:.0f} s")
-        with self._lock:
-            return dict(self.diagnostics)
-
-    def settled_counter(self, key: str) -> int:
-        """An integer counter from a status built after this call (see settled_diagnostics)."""
-        return int(self.settled_diagnostics().get(key, 0))
-
-    def wait_diagnostics(self, predicate: Callable[[dict[str, str]], bool], timeout: float) -> bool:
-        """Wait for a diagnostics status of the node for which ``predicate(values)`` holds."""
-        return self.wait_until(lambda: predicate(self.diagnostics), timeout)
-
-    def warm_up(self, pair: Pair, timeout: float, fmt: str = "jpeg") -> int:
-        """Get one pair through, re-sending only while the node has not received one.
-
-        Right after discovery a best-effort subscription can still miss the first messages;
-        re-sending blindly would make the node drop pairs, so the node's own pair counter
-        (from its diagnostics) decides. Returns the stamp of the pair that was fused.
-        """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            before = self.counter("pairs")
-            stamp = self.publish_pair(pair, fmt=fmt)
-            if self.wait_fused(stamp, 2.0) is not None:
-                return stamp
-            if self.wait_diagnostics(lambda d, b=before: int(d.get("pairs", 0)) > b, 3.0):
-                remaining = max(0.0, deadline - time.monotonic())
-                if self.wait_fused(stamp, remaining) is not None:
-                    return stamp
-        raise DemoError(f"no fused image within {timeout:.0f} s")
-
-    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 10.0) -> Any:
-        """Call a service of the target node by its name relative to the node, e.g. ``get_state``
-        (lifecycle_msgs) for a managed node; returns the response."""
-        client = self._service_clients.get(name)
-        if client is None:
-            client = self.node.create_client(srv_type, f"{self._service_base}/{name}")
-            self._service_clients[name] = client
-        return self._call(client, request, timeout)
-
-    def _call(self, client: Any, request: Any, timeout: float) -> Any:
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise DemoError(f"service {client.srv_name} not available")
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout):
-            raise DemoError(f"no reply from {client.srv_name} within {timeout} s")
-        return future.result()
-
-    def set_parameters(self, values: dict[str, Any], timeout: float = 10.0) -> list[Any]:
-        """Set parameters one by one through the node's service; returns SetParametersResults."""
-        from rcl_interfaces.srv import SetParameters
-        from rclpy.parameter import Parameter
-
-        request = SetParameters.Request()
-        request.parameters = [Parameter(n, value=v).to_parameter_msg() for n, v in values.items()]
-        return list(self._call(self._set_client, request, timeout).results)
-
-    def get_parameters(self, names: Iterable[str], timeout: float = 10.0) -> dict[str, Any]:
-        from rcl_interfaces.srv import GetParameters
-        from rclpy.parameter import parameter_value_to_python
-
-        names = list(names)
-        request = GetParameters.Request(names=names)
-        reply = self._call(self._get_client, request, timeout)
-        return {n: parameter_value_to_python(v) for n, v in zip(names, reply.values, strict=True)}
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(5.0)
-        self._executor.shutdown()
-        self.node.destroy_node()
-        self._context.try_shutdown()
 
 
 # ---------------------------------------------------------------------------- the demo
@@ -624,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--size",
-        type=parse_size,
+        type=fusion_width_height,
         default=(160, 120),
         help="resize both images to WxH before sending (default 160x120: GIFNet at 640x480 "
         "takes tens of seconds per pair on a laptop CPU)",
@@ -672,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_pairs(args: argparse.Namespace) -> tuple[list[Pair], str]:
+def _load_pairs(args: argparse.Namespace) -> tuple[list[PixelPair], str]:
     size = None if args.native else args.size
     if args.bag is not None:
         pairs = bag_pairs(args.bag, args.thermal_topic, args.rgb_topic, args.frames, size)
@@ -769,7 +264,7 @@ def _settled(values: dict[str, str], start: dict[str, str], sent: int) -> bool:
 def _report(
     args: argparse.Namespace,
     client: FusionClient,
-    pairs: list[Pair],
+    pairs: list[PixelPair],
     stamps: list[int],
     start_counts: dict[str, str],
     elapsed: float,
@@ -863,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         _parser().error("--every must be >= 1")
     try:
         report = run_demo(args)
-    except DemoError as exc:
+    except (DemoError, ToolError, ClientError) as exc:
         print(f"gifnet-demo: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -24,7 +24,8 @@ from node_harness import DOMAIN_ID, STARTUP_TIMEOUT, dds_env
 from gifnet_ros.fusion.align import Alignment
 from gifnet_ros.fusion.image_files import write_image
 from gifnet_ros.offline.bag_io import IMAGE, image_cdr, open_writer, typestore
-from gifnet_ros.offline.calibrate import View, grid_orderings, main, preview, solve
+from gifnet_ros.offline.calibrate import View, grid_orderings, preview, solve
+from gifnet_ros.tools.calibrate import main
 
 RGB_SIZE = (320, 240)  # width, height
 THERMAL_SIZE = (160, 120)
@@ -541,7 +542,8 @@ def test_the_node_loads_the_file_as_its_params_file(calibration_file, tmp_path):
     """The node started with the file as its only --params-file (what the launch file's
     params_file:= does), in a namespace, applies the same warp as gifnet_ros.fusion.align."""
     pytest.importorskip("rclpy")
-    from gifnet_ros.tools.demo import FusionClient, start_node, stop_node
+    from gifnet_ros.ros.client import FusionClient
+    from gifnet_ros.ros.node_process import start_node, stop_node
 
     namespace = f"/calibrate_test_{os.getpid()}"
     with pytest.MonkeyPatch.context() as patch:

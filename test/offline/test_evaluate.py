@@ -11,7 +11,7 @@ import pytest
 
 from gifnet_ros.fusion import metrics
 from gifnet_ros.fusion.image_files import read_image
-from gifnet_ros.offline.evaluate import main
+from gifnet_ros.tools.eval import main
 
 CLASSIC = ["average", "max", "laplacian", "gff"]
 

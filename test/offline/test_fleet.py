@@ -34,8 +34,9 @@ from fleet_helpers import (
 )
 from ray_head import own_sessions_removed
 
-from gifnet_ros.offline import fleet, make_bag
+from gifnet_ros.offline import fleet
 from gifnet_ros.offline.bag_io import OWNER_FILE
+from gifnet_ros.tools import make_bag
 
 
 @pytest.fixture(scope="module")

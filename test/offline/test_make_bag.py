@@ -11,7 +11,7 @@ import pytest
 import yaml
 from bag_helpers import SIZE, clip_paths, leftovers, read_bag, stamp, video_frames
 
-from gifnet_ros.offline.make_bag import main
+from gifnet_ros.tools.make_bag import main
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])

@@ -21,7 +21,8 @@ import pytest
 from bag_helpers import build, m3svd_clip
 
 from gifnet_ros.offline import sync_offset
-from gifnet_ros.offline.sync_offset import SyncOffsetError, estimate_offset, main
+from gifnet_ros.offline.sync_offset import SyncOffsetError, estimate_offset
+from gifnet_ros.tools.sync_offset import main
 
 RATES = {"0111_1716": 30.0, "1230_1202": 22.0}  # frames per second, set with --rate
 SHIFTS = (-0.5, -0.23, 0.0, 0.1, 0.37, 0.5)  # s; 0.1 is 3 frames at 30 fps, the rest are not

@@ -13,7 +13,8 @@ import torch
 from gifnet_ros.fusion import metrics
 from gifnet_ros.models.tim import load_tim
 from gifnet_ros.models.weights import WeightsError
-from gifnet_ros.offline.train_tim import LossWeights, fusion_loss, main, ssim
+from gifnet_ros.offline.train_tim import LossWeights, fusion_loss, ssim_pair_tensor
+from gifnet_ros.tools.train_tim import main
 
 CLIP = "0111_1716"
 
@@ -106,7 +107,7 @@ def test_ssim_matches_the_metrics_module() -> None:
     x = torch.rand(1, 1, 40, 36, generator=g)
     y = (0.6 * x + 0.4 * torch.rand(1, 1, 40, 36, generator=g)).clamp(0, 1)
     expected = metrics.ssim_pair(x[0, 0].numpy() * 255.0, y[0, 0].numpy() * 255.0)
-    assert ssim(x, y).item() == pytest.approx(expected, abs=1e-5)
+    assert ssim_pair_tensor(x, y).item() == pytest.approx(expected, abs=1e-5)
 
 
 def test_loss_terms_vanish_where_they_should() -> None:

@@ -22,7 +22,7 @@ from node_harness import (
     stamp,
 )
 
-from gifnet_ros.tools.demo import stop_node
+from gifnet_ros.ros.node_process import stop_node
 
 HAVE_MESSAGE_FILTERS = importlib.util.find_spec("message_filters") is not None
 

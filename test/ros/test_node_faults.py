@@ -26,7 +26,7 @@ from node_harness import (
     time_msg,
 )
 
-from gifnet_ros.tools.demo import stop_node
+from gifnet_ros.ros.node_process import stop_node
 
 FAILING_PASSES = (3, 5)
 PARAMETERS = {"device": "cpu", "sync.backend": "builtin", "diagnostics_period": 0.1}

@@ -20,7 +20,8 @@ from node_harness import (
     stamp,
 )
 
-from gifnet_ros.tools.demo import FusionClient, start_node, stop_node
+from gifnet_ros.ros.client import FusionClient
+from gifnet_ros.ros.node_process import start_node, stop_node
 
 PARAMETERS = {**EXACT, "device": "cpu", "sync.backend": "builtin", "diagnostics_period": 0.2}
 

@@ -28,7 +28,7 @@ from node_harness import (
 )
 
 from gifnet_ros.fusion.pairing import stamp_to_ns
-from gifnet_ros.tools.demo import FusionClient
+from gifnet_ros.ros.client import FusionClient
 
 LAG = 0.2
 """Seconds the (host-stamped) thermal camera of the first node lags its RGB camera."""

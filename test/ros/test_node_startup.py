@@ -29,7 +29,7 @@ from node_harness import (
 
 from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.models.weights import ROS_EXECUTABLE, ROS_PACKAGE
-from gifnet_ros.tools.demo import start_node, stop_node
+from gifnet_ros.ros.node_process import start_node, stop_node
 
 HAVE_MESSAGE_FILTERS = importlib.util.find_spec("message_filters") is not None
 

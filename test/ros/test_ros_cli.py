@@ -35,7 +35,7 @@ import yaml
 from conftest import ROOT, SHARED
 from node_harness import DOMAIN_ID, clip_pairs, dds_env, pixels_of
 
-from gifnet_ros.tools.demo import FRAME_ID_RGB, FusionClient
+from gifnet_ros.ros.client import FRAME_ID_RGB, FusionClient
 
 BIN = Path(sys.executable).parent
 COLCON = BIN / "colcon"

@@ -14,7 +14,7 @@ import pytest
 from node_harness import DOMAIN_ID, dds_env
 
 from gifnet_ros.fusion.engine import FusionEngine
-from gifnet_ros.tools.demo import m3svd_pairs
+from gifnet_ros.offline.sources import m3svd_pairs
 
 SMALL = ["--size", "64x48", "--every", "30", "--timeout", "120", "--domain-id", str(DOMAIN_ID)]
 EXACT = ["--precision", "fp32"]  # as the reference engine the fused frames are compared with
@@ -94,7 +94,7 @@ def test_demo_plays_a_bag(tmp_path, data_dir, weights_path):
         [
             sys.executable,
             "-m",
-            "gifnet_ros.offline.make_bag",
+            "gifnet_ros.tools.make_bag",
             "--thermal", str(videos / "infrared" / "0111_1716.mp4"),
             "--rgb", str(videos / "visible" / "0111_1716.mp4"),
             "--thermal-encoding", "mono16",
@@ -137,8 +137,8 @@ def test_bag_pairs_returns_the_first_stamp_matched_frames(tmp_path, data_dir):
     """--bag input: the first pairs by stamp (jittered), decoded from only the messages used."""
     from bag_helpers import SIZE, clip_paths, video_frames
 
-    from gifnet_ros.offline.make_bag import main as make_bag
-    from gifnet_ros.tools.demo import bag_pairs
+    from gifnet_ros.offline.sources import bag_pairs
+    from gifnet_ros.tools.make_bag import main as make_bag
 
     thermal_video, rgb_video = clip_paths(data_dir)
     bag = tmp_path / "bag"
