@@ -46,29 +46,27 @@ import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rosbags.interfaces import Connection, ConnectionExtRosbag2, MessageDefinitionFormat
-from rosbags.rosbag2 import Reader, Writer, WriterError
+from rosbags.rosbag2 import Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from tqdm import tqdm
 
 from gifnet_ros.fusion.align import METHODS as ALIGN_METHODS
 from gifnet_ros.fusion.align import NO_CROP, Alignment, read_params_alignment, thermal_for_fusion
 from gifnet_ros.fusion.conversion import (
-    compressed_to_array,
     fused_pixels,
-    image_to_array,
 )
 from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.fusion.freeze import FREEZE_ACTIONS
 from gifnet_ros.fusion.image_files import write_bytes_atomic
-from gifnet_ros.fusion.pairing import PairingResult, pair_by_stamp
+from gifnet_ros.fusion.pairing import PairingResult
 from gifnet_ros.fusion.thermal import (
     DEFAULT_TIME_CONSTANT,
     frame_range,
@@ -79,18 +77,26 @@ from gifnet_ros.models.weights import WeightsError
 from gifnet_ros.offline.bag_io import (
     COMPRESSED_IMAGE,
     IMAGE,
-    IMAGE_TYPES,
     STORAGES,
     ToolError,
     check_output,
     compressed_cdr,
-    header_stamp_ns,
     image_cdr,
     interrupt_on_sigterm,
     open_writer,
     remove_dead_partials,
     staged_output,
     typestore,
+)
+from gifnet_ros.offline.bag_reader import (
+    BagReadError,
+    CopiedMessage,
+    ImageMessage,
+    ImageStream,
+    PairedBagReader,
+    one_line,
+    stamp_text,
+    topic_name,
 )
 from gifnet_ros.offline.engine_args import (
     add_engine_arguments,
@@ -103,53 +109,6 @@ PROG = "gifnet-fuse-bag"
 FUSED_TOPIC = "/fused/image"
 FUSED_ENCODINGS = ("rgb8", "bgr8", "mono8")
 DEFAULT_SLOP = 0.05  # the node's sync.slop default
-BAG_SUFFIXES = (".mcap", ".db3")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _stamp_text(stamp_ns: int) -> str:
-    return f"{stamp_ns // 1_000_000_000}.{stamp_ns % 1_000_000_000:09d}"
-
-
-def _topic_name(name: str) -> str:
-    """Bags store fully qualified names; accept ``fused/image`` for ``/fused/image``."""
-    return name if name.startswith("/") else "/" + name
-
-
-@dataclass
-class _Stream:
-    """One input image topic: its connections and, after pass 1, stamps and recording times."""
-
-    role: str
-    topic: str
-    connections: list[Connection]
-    stamps: list[int] = field(default_factory=list)
-    recorded: list[int] = field(default_factory=list)
-
-
-@dataclass
-class _Pending:
-    """A message read in pass 2 whose partner has not been read yet."""
-
-    connection: Connection
-    index: int
-    raw: bytes
-    recorded: int
-
-
-@dataclass(frozen=True)
-class ImageMessage:
-    """One serialized input image, with what it takes to decode it and to name it in an error."""
-
-    topic: str
-    msgtype: str
-    index: int  # among the topic's messages, in recording order
-    stamp_ns: int
-    raw: bytes
 
 
 @dataclass(frozen=True)
@@ -192,16 +151,6 @@ def progress_bar(total: int, disable: bool) -> tqdm:
     )
 
 
-def _guard(path: Path, what: str, action: Callable[[], Any]) -> Any:
-    """Run a reader call; any library failure becomes one line naming the file."""
-    try:
-        return action()
-    except ToolError:
-        raise
-    except Exception as exc:  # rosbags, apsw and OS errors alike name the problem
-        raise ToolError(f"{path}: {what}: {_one_line(exc)}") from None
-
-
 def _params_alignment(text: str) -> Alignment:
     """--params-file: the alignment the file sets, read while the flags are parsed, so that a
     bad file is a usage error and remote workers never need the file."""
@@ -233,7 +182,7 @@ def check_settings(args: argparse.Namespace) -> Alignment:
             tuple(args.thermal_range),
         )
     except ValueError as exc:
-        raise ToolError(_one_line(exc)) from None
+        raise ToolError(one_line(exc)) from None
     if not args.slop >= 0:
         raise ToolError(f"--slop must be >= 0 seconds, got {args.slop}")
     if not (math.isfinite(args.thermal_offset) and abs(args.thermal_offset) <= 60.0):
@@ -265,7 +214,7 @@ class PairFuser:
         try:
             self.engine = FusionEngine(engine_options(args), mode=args.mode)
         except (ValueError, WeightsError, OSError, RuntimeError) as exc:
-            raise ToolError(f"cannot load the model: {_one_line(exc)}") from None
+            raise ToolError(f"cannot load the model: {one_line(exc)}") from None
         self.load_seconds = round(time.monotonic() - loading, 3)
         self.batch = batch_size(args, self.engine)
 
@@ -293,8 +242,8 @@ class PairFuser:
     def _prepare(self, job: PairJob) -> tuple[Any, np.ndarray, np.ndarray]:
         """(RGB header, thermal on the RGB grid, RGB pixels) of a pair, or a ToolError."""
         args = self.args
-        _, thermal = _decode(job.source, job.thermal)
-        rgb_msg, rgb = _decode(job.source, job.rgb)
+        _, thermal = job.thermal.decode(job.source)
+        rgb_msg, rgb = job.rgb.decode(job.source)
         rule, value_range = args.thermal_norm, tuple(args.thermal_range)
         if job.thermal_range is not None:  # the range over time, as the node stretches
             rule, value_range = "fixed", job.thermal_range
@@ -308,7 +257,7 @@ class PairFuser:
                 value_range,
             )
         except ValueError as exc:
-            raise ToolError(f"{_pair_text(job)}: {_one_line(exc)}") from None
+            raise ToolError(f"{_pair_text(job)}: {one_line(exc)}") from None
         return rgb_msg.header, thermal, rgb
 
     def _fuse_run(
@@ -329,7 +278,7 @@ class PairFuser:
                     self._fuse_run(jobs, [item], results)
                 return
             position = run[0][0]
-            results[position] = PairResult(None, f"{_pair_text(jobs[position])}: {_one_line(exc)}")
+            results[position] = PairResult(None, f"{_pair_text(jobs[position])}: {one_line(exc)}")
             return
         encoding, compressed = self.args.fused_encoding, self.args.fused_compressed
         seconds = self.engine.last_model_seconds / len(run)
@@ -352,21 +301,6 @@ def _pair_text(job: PairJob) -> str:
         f"{job.source}: {job.thermal.topic} message {job.thermal.index} with "
         f"{job.rgb.topic} message {job.rgb.index}"
     )
-
-
-def _decode(source: str, image: ImageMessage) -> tuple[Any, np.ndarray]:
-    """The message and its pixels; a ToolError naming the message when either fails."""
-    where = f"{source}: {image.topic} message {image.index} (stamp {_stamp_text(image.stamp_ns)})"
-    try:
-        msg = typestore().deserialize_cdr(image.raw, image.msgtype)
-    except Exception as exc:  # a truncated buffer fails in struct, numpy or rosbags
-        raise ToolError(f"{where} is corrupt: {_one_line(exc)}") from None
-    try:
-        if image.msgtype == COMPRESSED_IMAGE:
-            return msg, compressed_to_array(msg)
-        return msg, image_to_array(msg)
-    except ValueError as exc:
-        raise ToolError(f"{where}: {_one_line(exc)}") from None
 
 
 class BagFusion:
@@ -428,10 +362,10 @@ class BagFusion:
             "timing": {},
         }
         self.path = Path(args.input)
-        self.reader: Reader | None = None
-        self.thermal = self.rgb = _Stream("", "", [])
+        self.bag: PairedBagReader | None = None
+        self.thermal = self.rgb = ImageStream("", "", [])
         self.copies: list[Connection] = []
-        self.fused_topic = _topic_name(args.fused_topic)
+        self.fused_topic = topic_name(args.fused_topic)
         self.pairing = PairingResult((), (), (), ())
         self.thermal_ranges: list[tuple[float, float] | None] = []
         self.frozen_since: list[int | None] = []  # per thermal message, see _thermal_pass
@@ -479,40 +413,30 @@ class BagFusion:
             self.report["leftovers"].append(line)
             self.say(line)
         check_output(args.output, args.overwrite)
-        path = self.path = self._input_path(self.path)
+        bag = self.bag = PairedBagReader(self.path, args.thermal_topic, args.rgb_topic, self.say)
+        path = self.path = bag.path
         if path.resolve() == args.output.resolve():
             raise ToolError(f"{path}: input and output are the same")
-        reader = _guard(path, "cannot open bag", lambda: Reader(path))
-        _guard(path, "cannot open bag", reader.open)
-        self.reader = reader
         self.report["topics"] = {
-            name: {"type": info.msgtype, "messages": info.msgcount}
-            for name, info in sorted(reader.topics.items())
+            name: {"type": msgtype, "messages": count}
+            for name, (msgtype, count) in bag.topics.items()
         }
-        self.thermal = self._stream(path, reader, args.thermal_topic, "thermal")
-        self.rgb = self._stream(path, reader, args.rgb_topic, "rgb")
-        if self.thermal.topic == self.rgb.topic:
-            raise ToolError(f"thermal and RGB topic are both {self.thermal.topic!r}")
-        self.copies = self._copy_connections(path, reader, self.fused_topic)
+        self.thermal, self.rgb = bag.thermal, bag.rgb
+        self.copies = self._copy_connections(path, bag.connections, self.fused_topic)
 
         scan_started = time.monotonic()
-        self._scan(path, reader, self.thermal, self.rgb)
-        self._check_counts(path, self.thermal, self.rgb)
-        self.pairing = pair_by_stamp(
-            self._thermal_stamps(), self.rgb.stamps, round(args.slop * 1e9)
-        )
+        bag.scan()
+        for stream in (bag.thermal, bag.rgb):
+            if stream.topic in self.report["topics"]:
+                self.report["topics"][stream.topic]["messages_read"] = len(stream.stamps)
+        self.pairing = bag.pair(args.slop, args.thermal_offset)
         self._report_pairing(self.pairing, self.thermal, self.rgb)
         self.report["timing"]["scan_s"] = round(time.monotonic() - scan_started, 3)
         thermal_started = time.monotonic()
-        self._thermal_pass(path, reader)
+        self._thermal_pass(bag)
         self.report["timing"]["thermal_pass_s"] = round(time.monotonic() - thermal_started, 3)
 
-    def _thermal_stamps(self) -> list[int]:
-        """Thermal stamps as pairing sees them: corrected by --thermal-offset."""
-        offset = round(self.args.thermal_offset * 1e9)
-        return [stamp + offset for stamp in self.thermal.stamps]
-
-    def _thermal_pass(self, path: Path, reader: Reader) -> None:
+    def _thermal_pass(self, bag: PairedBagReader) -> None:
         """Read the thermal images once for what depends on their order in time, as the node
         sees it live: frozen frames (the same pixels as the frame before, by stamp) and the
         stretch of 16-bit/float images smoothed over --thermal-time-constant. Each image
@@ -527,19 +451,17 @@ class BagFusion:
         digests: list[bytes | None] = [None] * count
         frames: list[tuple[float, float] | None] = [None] * count
         stretched = [False] * count
-        for index, (conn, _, raw) in enumerate(self._read(path, reader, self.thermal.connections)):
-            image = ImageMessage(
-                self.thermal.topic, conn.msgtype, index, self.thermal.stamps[index], bytes(raw)
-            )
+        for image in bag.images(bag.thermal):
+            index = image.index
             try:
-                _, pixels = _decode(str(path), image)
-            except ToolError:
+                _, pixels = image.decode(str(bag.path))
+            except BagReadError:
                 continue  # fusing this pair reports it (--skip-bad), as without this pass
             digests[index] = hashlib.blake2b(pixels.tobytes(), digest_size=16).digest()
             if stretch and pixels.dtype != np.uint8 and pixels.ndim == 2:
                 stretched[index] = True
                 frames[index] = frame_range(pixels, tuple(args.thermal_percentiles))
-        stamps = self._thermal_stamps()
+        stamps = bag.thermal_stamps(args.thermal_offset)
         previous: bytes | None = None
         since = 0
         for index in sorted(range(count), key=stamps.__getitem__):
@@ -560,9 +482,9 @@ class BagFusion:
     def close(self) -> None:
         """Close the input; an output still open (an error, Ctrl-C) is removed unwritten."""
         self.abort()
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
+        if self.bag is not None:
+            self.bag.close()
+            self.bag = None
 
     def _bar(self) -> tqdm:
         self.progress = progress_bar(len(self.pairing.pairs), self.args.no_progress)
@@ -570,58 +492,24 @@ class BagFusion:
 
     # -- input -----------------------------------------------------------------------------
 
-    def _input_path(self, path: Path) -> Path:
-        """The bag to open: a rosbag2 directory, a single .mcap/.db3 file, or a directory
-        that lost its metadata.yaml but holds exactly one storage file."""
-        if not path.exists():
-            raise ToolError(f"{path}: no such file or directory")
-        if path.is_dir() and not (path / "metadata.yaml").is_file():
-            files = [p for p in sorted(path.iterdir()) if p.suffix in BAG_SUFFIXES]
-            if len(files) != 1:
-                raise ToolError(
-                    f"{path}: not a rosbag2 directory (no metadata.yaml and "
-                    f"{len(files)} .mcap/.db3 files)"
-                )
-            self.say(f"{path} has no metadata.yaml; reading {files[0].name}")
-            return files[0]
-        return path
-
-    def _stream(self, path: Path, reader: Reader, name: str, role: str) -> _Stream:
-        topic = _topic_name(name)
-        connections = [c for c in reader.connections if c.topic in (name, topic)]
-        if not connections:
-            available = (
-                ", ".join(
-                    f"{c.topic} ({c.msgtype})"
-                    for c in sorted(reader.connections, key=lambda c: c.topic)
-                )
-                or "none"
-            )
-            raise ToolError(f"{path}: no {role} topic {name!r}; topics in the bag: {available}")
-        for conn in connections:
-            if conn.msgtype not in IMAGE_TYPES:
-                raise ToolError(
-                    f"{path}: {role} topic {conn.topic} has type {conn.msgtype}, "
-                    f"expected {IMAGE} or {COMPRESSED_IMAGE}"
-                )
-        return _Stream(role, connections[0].topic, connections)
-
-    def _copy_connections(self, path: Path, reader: Reader, fused_topic: str) -> list[Connection]:
+    def _copy_connections(
+        self, path: Path, connections: list[Connection], fused_topic: str
+    ) -> list[Connection]:
         spec = self.args.copy_topics.strip()
         if spec == "none":
             selected: list[Connection] = []
         elif spec == "all":
-            selected = list(reader.connections)
+            selected = list(connections)
         else:
-            names = [_topic_name(n.strip()) for n in spec.split(",") if n.strip()]
-            known = {c.topic for c in reader.connections}
+            names = [topic_name(n.strip()) for n in spec.split(",") if n.strip()]
+            known = {c.topic for c in connections}
             missing = [n for n in names if n not in known]
             if missing:
                 raise ToolError(
                     f"{path}: --copy-topics names topic(s) not in the bag: {', '.join(missing)}; "
                     f"topics in the bag: {', '.join(sorted(known)) or 'none'}"
                 )
-            selected = [c for c in reader.connections if c.topic in names]
+            selected = [c for c in connections if c.topic in names]
         if any(c.topic == fused_topic for c in selected):
             raise ToolError(
                 f"{path}: the fused topic {fused_topic} is also a copied input topic; "
@@ -629,61 +517,9 @@ class BagFusion:
             )
         return selected
 
-    def _read(
-        self, path: Path, reader: Reader, connections: list[Connection]
-    ) -> Iterator[tuple[Connection, int, bytes]]:
-        """Iterate the bag; a storage failure mid-way becomes one line naming the file."""
-        iterator = iter(reader.messages(connections=connections))
-        count = 0
-        while True:
-            try:
-                item = next(iterator)
-            except StopIteration:
-                return
-            except Exception as exc:  # truncated or corrupt storage, whichever library notices
-                raise ToolError(
-                    f"{path}: reading failed after {count} messages: {_one_line(exc)}"
-                ) from None
-            count += 1
-            yield item
-
-    def _scan(self, path: Path, reader: Reader, thermal: _Stream, rgb: _Stream) -> None:
-        """Pass 1: stamps and recording times of the image messages, no pixels kept."""
-        streams = {c.id: s for s in (thermal, rgb) for c in s.connections}
-        connections = thermal.connections + rgb.connections
-        for conn, recorded, raw in self._read(path, reader, connections):
-            stream = streams[conn.id]
-            stream.stamps.append(self._stamp(path, stream, len(stream.stamps), recorded, raw))
-            stream.recorded.append(recorded)
-
-    def _check_counts(self, path: Path, thermal: _Stream, rgb: _Stream) -> None:
-        """Report the messages actually stored; say so when metadata.yaml claims otherwise.
-
-        Pairing uses what the storage holds, so a metadata file that lies (edited, or written
-        by a recorder that crashed) changes nothing but this warning.
-        """
-        for stream in (thermal, rgb):
-            claimed = self.report["topics"].get(stream.topic, {}).get("messages")
-            read = len(stream.stamps)
-            if stream.topic in self.report["topics"]:
-                self.report["topics"][stream.topic]["messages_read"] = read
-            if claimed is not None and claimed != read:
-                self.say(
-                    f"warning: {path}: the bag's metadata says {claimed} messages on "
-                    f"{stream.topic}, its storage holds {read}; using the storage"
-                )
-
-    @staticmethod
-    def _stamp(path: Path, stream: _Stream, index: int, recorded: int, raw: bytes) -> int:
-        try:
-            return header_stamp_ns(raw)
-        except ValueError as exc:
-            raise ToolError(
-                f"{path}: {stream.topic} message {index} recorded at {_stamp_text(recorded)} "
-                f"is corrupt: {exc}"
-            ) from None
-
-    def _report_pairing(self, pairing: PairingResult, thermal: _Stream, rgb: _Stream) -> None:
+    def _report_pairing(
+        self, pairing: PairingResult, thermal: ImageStream, rgb: ImageStream
+    ) -> None:
         report = self.report
         report["pairs"]["planned"] = len(pairing.pairs)
         for key, stream, unpaired in (
@@ -787,7 +623,7 @@ class BagFusion:
             yield
         except (OSError, sqlite3.Error, WriterError) as exc:  # a full disk, a size limit
             raise ToolError(
-                f"{self.args.output}: writing the bag failed: {_one_line(exc)}"
+                f"{self.args.output}: writing the bag failed: {one_line(exc)}"
             ) from None
 
     def _write_pair(self, seq: int, recorded: int, result: PairResult) -> None:
@@ -845,74 +681,28 @@ class BagFusion:
     def _pass2(self, copy_to: dict[int, Connection], batch: int) -> Iterator[list[PairJob]]:
         """Read the bag once more in recording order; queue copies and complete pairs in that
         order and yield the pairs ``batch`` at a time (the last run may be shorter)."""
-        path, reader, thermal, rgb = self.path, self.reader, self.thermal, self.rgb
-        assert reader is not None
-        streams = {c.id: s for s in (thermal, rgb) for c in s.connections}
-        connections = list(
-            {c.id: c for c in [*thermal.connections, *rgb.connections, *self.copies]}.values()
-        )
-        seq_of = {pair: seq for seq, pair in enumerate(self.pairing.pairs)}
-        thermal_of = {r: t for t, r in self.pairing.pairs}
-        rgb_of = dict(self.pairing.pairs)
-        waiting_rgb: dict[int, _Pending] = {}  # keyed by the thermal index they wait for
-        waiting_thermal: dict[int, _Pending] = {}
-        seen = {"thermal": 0, "rgb": 0}
+        assert self.bag is not None
+        source = str(self.path)
         jobs: list[PairJob] = []
-
-        def complete(thermal_item: _Pending, rgb_item: _Pending) -> None:
-            seq = seq_of[(thermal_item.index, rgb_item.index)]
-            self._queue.append(("pair", seq, rgb_item.recorded))
-            frozen = self._frozen(thermal_item.index, rgb.stamps[rgb_item.index])
-            if frozen is not None:
-                self._results[seq] = PairResult(None, frozen, frozen=True)
-                return
-            jobs.append(
-                PairJob(
-                    seq,
-                    str(path),
-                    self._image(thermal, thermal_item),
-                    self._image(rgb, rgb_item),
-                    self.thermal_ranges[thermal_item.index],
-                )
-            )
-
-        for conn, recorded, raw in self._read(path, reader, connections):
-            if conn.id in copy_to:
-                self._queue.append(("copy", copy_to[conn.id], recorded, raw))
-            stream = streams.get(conn.id)
-            if stream is None:
+        for item in self.bag.read_pairs(copies=self.copies):
+            if isinstance(item, CopiedMessage):
+                copy = copy_to[item.connection.id]
+                self._queue.append(("copy", copy, item.recorded_ns, item.raw))
                 continue
-            index = seen[stream.role]
-            seen[stream.role] += 1
-            self._check_unchanged(path, stream, index, recorded, raw)
-            item = _Pending(conn, index, raw, recorded)
-            if stream is rgb:
-                partner = thermal_of.get(index)
-                if partner is None:
-                    continue
-                if partner in waiting_thermal:
-                    complete(waiting_thermal.pop(partner), item)
-                else:
-                    waiting_rgb[partner] = item
-            elif index in rgb_of:
-                if index in waiting_rgb:
-                    complete(item, waiting_rgb.pop(index))
-                else:
-                    waiting_thermal[index] = item
-            self.report["peak_buffered_messages"] = max(
-                self.report["peak_buffered_messages"], len(waiting_rgb) + len(waiting_thermal)
-            )
+            self._queue.append(("pair", item.seq, item.rgb.recorded_ns))
+            self.report["peak_buffered_messages"] = self.bag.peak_waiting
+            frozen = self._frozen(item.thermal.index, item.rgb.stamp_ns)
+            if frozen is not None:
+                self._results[item.seq] = PairResult(None, frozen, frozen=True)
+                continue
+            thermal_range = self.thermal_ranges[item.thermal.index]
+            jobs.append(PairJob(item.seq, source, item.thermal, item.rgb, thermal_range))
             if len(jobs) >= batch:
                 yield jobs
                 jobs = []
+        self.report["peak_buffered_messages"] = self.bag.peak_waiting
         if jobs:
             yield jobs
-        for stream in (thermal, rgb):
-            if seen[stream.role] != len(stream.stamps):
-                raise ToolError(
-                    f"{path}: {stream.topic} had {len(stream.stamps)} messages in the first "
-                    f"pass and {seen[stream.role]} in the second; was the bag modified?"
-                )
 
     def _frozen(self, thermal_index: int, rgb_stamp: int) -> str | None:
         """Why a pair is not fused because its thermal image repeats the one before (a
@@ -926,32 +716,9 @@ class BagFusion:
             return None
         return (
             f"{self.path}: {self.thermal.topic} message {thermal_index} repeats the thermal "
-            f"image first stamped {_stamp_text(since)} (frozen camera; --freeze-action "
+            f"image first stamped {stamp_text(since)} (frozen camera; --freeze-action "
             f"{action})"
         )
-
-    @staticmethod
-    def _image(stream: _Stream, item: _Pending) -> ImageMessage:
-        return ImageMessage(
-            stream.topic,
-            item.connection.msgtype,
-            item.index,
-            stream.stamps[item.index],
-            bytes(item.raw),
-        )
-
-    def _check_unchanged(
-        self, path: Path, stream: _Stream, index: int, recorded: int, raw: bytes
-    ) -> None:
-        if (
-            index >= len(stream.stamps)
-            or stream.recorded[index] != recorded
-            or stream.stamps[index] != self._stamp(path, stream, index, recorded, raw)
-        ):
-            raise ToolError(
-                f"{path}: {stream.topic} message {index} differs between the first and the "
-                "second pass; was the bag modified?"
-            )
 
     @staticmethod
     def _qos(conn: Connection) -> list[Any]:
@@ -976,7 +743,7 @@ class BagFusion:
             except Exception as exc:  # rosbags' parser errors have no common base
                 raise ToolError(
                     f"{path}: cannot parse the definition of {conn.msgtype} on {conn.topic}: "
-                    f"{_one_line(exc)}"
+                    f"{one_line(exc)}"
                 ) from None
         store = typestore()
         if conn.msgtype in store.fielddefs:
@@ -1021,11 +788,11 @@ class BagFusion:
         ]
         if report["last_fused_rgb_stamp_ns"] is not None and not report["output_written"]:
             lines.append(
-                f"  got as far as RGB stamp {_stamp_text(report['last_fused_rgb_stamp_ns'])}"
+                f"  got as far as RGB stamp {stamp_text(report['last_fused_rgb_stamp_ns'])}"
             )
         counts = report["topics"]
         for key, name in (("unpaired_rgb", "rgb_topic"), ("unpaired_thermal", "thermal_topic")):
-            topic = _topic_name(report["settings"][name])
+            topic = topic_name(report["settings"][name])
             if topic in counts:
                 lines.append(
                     f"  {topic}: {counts[topic]['messages']} messages, "

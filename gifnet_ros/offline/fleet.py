@@ -71,7 +71,6 @@ from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
 from gifnet_ros.offline.bag_fusion import (
-    BAG_SUFFIXES,
     BagFusion,
     PairFuser,
     PairJob,
@@ -81,6 +80,7 @@ from gifnet_ros.offline.bag_fusion import (
     write_report,
 )
 from gifnet_ros.offline.bag_io import ToolError, interrupt_on_sigterm, remove_dead_partials
+from gifnet_ros.offline.bag_reader import BAG_SUFFIXES
 
 PROG = "gifnet-fuse-bags"
 SUMMARY = "fuse_bags_summary.json"
