@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up the environment (reused when complete), lint, and run the test suite. Arguments go
-# to pytest. Without arguments (CI), the node and launch tests then run a second time against
-# ROS 2 Jazzy in .venv-jazzy (scripts/setup_jazzy.sh); GIFNET_JAZZY=0 skips that part.
+# to pytest. Without arguments (CI), the tests marked `distro` (node and launch) then run a
+# second time against ROS 2 Jazzy in .venv-jazzy (scripts/setup_jazzy.sh); GIFNET_JAZZY=0
+# skips that part.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -14,6 +15,4 @@ fi
 .venv/bin/python -m pytest
 echo "test: the node and launch tests against ROS 2 Jazzy (.venv-jazzy)" >&2
 bash scripts/setup_jazzy.sh
-exec .venv-jazzy/bin/python -m pytest test/test_launch.py test/test_ros_cli.py \
-  test/test_node.py test/test_node_params.py test/test_node_lifecycle.py test/test_node_startup.py \
-  test/test_node_realcam.py
+exec .venv-jazzy/bin/python -m pytest -m distro test/ros

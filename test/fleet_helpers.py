@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ray_head import remove_sessions
 
-from gifnet_ros.offline import bag_fusion as bag_tool
 from gifnet_ros.offline import fleet
+from gifnet_ros.tools import fuse_bag as bag_tool
 
 THERMAL, RGB = "/thermal/image", "/rgb/image"
 CLASSIC = ("--backend", "classic_laplacian")
