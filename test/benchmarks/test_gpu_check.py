@@ -17,6 +17,8 @@ from conftest import REFERENCE, ROOT, SHARED, WEIGHTS
 
 from gifnet_ros.models.gifnet import load_model
 
+pytestmark = pytest.mark.shared
+
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 CASES = ("Medical", "RS_FLIR_04302")
 SIZES = ("64x48", "40x32")

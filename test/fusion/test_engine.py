@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from gifnet_ros.fusion.engine import MODES, FusionEngine, autocast_dtype, resolve_device
 from gifnet_ros.fusion.thermal import normalize_thermal
 
+pytestmark = pytest.mark.shared
+
 SAMPLES = DATA / "gifnet_samples"
 
 

@@ -12,6 +12,8 @@ from conftest import psnr
 
 from gifnet_ros.fusion.engine import FusionEngine
 
+pytestmark = pytest.mark.shared
+
 CASE = "FLIR_00548"
 
 

@@ -13,6 +13,8 @@ from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.fusion.precision import Capabilities, choose_backend, choose_precision, probe
 from gifnet_ros.models.gifnet import load_model
 
+pytestmark = pytest.mark.shared
+
 # Fake capability probes (what this machine cannot show: other CPUs, GPUs), named as such.
 FAKE_BF16_CPU = Capabilities(cpu_flags=frozenset({"avx2", "avx512f", "avx512_bf16"}))
 FAKE_AMX_CPU = Capabilities(cpu_flags=frozenset({"avx2", "avx512f", "amx_bf16", "amx_tile"}))

@@ -14,6 +14,8 @@ from gifnet_ros.models import gifnet as network
 from gifnet_ros.models.gifnet import GIFNet, convert_state_dict, load_model, relative_position_input
 from gifnet_ros.models.weights import WeightsError
 
+pytestmark = pytest.mark.shared
+
 SWIN = "extractor_multask.SwinTransformerSpecific."
 
 

@@ -26,6 +26,8 @@ from gifnet_ros.models.tim import (
 )
 from gifnet_ros.models.weights import WeightsError
 
+pytestmark = pytest.mark.shared
+
 TIM_REFERENCE = SHARED / "tim" / "reference"
 CASES = (
     sorted(json.loads((TIM_REFERENCE / "cases.json").read_text())) if TIM_REFERENCE.is_dir() else []

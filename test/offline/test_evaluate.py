@@ -13,6 +13,8 @@ from gifnet_ros.fusion import metrics
 from gifnet_ros.fusion.image_files import read_image
 from gifnet_ros.tools.eval import main
 
+pytestmark = pytest.mark.shared
+
 CLASSIC = ["average", "max", "laplacian", "gff"]
 
 

@@ -38,6 +38,8 @@ from gifnet_ros.offline import fleet
 from gifnet_ros.offline.bag_io import OWNER_FILE
 from gifnet_ros.tools import make_bag
 
+pytestmark = [pytest.mark.ray, pytest.mark.shared]
+
 
 @pytest.fixture(scope="module")
 def cluster():

@@ -36,6 +36,8 @@ from ray_head import RECORD, RayHead, own_sessions_removed, ray_head
 
 from gifnet_ros.offline import fleet
 
+pytestmark = pytest.mark.ray
+
 CPUS = 2  # the head's
 
 

@@ -16,6 +16,8 @@ from gifnet_ros.models.weights import WeightsError
 from gifnet_ros.offline.train_tim import LossWeights, fusion_loss, ssim_pair_tensor
 from gifnet_ros.tools.train_tim import main
 
+pytestmark = pytest.mark.shared
+
 CLIP = "0111_1716"
 
 

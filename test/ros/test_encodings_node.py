@@ -22,6 +22,8 @@ from pixel_reference import (
 
 from gifnet_ros.fusion.engine import FusionEngine
 
+pytestmark = [pytest.mark.dds, pytest.mark.shared]
+
 
 @pytest.fixture(scope="module")
 def pairs(data_dir):

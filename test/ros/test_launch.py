@@ -22,6 +22,8 @@ import yaml
 
 from gifnet_ros.ros.node import PARAMETERS
 
+pytestmark = [pytest.mark.dds, pytest.mark.distro]
+
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_PY = ROOT / "launch" / "fusion.launch.py"
 LAUNCH_XML = ROOT / "launch" / "fusion.launch.xml"

@@ -22,6 +22,8 @@ from node_harness import (
 
 from gifnet_ros.fusion.pairing import stamp_to_ns
 
+pytestmark = [pytest.mark.dds, pytest.mark.distro, pytest.mark.shared]
+
 PARAMETERS = {
     "device": "cpu",
     "sync.backend": "builtin",

@@ -15,6 +15,8 @@ from node_harness import mono8_pair, running_node, stamp
 
 from gifnet_ros.ros.stats import QUIET_AFTER, Activity
 
+pytestmark = pytest.mark.dds
+
 PARAMETERS = {
     "backend": "classic_average",
     "device": "cpu",

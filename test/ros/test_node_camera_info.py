@@ -20,6 +20,8 @@ from node_harness import FRAME, mono8_pair, running_node, stamp
 from gifnet_ros.fusion.pairing import stamp_to_ns
 from gifnet_ros.ros.camera_info import fused_camera_info
 
+pytestmark = pytest.mark.dds
+
 PARAMETERS = {"backend": "classic_average", "device": "cpu", "sync.backend": "builtin"}
 K_VGA = [400.0, 0.0, 300.0, 0.0, 410.0, 200.0, 0.0, 0.0, 1.0]
 P_VGA = [400.0, 0.0, 300.0, -40.0, 0.0, 410.0, 200.0, 0.0, 0.0, 0.0, 1.0, 0.0]

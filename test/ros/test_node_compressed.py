@@ -24,6 +24,8 @@ from node_harness import (
 
 from gifnet_ros.ros.node_process import stop_node
 
+pytestmark = [pytest.mark.dds, pytest.mark.shared]
+
 HAVE_MESSAGE_FILTERS = importlib.util.find_spec("message_filters") is not None
 
 

@@ -28,6 +28,8 @@ from node_harness import (
 
 from gifnet_ros.ros.node_process import stop_node
 
+pytestmark = [pytest.mark.dds, pytest.mark.shared]
+
 FAILING_PASSES = (3, 5)
 PARAMETERS = {"device": "cpu", "sync.backend": "builtin", "diagnostics_period": 0.1}
 

@@ -23,6 +23,8 @@ from node_harness import (
 from gifnet_ros.ros.client import FusionClient
 from gifnet_ros.ros.node_process import start_node, stop_node
 
+pytestmark = [pytest.mark.dds, pytest.mark.distro, pytest.mark.shared]
+
 PARAMETERS = {**EXACT, "device": "cpu", "sync.backend": "builtin", "diagnostics_period": 0.2}
 
 

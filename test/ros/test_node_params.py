@@ -26,6 +26,8 @@ from node_harness import (
 
 from gifnet_ros.fusion.engine import FusionEngine
 
+pytestmark = [pytest.mark.dds, pytest.mark.distro, pytest.mark.shared]
+
 # Default (auto) backend: message_filters where installed, so its run-time slop change is
 # covered there; test_node.py pins the builtin pairer.
 PARAMETERS = {"device": "cpu", "diagnostics_period": 0.3}

@@ -30,6 +30,8 @@ from node_harness import (
 from gifnet_ros.fusion.pairing import stamp_to_ns
 from gifnet_ros.ros.client import FusionClient
 
+pytestmark = [pytest.mark.dds, pytest.mark.distro, pytest.mark.shared]
+
 LAG = 0.2
 """Seconds the (host-stamped) thermal camera of the first node lags its RGB camera."""
 FREEZE_TIMEOUT = 0.5

@@ -28,6 +28,8 @@ from node_harness import (
     time_msg,
 )
 
+pytestmark = [pytest.mark.dds, pytest.mark.shared]
+
 RAW_CASES = 45
 COMPRESSED_CASES = 12
 OUTCOME_KEYS = ("fused", "errors.thermal_conversion", "errors.rgb_conversion", "errors.alignment")

@@ -31,6 +31,8 @@ from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.models.weights import ROS_EXECUTABLE, ROS_PACKAGE
 from gifnet_ros.ros.node_process import start_node, stop_node
 
+pytestmark = [pytest.mark.dds, pytest.mark.distro, pytest.mark.shared]
+
 HAVE_MESSAGE_FILTERS = importlib.util.find_spec("message_filters") is not None
 
 

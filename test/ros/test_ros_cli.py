@@ -37,6 +37,8 @@ from node_harness import DOMAIN_ID, clip_pairs, dds_env, pixels_of
 
 from gifnet_ros.ros.client import FRAME_ID_RGB, FusionClient
 
+pytestmark = [pytest.mark.dds, pytest.mark.distro, pytest.mark.shared]
+
 BIN = Path(sys.executable).parent
 COLCON = BIN / "colcon"
 CLI_TIMEOUT = 60.0

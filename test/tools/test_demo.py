@@ -16,6 +16,8 @@ from node_harness import DOMAIN_ID, dds_env
 from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.offline.sources import m3svd_pairs
 
+pytestmark = [pytest.mark.dds, pytest.mark.shared]
+
 SMALL = ["--size", "64x48", "--every", "30", "--timeout", "120", "--domain-id", str(DOMAIN_ID)]
 EXACT = ["--precision", "fp32"]  # as the reference engine the fused frames are compared with
 

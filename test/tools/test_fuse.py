@@ -16,6 +16,8 @@ from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.fusion.image_files import read_image, write_image
 from gifnet_ros.tools.fuse import main
 
+pytestmark = pytest.mark.shared
+
 NAMES = ROADSCENE_CROPS
 
 
