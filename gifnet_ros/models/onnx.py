@@ -1,4 +1,4 @@
-"""ONNX export of GIFNet or TIM and an ONNX Runtime session that runs it: ``gifnet-export``.
+"""ONNX export of GIFNet or TIM and an ONNX Runtime session that runs it.
 
 The exported graph takes two 1×1×H×W float32 inputs (``first``, ``second``,
 values in [0, 1]; for TIM the thermal then the visible image) and returns the
@@ -26,23 +26,16 @@ The export uses torch.export (opset 18 by default) and needs the ``onnx`` and
 (``onnxruntime-gpu`` for the CUDA and TensorRT providers).
 
 Robots without PyTorch's CUDA build, e.g. a Jetson with ONNX Runtime and
-TensorRT, export once on any machine and pass the file to the engine
+TensorRT, export once on any machine (``gifnet-export``, gifnet_ros.tools.export)
+and pass the file to the engine
 (``FusionEngine(backend="onnxruntime", onnx_model=PATH)``).
-
-    gifnet-export                       # into the per-user cache, where the engine looks
-    gifnet-export -o gifnet.onnx --check
-    gifnet-export --network tim --check # TIM with this project's weights (not the authors')
-    gifnet-export --network tim --weights model_1.pt,model_2.pt   # the authors' ivif pair
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,9 +46,9 @@ from torch import Tensor, nn
 
 from gifnet_ros.models import gifnet as gifnet_module
 from gifnet_ros.models import tim
-from gifnet_ros.models.gifnet import GIFNet, load_model
-from gifnet_ros.models.tim import NETWORK_VARIANTS, TIM, load_tim, pad_to_multiple, weights_digest
-from gifnet_ros.models.weights import WeightsError, cache_path, resolve_weights, sha256_file
+from gifnet_ros.models.gifnet import GIFNet
+from gifnet_ros.models.tim import NETWORK_VARIANTS, TIM, pad_to_multiple, weights_digest
+from gifnet_ros.models.weights import cache_path, resolve_weights, sha256_file
 
 if TYPE_CHECKING:  # imported where a session is made: the package runs without onnxruntime
     import onnxruntime as ort
@@ -79,12 +72,6 @@ MIN_SIZE = 8
 NETWORK_KEY = "gifnet_ros.network"
 MULTIPLE_KEY = "gifnet_ros.size_multiple"
 _TIM_NETWORKS = {variant: name for name, variant in NETWORK_VARIANTS.items()}
-# --check's bound on max |ONNX Runtime - torch| (0-255 scale): float rounding only. GIFNet:
-# the acceptance bound against the authors' outputs. TIM: stage 2's per-image norms amplify
-# rounding more with some weights (1e-4 with the project's, up to 9e-4 with the seeded random
-# weights of ../shared/tim/reference); 1e-2 is still 50 times under half a grey level, while a
-# padding or input-order mistake moves pixels by tens of grey levels (docs/tim.md).
-CHECK_TOLERANCE = {"gifnet": 1e-3, "tim": 1e-2, "tim_light": 1e-2}
 
 
 class ExportError(ValueError):
@@ -289,75 +276,3 @@ class OnnxGIFNet:
         binding.bind_output(OUTPUT_NAME, kind, index, np.float32, list(out.shape), out.data_ptr())
         self.session.run_with_iobinding(binding)
         return out
-
-
-def _check(model: GIFNet | TIM, path: Path) -> float:
-    """ONNX Runtime (CPU) against the torch model on two sizes of random input."""
-    session = OnnxGIFNet(path)
-    worst = 0.0
-    for height, width in ((61, 75), (96, 128)):
-        first, second = torch.rand(2, 1, 1, height, width)
-        with torch.inference_mode():
-            expected = model(first, second)
-        got = session(first, second)
-        error = float((got - expected).abs().max()) * 255.0
-        worst = max(worst, error)
-        print(f"{width}x{height}: max |onnxruntime - torch| = {error:.2e} (0-255 scale)")
-    return worst
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="gifnet-export",
-        description="Export GIFNet or TIM to ONNX with dynamic height and width.",
-    )
-    p.add_argument(
-        "--network",
-        choices=NETWORKS,
-        default="gifnet",
-        help="gifnet (default), or TIM: tim (two stages) or tim_light",
-    )
-    p.add_argument(
-        "--weights",
-        help="checkpoint (GIFNet default: GIFNET_WEIGHTS or the user cache; TIM default: the "
-        "weights gifnet_ros trained, not the authors'; the authors' tim pair as "
-        "MODEL_1.pt,MODEL_2.pt)",
-    )
-    p.add_argument(
-        "-o", "--output", type=Path, help="ONNX file (default: the cache path the engine uses)"
-    )
-    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
-    p.add_argument(
-        "--no-verify-hash", action="store_true", help="accept a GIFNet checkpoint of another hash"
-    )
-    p.add_argument(
-        "--check", action="store_true", help="compare ONNX Runtime (CPU) with torch afterwards"
-    )
-    args = p.parse_args(argv)
-    try:
-        if args.network == "gifnet":
-            model = load_model(args.weights, "cpu", verify_hash=not args.no_verify_hash)
-        else:
-            model = load_tim(NETWORK_VARIANTS[args.network], args.weights)
-        output = args.output or default_onnx_path(args.weights, args.opset, args.network)
-        began = time.perf_counter()
-        export_onnx(model, output, args.opset)
-        print(
-            f"wrote {args.network} to {output} in {time.perf_counter() - began:.0f} s "
-            f"(opset {args.opset})"
-        )
-        tolerance = CHECK_TOLERANCE[args.network]
-        if args.check and _check(model, output) > tolerance:
-            print(
-                f"error: ONNX Runtime differs from torch by more than {tolerance:g}",
-                file=sys.stderr,
-            )
-            return 1
-    except (WeightsError, ValueError, OSError) as exc:
-        print(f"gifnet-export: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

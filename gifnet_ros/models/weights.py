@@ -18,7 +18,6 @@ This module imports torch but nothing from ROS, so the offline tools and tests c
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import http.client
@@ -89,7 +88,7 @@ def _env(name: str) -> str | None:
     return value or None
 
 
-def _short(digest: str) -> str:
+def short_digest(digest: str) -> str:
     """Hash prefix long enough to tell files apart, short enough for a one-line message."""
     return digest[:_HASH_PREFIX] + "..."
 
@@ -128,7 +127,8 @@ def locate_weights(path: str | os.PathLike[str] | None = None) -> tuple[Path, st
     return cache_path(), SOURCE_CACHE
 
 
-def _describe(path: Path, source: str) -> str:
+def describe_source(path: Path, source: str) -> str:
+    """The weights file and where it was found, for messages: ``weights file X (from $...)``."""
     if source == SOURCE_ARGUMENT:
         return f"weights file {path} (given explicitly)"
     if source == SOURCE_ENV:
@@ -152,7 +152,7 @@ def resolve_weights(path: str | os.PathLike[str] | None = None) -> Path:
         hint = f"point ${ENV_WEIGHTS} at the authors' {FILE_NAME}, or unset it and {_get_it()}"
     else:
         hint = f"{_get_it()}, or set ${ENV_WEIGHTS} to a copy you already have"
-    raise WeightsError(f"{_describe(chosen, source)} {problem}; {hint}")
+    raise WeightsError(f"{describe_source(chosen, source)} {problem}; {hint}")
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -202,8 +202,8 @@ def load_state_dict(
     actual = hashlib.sha256(data).hexdigest()
     if actual != KNOWN_SHA256:
         message = (
-            f"weights file {resolved} has SHA-256 {_short(actual)}, expected "
-            f"{_short(KNOWN_SHA256)} (the authors' {FILE_NAME})"
+            f"weights file {resolved} has SHA-256 {short_digest(actual)}, expected "
+            f"{short_digest(KNOWN_SHA256)} (the authors' {FILE_NAME})"
         )
         if verify_hash:
             raise WeightsError(
@@ -279,7 +279,7 @@ def _receive(response: http.client.HTTPResponse, handle: BinaryIO, url: str, pro
     return digest.hexdigest()
 
 
-def _destination(dest: str | os.PathLike[str] | None) -> Path:
+def download_target(dest: str | os.PathLike[str] | None) -> Path:
     """Download target: ``dest`` (a directory gets ``Final.model`` inside) or the cache file."""
     if dest is None or not str(dest).strip():
         return cache_path()
@@ -305,7 +305,7 @@ def download(
     The temporary file is removed on every failure, Ctrl-C included.
     """
     url = url or default_url()
-    target = _destination(dest)
+    target = download_target(dest)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
@@ -333,8 +333,8 @@ def download(
             os.fsync(handle.fileno())
         if actual != expected_sha256.lower():
             raise WeightsError(
-                f"download from {url} has SHA-256 {_short(actual)}, expected "
-                f"{_short(expected_sha256)}; not saved to {target}"
+                f"download from {url} has SHA-256 {short_digest(actual)}, expected "
+                f"{short_digest(expected_sha256)}; not saved to {target}"
             )
         # mkstemp creates 0600; the weights are not secret and a --dest in a shared directory
         # must be readable by the other users of the robot.
@@ -345,118 +345,3 @@ def download(
             tmp.unlink()
         raise
     return target
-
-
-def _check(weights: str | None) -> int:
-    """``--check``: report where the weights are found and whether they are the known file."""
-    chosen, source = locate_weights(weights)
-    resolved = resolve_weights(weights)
-    size = resolved.stat().st_size
-    actual = sha256_file(resolved)
-    print(f"weights: {resolved}")
-    print(f"source:  {source}")
-    print(f"size:    {size} bytes ({size / 2**20:.1f} MiB)")
-    if actual == KNOWN_SHA256:
-        print(f"sha256:  {actual} (matches the authors' {FILE_NAME})")
-        return 0
-    print(f"sha256:  {actual} (MISMATCH, expected {KNOWN_SHA256})")
-    print(
-        f"error: {_describe(chosen, source)} is not the authors' {FILE_NAME} "
-        f"(SHA-256 {_short(actual)}); re-download it with `{command()} --force`",
-        file=sys.stderr,
-    )
-    return 1
-
-
-def _fetch(url: str | None, dest: str | None, force: bool) -> int:
-    """Default action: make sure a verified checkpoint is at ``dest`` (or in the cache)."""
-    target = _destination(dest)
-    if target.is_file() and not force:
-        if sha256_file(target) == KNOWN_SHA256:
-            print(f"{target} is already present and verified; nothing to do (--force re-downloads)")
-            return 0
-        print(
-            f"error: {target} exists but is not the authors' {FILE_NAME} (SHA-256 mismatch); "
-            "use --force to replace it",
-            file=sys.stderr,
-        )
-        return 1
-    source_url = url or default_url()
-    print(f"downloading {source_url}")
-    saved = download(source_url, target)
-    print(f"saved {saved} ({saved.stat().st_size} bytes, SHA-256 verified)")
-    return 0
-
-
-def _parser() -> argparse.ArgumentParser:
-    name = command()
-    parser = argparse.ArgumentParser(
-        prog=name,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Download or check the GIFNet checkpoint (Final.model).\n\n"
-            "The checkpoint is the work of the GIFNet authors and is not shipped with\n"
-            "gifnet_ros; this command downloads it from the authors' public GitHub repository\n"
-            f"(AWCXV/GIFNet, model/Final.model):\n  {DEFAULT_URL}\n"
-            f"and accepts it only if its SHA-256 is {KNOWN_SHA256}.\n\n"
-            "Where gifnet_ros looks for the weights (first match wins):\n"
-            "  1. a path given explicitly (--weights here, weights parameter of the tools/node)\n"
-            f"  2. the environment variable {ENV_WEIGHTS}\n"
-            f"  3. the cache file, now {cache_path()}\n"
-            f"     (${ENV_CACHE_DIR}, else $XDG_CACHE_HOME/gifnet_ros, else ~/.cache/gifnet_ros)"
-        ),
-        epilog=(
-            "examples:\n"
-            f"  {name}\n      download into the cache (skipped if verified)\n"
-            f"  {name} --check\n      show which file would be used and verify it\n"
-            f"  {name} --dest ./w.model --url http://mirror.local/Final.model"
-        ),
-    )
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="do not download; report where the weights are found, their size and whether "
-        "the SHA-256 matches (exit 0 if good, 1 otherwise)",
-    )
-    parser.add_argument(
-        "--weights", metavar="PATH", help="with --check: check this file instead of the lookup"
-    )
-    parser.add_argument(
-        "--url",
-        help=f"download from this URL instead (default: ${ENV_URL} or the authors' URL); "
-        "the file must still have the known SHA-256",
-    )
-    parser.add_argument(
-        "--dest", metavar="PATH", help="save here instead of the cache file (file or directory)"
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="download even if the destination already exists"
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console script ``gifnet-weights`` (ROS: ``weights``); returns the process exit code."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.check and (args.url or args.dest or args.force):
-        parser.error("--check does not download: it cannot be combined with --url/--dest/--force")
-    if args.weights and not args.check:
-        parser.error("--weights only applies to --check (use --dest to choose where to download)")
-    try:
-        if args.check:
-            return _check(args.weights)
-        return _fetch(args.url, args.dest, args.force)
-    except WeightsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # e.g. an unreadable file found by --check
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was saved", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

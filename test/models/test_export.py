@@ -22,10 +22,12 @@ from gifnet_ros.models.onnx import (
     OnnxGIFNet,
     default_onnx_path,
     export_onnx,
-    main,
 )
 from gifnet_ros.models.tim import NETWORK_VARIANTS, load_tim
 from gifnet_ros.models.weights import WeightsError
+from gifnet_ros.tools.export import main
+
+pytestmark = pytest.mark.shared
 
 ort = pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs onnxruntime")
 onnx = pytest.importorskip("onnx", reason="gifnet-export needs onnx")

@@ -26,6 +26,9 @@ import torch
 from conftest import ROOT
 
 from gifnet_ros.models import weights as w
+from gifnet_ros.tools.weights import main
+
+pytestmark = pytest.mark.shared
 
 KNOWN = "bfc1dfef0d5b386b0c04f172daf8f6af52ba395f26dc3dd5757425fd32eb1038"
 STALL_BYTES = 1 << 20  # what the stalling endpoint sends before it stops (< file size)
@@ -364,7 +367,7 @@ def test_failed_forced_download_keeps_good_file(
 ):
     dest = tmp_path / "Final.model"
     shutil.copyfile(weights_path, dest)
-    assert w.main(["--url", server + path, "--dest", str(dest), "--force"]) == 1
+    assert main(["--url", server + path, "--dest", str(dest), "--force"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     assert err.count("\n") == 1
@@ -378,7 +381,7 @@ def test_ctrl_c_removes_partial_download(server: str, tmp_path: Path):
         [
             sys.executable,
             "-m",
-            "gifnet_ros.models.weights",
+            "gifnet_ros.tools.weights",
             "--url",
             f"{server}/stall/Final.model",
             "--dest",
@@ -416,12 +419,12 @@ def test_cli_downloads_into_cache_from_env_url(
     cache = tmp_path / "cache"
     monkeypatch.setenv("GIFNET_CACHE_DIR", str(cache))
     monkeypatch.setenv("GIFNET_WEIGHTS_URL", f"{server}/Final.model")
-    assert w.main([]) == 0
+    assert main([]) == 0
     out = capsys.readouterr().out
     assert f"{server}/Final.model" in out
     assert sha256_of(cache / "Final.model") == KNOWN
     # Now present and verified: a second run must not touch the network. A 404 URL proves it.
-    assert w.main(["--url", f"{server}/missing.model"]) == 0
+    assert main(["--url", f"{server}/missing.model"]) == 0
     assert "already present" in capsys.readouterr().out
 
 
@@ -429,7 +432,7 @@ def test_cli_force_redownloads(server: str, tmp_path: Path, weights_path: Path, 
     dest = tmp_path / "Final.model"
     shutil.copyfile(weights_path, dest)
     before = dest.stat().st_ino
-    assert w.main(["--url", f"{server}/Final.model", "--dest", str(dest), "--force"]) == 0
+    assert main(["--url", f"{server}/Final.model", "--dest", str(dest), "--force"]) == 0
     assert "saved" in capsys.readouterr().out
     assert dest.stat().st_ino != before  # replaced by a new file
     assert sha256_of(dest) == KNOWN
@@ -438,7 +441,7 @@ def test_cli_force_redownloads(server: str, tmp_path: Path, weights_path: Path, 
 def test_cli_refuses_to_overwrite_foreign_file(server: str, tmp_path: Path, capsys):
     dest = tmp_path / "Final.model"
     dest.write_bytes(b"my own checkpoint")
-    assert w.main(["--url", f"{server}/Final.model", "--dest", str(dest)]) == 1
+    assert main(["--url", f"{server}/Final.model", "--dest", str(dest)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "--force" in err
@@ -446,7 +449,7 @@ def test_cli_refuses_to_overwrite_foreign_file(server: str, tmp_path: Path, caps
 
 
 def test_cli_check_good(weights_path: Path, capsys):
-    assert w.main(["--check", "--weights", str(weights_path)]) == 0
+    assert main(["--check", "--weights", str(weights_path)]) == 0
     out = capsys.readouterr().out
     assert str(weights_path) in out
     assert "argument" in out
@@ -470,12 +473,12 @@ def test_cli_check_reports_source(
         shutil.copyfile(weights_path, tmp_path / "c" / "Final.model")
     else:
         monkeypatch.setenv("GIFNET_WEIGHTS", str(weights_path))
-    assert w.main(["--check"]) == 0
+    assert main(["--check"]) == 0
     assert f"source:  {source}" in capsys.readouterr().out
 
 
 def test_cli_check_bad_and_missing(modified: Path, tmp_path: Path, capsys):
-    assert w.main(["--check", "--weights", str(modified)]) == 1
+    assert main(["--check", "--weights", str(modified)]) == 1
     captured = capsys.readouterr()
     assert "MISMATCH" in captured.out
     assert sha256_of(modified) in captured.out
@@ -483,7 +486,7 @@ def test_cli_check_bad_and_missing(modified: Path, tmp_path: Path, capsys):
     assert str(modified) in captured.err
 
     missing = tmp_path / "absent.model"
-    assert w.main(["--check", "--weights", str(missing)]) == 1
+    assert main(["--check", "--weights", str(missing)]) == 1
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1
     assert str(missing) in captured.err
@@ -495,14 +498,14 @@ def test_cli_check_bad_and_missing(modified: Path, tmp_path: Path, capsys):
 )
 def test_cli_usage_errors(argv: list[str], capsys):
     with pytest.raises(SystemExit) as info:
-        w.main(argv)
+        main(argv)
     assert info.value.code == 2
     assert "usage:" in capsys.readouterr().err
 
 
 def test_cli_help_explains_precedence_and_origin(capsys):
     with pytest.raises(SystemExit) as info:
-        w.main(["--help"])
+        main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
     for fact in ("authors", "AWCXV/GIFNet", w.DEFAULT_URL, "GIFNET_WEIGHTS", "cache", KNOWN):
