@@ -42,7 +42,6 @@ from typing import Any
 import cv2
 import numpy as np
 import yaml
-from rosbags.rosbag2 import Reader
 
 from gifnet_ros.fusion.align import (
     IDENTITY,
@@ -52,16 +51,14 @@ from gifnet_ros.fusion.align import (
     read_params_alignment,
     read_params_file,
 )
-from gifnet_ros.fusion.conversion import ImageConversionError, compressed_to_array, image_to_array
 from gifnet_ros.fusion.image_files import (
     ImageFileError,
     read_image,
     write_bytes_atomic,
     write_image,
 )
-from gifnet_ros.fusion.pairing import pair_by_stamp
 from gifnet_ros.fusion.thermal import normalize_thermal
-from gifnet_ros.offline.bag_io import COMPRESSED_IMAGE, IMAGE_TYPES, header_stamp_ns, typestore
+from gifnet_ros.offline.bag_reader import BagReadError, PairedBagReader, stamp_text
 
 PROG = "gifnet-calibrate"
 DEFAULT_MIN_VIEWS = 3
@@ -310,78 +307,32 @@ def file_frames(thermal: Sequence[Path], rgb: Sequence[Path]) -> Iterator[Frame]
             raise CalibrationError(str(exc)) from None
 
 
-def _topic(name: str) -> str:
-    return name if name.startswith("/") else "/" + name
-
-
 def bag_frames(
     bag: Path, thermal_topic: str, rgb_topic: str, slop: float, max_pairs: int
 ) -> Iterator[Frame]:
     """Stamp-paired frames of a rosbag2, at most ``max_pairs`` spread evenly over it.
 
-    Pairs as ``gifnet-fuse-bag`` does (``pairing.pair_by_stamp`` on ``header.stamp``, nearest
-    first within ``slop``). A first pass reads only the stamps; the second keeps the chosen
-    messages' bytes, so a long recording never sits in memory as pixels.
+    Pairs as ``gifnet-fuse-bag`` does (``bag_reader.PairedBagReader``). The chosen pairs'
+    messages are kept as bytes and decoded one pair at a time, in the order of the RGB
+    messages, so a long recording never sits in memory as pixels.
     """
-    if not bag.exists():
-        raise CalibrationError(f"{bag}: no such file or directory")
-    topics = {"thermal": _topic(thermal_topic), "rgb": _topic(rgb_topic)}
     try:
-        with Reader(bag) as reader:
-            connections = {}
-            for role, topic in topics.items():
-                found = [c for c in reader.connections if c.topic == topic]
-                if not found:
-                    present = ", ".join(sorted({c.topic for c in reader.connections})) or "none"
-                    raise CalibrationError(
-                        f"{bag}: no {role} topic {topic}; topics in the bag: {present}"
-                    )
-                if found[0].msgtype not in IMAGE_TYPES:
-                    raise CalibrationError(
-                        f"{bag}: {role} topic {topic} has type {found[0].msgtype}, "
-                        "expected an Image or CompressedImage"
-                    )
-                connections[role] = found
-            wanted = connections["thermal"] + connections["rgb"]
-            role_of = {c.id: role for role, conns in connections.items() for c in conns}
-            stamps: dict[str, list[int]] = {"thermal": [], "rgb": []}
-            for conn, _, raw in reader.messages(connections=wanted):
-                stamps[role_of[conn.id]].append(header_stamp_ns(raw))
-            pairs = pair_by_stamp(stamps["thermal"], stamps["rgb"], round(slop * 1e9)).pairs
+        with PairedBagReader(bag, thermal_topic, rgb_topic) as reader:
+            pairs = reader.pair(slop).pairs
             if not pairs:
                 raise CalibrationError(
-                    f"{bag}: no {topics['thermal']} / {topics['rgb']} pairs within {slop} s "
-                    f"({len(stamps['thermal'])} thermal, {len(stamps['rgb'])} RGB messages)"
+                    f"{bag}: no {reader.thermal.topic} / {reader.rgb.topic} pairs within {slop} s "
+                    f"({len(reader.thermal.stamps)} thermal, {len(reader.rgb.stamps)} RGB "
+                    "messages)"
                 )
             picks = np.unique(np.linspace(0, len(pairs) - 1, min(max_pairs, len(pairs))).round())
-            chosen = [pairs[int(i)] for i in picks]
-            keep = {"thermal": {t for t, _ in chosen}, "rgb": {r for _, r in chosen}}
-            raw_of: dict[tuple[str, int], tuple[str, bytes]] = {}
-            seen = {"thermal": 0, "rgb": 0}
-            for conn, _, raw in reader.messages(connections=wanted):
-                role = role_of[conn.id]
-                if seen[role] in keep[role]:
-                    raw_of[(role, seen[role])] = (conn.msgtype, bytes(raw))
-                seen[role] += 1
-    except CalibrationError:
-        raise
-    except Exception as exc:  # rosbags, storage and CDR errors alike name the problem
-        raise CalibrationError(
-            f"{bag}: cannot read the bag: {' '.join(str(exc).split())}"
-        ) from None
-    for thermal_index, rgb_index in chosen:
-        stamp = stamps["rgb"][rgb_index]
-        name = f"{bag} pair at RGB stamp {stamp // 10**9}.{stamp % 10**9:09d}"
-        images = []
-        for role, index in (("thermal", thermal_index), ("rgb", rgb_index)):
-            msgtype, raw = raw_of.pop((role, index))
-            try:
-                msg = typestore().deserialize_cdr(raw, msgtype)
-                convert = compressed_to_array if msgtype == COMPRESSED_IMAGE else image_to_array
-                images.append(convert(msg))
-            except (ImageConversionError, ValueError) as exc:
-                raise CalibrationError(f"{name}: {role} image: {exc}") from None
-        yield Frame(name, images[0], images[1])
+            chosen = {p.seq: p for p in reader.read_pairs(int(i) for i in picks)}
+        for seq in sorted(chosen):
+            pair = chosen.pop(seq)
+            name = f"{bag} pair at RGB stamp {stamp_text(pair.rgb.stamp_ns)}"
+            yield Frame(name, pair.thermal.decode(name)[1], pair.rgb.decode(name)[1])
+    except BagReadError as exc:
+        raise CalibrationError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- output

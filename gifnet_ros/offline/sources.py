@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
-from rosbags.highlevel import AnyReader
 
-from gifnet_ros.fusion.conversion import ImageConversionError, compressed_to_array, image_to_array
-from gifnet_ros.fusion.pairing import pair_by_stamp, stamp_to_ns
-from gifnet_ros.offline.bag_io import ToolError, typestore
+from gifnet_ros.offline.bag_io import ToolError
+from gifnet_ros.offline.bag_reader import BagReadError, PairedBagReader
 from gifnet_ros.offline.make_bag import rgb_pixels, source_pairs, thermal_pixels
 
 ENV_SHARED = "GIFNET_SHARED"
@@ -101,51 +98,15 @@ def bag_pairs(
     size: tuple[int, int] | None,
     slop: float = 0.05,
 ) -> list[PixelPair]:
-    """The first ``frames`` stamp-matched pairs of a rosbag2 (Image or CompressedImage topics)."""
-    topics = (thermal_topic, rgb_topic)
-
-    def read(keep: dict[str, set[int]] | None) -> dict[str, dict[int, Any]]:
-        """Per topic, index in recording order -> without ``keep`` every message's stamp, with
-        it only the messages at those indices, so a long recording never sits in memory."""
-        found: dict[str, dict[int, Any]] = {topic: {} for topic in topics}
-        try:
-            with AnyReader([bag], default_typestore=typestore()) as reader:
-                connections = [c for c in reader.connections if c.topic in found]
-                missing = set(topics) - {c.topic for c in connections}
-                if missing:
-                    present = sorted({c.topic for c in reader.connections})
-                    raise ToolError(f"bag {bag} lacks topic(s) {sorted(missing)}; it has {present}")
-                seen = dict.fromkeys(topics, 0)
-                for connection, _, raw in reader.messages(connections=connections):
-                    topic, index = connection.topic, seen[connection.topic]
-                    seen[topic] += 1
-                    if keep is None:
-                        msg = reader.deserialize(raw, connection.msgtype)
-                        found[topic][index] = stamp_to_ns(msg.header.stamp)
-                    elif index in keep[topic]:
-                        found[topic][index] = reader.deserialize(raw, connection.msgtype)
-        except ToolError:
-            raise
-        except Exception as exc:  # rosbags raises several types for unreadable bags
-            raise ToolError(f"cannot read bag {bag}: {exc}") from None
-        return found
-
-    stamps = read(None)
-    rgb_stamps, thermal_stamps = (
-        list(stamps[topic].values()) for topic in (rgb_topic, thermal_topic)
-    )
-    chosen = pair_by_stamp(thermal_stamps, rgb_stamps, round(slop * 1e9)).pairs[:frames]
-    msgs = read({thermal_topic: {t for t, _ in chosen}, rgb_topic: {r for _, r in chosen}})
-    pairs: list[PixelPair] = []
-    for thermal_index, rgb_index in chosen:
-        arrays = []
-        for msg in (msgs[thermal_topic][thermal_index], msgs[rgb_topic][rgb_index]):
-            convert = compressed_to_array if hasattr(msg, "format") else image_to_array
-            try:
-                arrays.append(convert(msg))
-            except ImageConversionError as exc:
-                raise ToolError(f"bag {bag}: {exc}") from None
-        pairs.append(resize_pair(arrays[0], arrays[1], size))
-    if not pairs:
-        raise ToolError(f"bag {bag}: no {thermal_topic}/{rgb_topic} pairs within {slop} s")
-    return pairs
+    """The first ``frames`` stamp-matched pairs of a rosbag2 (Image or CompressedImage topics),
+    paired as ``gifnet-fuse-bag`` pairs them; a problem is a one-line BagReadError."""
+    with PairedBagReader(bag, thermal_topic, rgb_topic) as reader:
+        first = range(min(frames, len(reader.pair(slop).pairs)))
+        found = {pair.seq: pair for pair in reader.read_pairs(first)}
+    if not found:
+        raise BagReadError(f"bag {bag}: no {thermal_topic}/{rgb_topic} pairs within {slop} s")
+    source = f"bag {bag}"
+    return [
+        resize_pair(found[seq].thermal.decode(source)[1], found[seq].rgb.decode(source)[1], size)
+        for seq in first
+    ]

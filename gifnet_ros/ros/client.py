@@ -33,13 +33,13 @@ class ClientError(RuntimeError):
 
 
 def _time_msg(stamp_ns: int) -> Any:
-    from builtin_interfaces.msg import Time
+    from rclpy.time import Time
 
-    return Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+    return Time(nanoseconds=stamp_ns).to_msg()
 
 
 def encoding_for(array_: np.ndarray) -> str:
-    """The ROS encoding the demo sends an array as (RGB order for colour)."""
+    """The ROS encoding an array is sent as (RGB order for colour)."""
     if array_.ndim == 3:
         return "rgb8"
     return {np.uint8: "mono8", np.uint16: "mono16", np.float32: "32FC1"}[array_.dtype.type]
@@ -70,6 +70,9 @@ def compressed_msg(pixels: np.ndarray, stamp_ns: int, frame_id: str, fmt: str = 
     msg.header.stamp = _time_msg(stamp_ns)
     msg.header.frame_id = frame_id
     return msg
+
+
+# ---------------------------------------------------------------------------- client
 
 
 class FusionClient:

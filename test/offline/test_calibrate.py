@@ -392,7 +392,10 @@ def test_bag_without_the_topic_names_what_it_has(tmp_path, capsys):
         capsys,
     )
     assert code == 2
-    assert "no thermal topic /flir; topics in the bag: /rgb/image, /thermal/image" in err
+    assert (
+        "no thermal topic '/flir'; topics in the bag: /rgb/image (sensor_msgs/msg/Image), "
+        "/thermal/image (sensor_msgs/msg/Image)" in err
+    )
 
 
 def test_bad_board_is_an_argument_error(capsys):
@@ -462,7 +465,7 @@ def expected_warp(path: Path, thermal: np.ndarray) -> np.ndarray:
 def fuse_probe_bag(tmp_path: Path, flags: list[str]) -> np.ndarray:
     """gifnet-fuse-bag (classic_max, mono8) over a one-pair bag of probe_pair() with `flags`:
     the fused image, which is the aligned thermal frame."""
-    from gifnet_ros.offline import bag_fusion as bag_tool
+    from gifnet_ros.tools import fuse_bag as bag_tool
 
     thermal, rgb = probe_pair()
     bag = tmp_path / "probe_bag"
@@ -516,7 +519,7 @@ def test_the_bag_tool_takes_a_crop_from_the_file(tmp_path):
 
 
 def test_a_bad_params_file_is_a_usage_error(tmp_path, capsys):
-    from gifnet_ros.offline import bag_fusion as bag_tool
+    from gifnet_ros.tools import fuse_bag as bag_tool
 
     path = tmp_path / "bad.yaml"
     path.write_text("/**: {ros__parameters: {align.homography: [1, 2, 3]}}\n")
