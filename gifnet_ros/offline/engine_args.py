@@ -121,23 +121,28 @@ def add_engine_arguments(
     )
 
 
+ENGINE_FLAGS = (
+    "weights",
+    "network",
+    "backend",
+    "device",
+    "precision",
+    "onnx_model",
+    "providers",
+    "threads",
+    "compile",
+    "max_pixels",
+    "inference_scale",
+    "restore",
+)
+"""The EngineOptions fields add_engine_arguments has a flag for; each flag's dest is the
+field's name (``--onnx-model`` -> ``onnx_model``)."""
+
+
 def engine_options(args: argparse.Namespace) -> EngineOptions:
     """The engine options the flags of add_engine_arguments give; the fields those flags do
     not cover (mode, thermal rule, chroma rule) keep their defaults for the tool to set."""
-    return EngineOptions(
-        weights=args.weights,
-        network=args.network,
-        backend=args.backend,
-        device=args.device,
-        precision=args.precision,
-        onnx_model=args.onnx_model,
-        providers=args.providers,
-        threads=args.threads,
-        compile=args.compile,
-        max_pixels=args.max_pixels,
-        inference_scale=args.inference_scale,
-        restore=args.restore,
-    )
+    return EngineOptions(**{name: getattr(args, name) for name in ENGINE_FLAGS})
 
 
 def add_thermal_arguments(parser: argparse.ArgumentParser) -> None:
