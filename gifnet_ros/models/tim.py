@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor, nn
 
-from gifnet_ros.models.weights import WeightsError, _torch_failure
+from gifnet_ros.models.weights import WeightsError, torch_load_failure
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable  # Python 3.11+; only for type checking
@@ -531,7 +531,7 @@ def _read(path: Path | Traversable, sha256: str | None = None) -> Mapping[str, A
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         raise WeightsError(
-            f"TIM weights file {path} is not a loadable state dict: {_torch_failure(exc)[1]}"
+            f"TIM weights file {path} is not a loadable state dict: {torch_load_failure(exc)[1]}"
         ) from exc
     if not isinstance(loaded, Mapping) or not loaded:
         raise WeightsError(

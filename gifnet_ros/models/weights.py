@@ -164,7 +164,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _torch_failure(exc: BaseException) -> tuple[bool, str]:
+def torch_load_failure(exc: BaseException) -> tuple[bool, str]:
     """(refused a pickled Python object?, one-line reason) from a ``torch.load`` exception.
 
     torch's messages span many lines of advice about ``weights_only=False`` that we must not
@@ -215,7 +215,7 @@ def load_state_dict(
     try:
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        refused, reason = _torch_failure(exc)
+        refused, reason = torch_load_failure(exc)
         if refused:
             raise WeightsError(
                 f"weights file {resolved} is not a state dict: {reason}, which safe loading "
