@@ -27,8 +27,8 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -51,6 +51,54 @@ DEFAULT_CLIP = "0111_1716"
 
 class DemoError(RuntimeError):
     """A problem the demo reports as its one error line (missing data, node failure...)."""
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Seconds from a pair's RGB stamp to its fused image's arrival (None: nothing came)."""
+
+    median: float | None
+    p95: float | None
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Latency:
+        if not values:
+            return cls(None, None)
+        return cls(round(float(np.median(values)), 4), round(float(np.percentile(values, 95)), 4))
+
+
+@dataclass(frozen=True)
+class NodeCounts:
+    """The node's own counters over the stream (the warm-up pair not counted)."""
+
+    pairs: int
+    fused: int
+    dropped: dict[str, int]  # by reason: replaced, stale, ...
+    errors: dict[str, int]  # by kind, as the node's diagnostics name them
+    model_median_s: str | None  # as the node's diagnostics give it
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    """What report.json holds, key for key; ``device`` to ``mode`` as the node reports them."""
+
+    source: str
+    size: str
+    device: str | None
+    network: str | None
+    backend: str | None
+    precision: str | None
+    mode: str | None
+    weights: str
+    pairs_sent: int
+    fused_received: int
+    node: NodeCounts
+    latency_s: Latency
+    seconds: float
+    images: list[str]
+
+    def json_text(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
 
 
 # ---------------------------------------------------------------------------- the demo
@@ -87,15 +135,6 @@ def _montage(thermal: np.ndarray, rgb: np.ndarray, fused: np.ndarray) -> np.ndar
     if fused.ndim == 2:
         panels[2] = np.repeat(fused[..., None], 3, axis=2)
     return np.concatenate(panels, axis=1)
-
-
-def _stats(values: Sequence[float]) -> dict[str, float | None]:
-    if not values:
-        return {"median": None, "p95": None}
-    return {
-        "median": round(float(np.median(values)), 4),
-        "p95": round(float(np.percentile(values, 95)), 4),
-    }
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -181,7 +220,7 @@ def _load_pairs(args: argparse.Namespace) -> tuple[list[PixelPair], str]:
     return pairs, f"M3SVD clip {args.clip}"
 
 
-def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+def run_demo(args: argparse.Namespace) -> DemoReport:
     """Run the demo; returns the report (also written to ``args.out``)."""
     dds_environment(args.domain_id)
     if args.backend.startswith("classic_"):
@@ -270,7 +309,7 @@ def _report(
     elapsed: float,
     weights: str,
     source: str,
-) -> dict[str, Any]:
+) -> DemoReport:
     values = dict(client.diagnostics)
 
     def delta(key: str) -> int:
@@ -294,37 +333,36 @@ def _report(
             )
             saved.append(name)
     height, width = pairs[0][1].shape[:2]
-    report = {
-        "source": source,
-        "size": f"{width}x{height}",
-        "device": values.get("device"),
-        "network": values.get("network"),
-        "backend": values.get("backend"),
-        "precision": values.get("precision"),
-        "mode": values.get("mode"),
-        "weights": weights,
-        "pairs_sent": len(stamps),
-        "fused_received": len(latencies),
-        "node": {
-            "pairs": delta("pairs"),
-            "fused": delta("fused"),
-            "dropped": {k[8:]: delta(k) for k in values if k.startswith("dropped.")},
-            "errors": {k[7:]: delta(k) for k in values if k.startswith("errors.")},
-            "model_median_s": values.get("model_median_s"),
-        },
-        "latency_s": _stats(latencies),
-        "seconds": round(elapsed, 2),
-        "images": saved,
-    }
-    write_bytes_atomic(args.out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    report = DemoReport(
+        source=source,
+        size=f"{width}x{height}",
+        device=values.get("device"),
+        network=values.get("network"),
+        backend=values.get("backend"),
+        precision=values.get("precision"),
+        mode=values.get("mode"),
+        weights=weights,
+        pairs_sent=len(stamps),
+        fused_received=len(latencies),
+        node=NodeCounts(
+            pairs=delta("pairs"),
+            fused=delta("fused"),
+            dropped={k[8:]: delta(k) for k in values if k.startswith("dropped.")},
+            errors={k[7:]: delta(k) for k in values if k.startswith("errors.")},
+            model_median_s=values.get("model_median_s"),
+        ),
+        latency_s=Latency.of(latencies),
+        seconds=round(elapsed, 2),
+        images=saved,
+    )
+    write_bytes_atomic(args.out / "report.json", report.json_text().encode())
     text = _report_text(report)
     write_bytes_atomic(args.out / "report.txt", text.encode())
     return report
 
 
-def _report_text(report: dict[str, Any]) -> str:
-    node = report["node"]
-    latency = report["latency_s"]
+def _report_text(report: DemoReport) -> str:
+    node, latency = report.node, report.latency_s
 
     def seconds(value: float | None) -> str:
         return (
@@ -334,17 +372,17 @@ def _report_text(report: dict[str, Any]) -> str:
         )
 
     lines = [
-        f"GIFNet fusion node demo: {report['source']}, {report['size']}, "
-        f"device {report['device']} {report['backend']} {report['precision']}, "
-        f"mode {report['mode']}",
-        f"pairs sent        {report['pairs_sent']}",
-        f"fused received    {report['fused_received']}",
-        f"node: pairs {node['pairs']}, fused {node['fused']}, dropped {node['dropped']}, "
-        f"errors {node['errors']}",
-        f"latency (RGB stamp -> fused received): median {seconds(latency['median'])}, "
-        f"p95 {seconds(latency['p95'])}",
-        f"model time per pair (node, median): {node['model_median_s']} s",
-        f"images: {', '.join(report['images']) or 'none'}",
+        f"GIFNet fusion node demo: {report.source}, {report.size}, "
+        f"device {report.device} {report.backend} {report.precision}, "
+        f"mode {report.mode}",
+        f"pairs sent        {report.pairs_sent}",
+        f"fused received    {report.fused_received}",
+        f"node: pairs {node.pairs}, fused {node.fused}, dropped {node.dropped}, "
+        f"errors {node.errors}",
+        f"latency (RGB stamp -> fused received): median {seconds(latency.median)}, "
+        f"p95 {seconds(latency.p95)}",
+        f"model time per pair (node, median): {node.model_median_s} s",
+        f"images: {', '.join(report.images) or 'none'}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -366,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(_report_text(report), end="")
     print(f"written to {args.out.resolve()}")
-    return 0 if report["fused_received"] > 0 else 1
+    return 0 if report.fused_received > 0 else 1
 
 
 if __name__ == "__main__":
