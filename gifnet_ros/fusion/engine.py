@@ -294,6 +294,11 @@ class FusionEngine:
         where = f"{self.backend_text()} on {self.device}"
         return f"{self.network}, {where}, {self.precision} ({self.precision_reason})"
 
+    def default_batch(self) -> int:
+        """Pairs of one size per network call when the user names no batch: 8 on CUDA, which a
+        batch keeps busy, 1 on the CPU, where a batch gains nothing and only holds more memory."""
+        return 8 if self.device.type == "cuda" else 1
+
     def fuse(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """Fuse two images: uint8 H×W×3 RGB when the mode's chroma source is colour, else H×W.
 

@@ -101,7 +101,6 @@ from gifnet_ros.offline.bag_reader import (
 from gifnet_ros.offline.engine_args import (
     add_engine_arguments,
     add_thermal_arguments,
-    batch_size,
     engine_options,
 )
 
@@ -216,7 +215,7 @@ class PairFuser:
         except (ValueError, WeightsError, OSError, RuntimeError) as exc:
             raise ToolError(f"cannot load the model: {one_line(exc)}") from None
         self.load_seconds = round(time.monotonic() - loading, 3)
-        self.batch = batch_size(args, self.engine)
+        self.batch = args.batch or self.engine.default_batch()
 
     def fuse(self, jobs: Sequence[PairJob]) -> list[PairResult]:
         """One result per job, in order. Consecutive pairs of one size go through the network

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 
-from gifnet_ros.fusion.engine import BACKENDS, NETWORKS, PRECISIONS, RESTORE_RULES, FusionEngine
+from gifnet_ros.fusion.engine import BACKENDS, NETWORKS, PRECISIONS, RESTORE_RULES
 from gifnet_ros.fusion.options import EngineOptions
 from gifnet_ros.fusion.thermal import RULES as THERMAL_RULES
 from gifnet_ros.models.onnx import split_providers
+from gifnet_ros.offline.arg_types import positive_int
 
 
 def _providers(text: str) -> list[str]:
@@ -21,23 +22,6 @@ def _providers(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("--providers needs at least one name")
     return names
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def batch_size(args: argparse.Namespace, engine: FusionEngine) -> int:
-    """--batch, or the default for the engine's device: 8 on CUDA, 1 elsewhere."""
-    if args.batch is not None:
-        return args.batch
-    return 8 if engine.device.type == "cuda" else 1
 
 
 def add_engine_arguments(
@@ -65,7 +49,7 @@ def add_engine_arguments(
     if batch:
         group.add_argument(
             "--batch",
-            type=_positive_int,
+            type=positive_int,
             help="pairs of one size fused per network call (default: 8 on CUDA, 1 on the CPU, "
             "where a batch gains nothing and only holds more memory)",
         )

@@ -28,7 +28,6 @@ from gifnet_ros.models.weights import WeightsError
 from gifnet_ros.offline.engine_args import (
     add_engine_arguments,
     add_thermal_arguments,
-    batch_size,
     engine_options,
 )
 
@@ -132,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     failures = [
         f"{p}: no partner of the same name" for p in matched.only_first + matched.only_second
     ]
-    batcher = _Batcher(engine, batch_size(args, engine), failures)
+    batcher = _Batcher(engine, args.batch or engine.default_batch(), failures)
     bar = tqdm(matched.pairs, unit="pair", desc=PROG, disable=args.quiet, file=sys.stderr)
     for first, second in bar:
         try:

@@ -67,3 +67,8 @@ def test_engine_takes_options_or_fields():
     with pytest.raises(ValueError, match="threads must be at least 1"):
         FusionEngine(EngineOptions(backend="classic_max", threads=0))
     assert EngineOptions(weights=Path("w.pth")).weights == Path("w.pth")
+
+
+def test_default_batch_follows_the_device():
+    """No --batch: one pair per call on the CPU (a batch only holds more memory there)."""
+    assert FusionEngine(backend="classic_max").default_batch() == 1
