@@ -16,8 +16,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from gifnet_ros.offline import bag_fusion as bag_tool
 from gifnet_ros.offline.sources import find_shared
+from gifnet_ros.tools import fuse_bag as bag_tool
 from gifnet_ros.tools import make_bag
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,12 +36,16 @@ import numpy as np
 import ray
 from gpu_check import machine_info, machine_lines
 
-from gifnet_ros.offline import bag_fusion as bag_tool
 from gifnet_ros.offline import fleet
-from gifnet_ros.offline.bag_fusion import BagFusion, PairResult, parser
+from gifnet_ros.offline.bag_fusion import BagFusion
 from gifnet_ros.offline.bag_io import image_cdr, typestore
+from gifnet_ros.offline.bag_pair_fuser import PairResult
+from gifnet_ros.offline.bag_settings import BagSettings
+from gifnet_ros.offline.fleet_bags import REPORT_SUFFIX
+from gifnet_ros.offline.fleet_cluster import LOCAL_OBJECT_STORE
 from gifnet_ros.offline.sources import find_shared
-from gifnet_ros.tools import make_bag
+from gifnet_ros.tools import fuse_bag as bag_tool
+from gifnet_ros.tools import fuse_bags, make_bag
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo
@@ -78,11 +82,11 @@ def build(folder: Path, name: str, size: str, pairs: int, clip: str) -> Path:
 
 def fleet_rate(bag: Path, out: Path, workers: int, engine: list[str]) -> dict:
     """gifnet-fuse-bags on one bag with ``workers`` one-thread workers: its bag report."""
-    code = fleet.main(
+    code = fuse_bags.main(
         [str(bag), "-o", str(out), "--workers", str(workers), "--no-progress", *TOPICS, *engine]
     )
     assert code == 0
-    return json.loads((out / f"{bag.name}{fleet.REPORT_SUFFIX}").read_text())
+    return json.loads((out / f"{bag.name}{REPORT_SUFFIX}").read_text())
 
 
 def single_rate(bag: Path, out: Path, engine: list[str]) -> dict:
@@ -98,8 +102,7 @@ def driver_ceiling(bag: Path, out: Path, transport: bool) -> tuple[float, int, i
     each pair's result an already serialized fused image of the bag's size; with
     ``transport``, also the driver's side of Ray: putting each call's pairs into the object
     store and getting a call's results out of it (the workers' side is theirs)."""
-    args = parser().parse_args([str(bag), "-o", str(out), *TOPICS, "--no-progress"])
-    fusion = BagFusion(args, progress=None)
+    fusion = BagFusion(bag, out, BagSettings(thermal_topic=TOPICS[1], rgb_topic=TOPICS[3]))
     started = time.perf_counter()
     fusion.plan()
     fusion.open_output(1)
@@ -130,7 +133,7 @@ def driver_ceiling(bag: Path, out: Path, transport: bool) -> tuple[float, int, i
     seconds = time.perf_counter() - started
     read = 2 * sum(p.stat().st_size for p in bag.iterdir())  # pass 1 and pass 2
     written = sum(p.stat().st_size for p in out.iterdir())
-    return fusion.report["pairs"]["fused"] / seconds, read, written
+    return fusion.report.pairs.fused / seconds, read, written
 
 
 def main() -> None:
@@ -159,7 +162,7 @@ def main() -> None:
         num_cpus=os.cpu_count(),
         include_dashboard=False,
         log_to_driver=False,
-        object_store_memory=fleet.LOCAL_OBJECT_STORE,
+        object_store_memory=LOCAL_OBJECT_STORE,
     )
     gifnet = ["--weights", str(args.weights), "--device", "cpu", "--threads", "1"]
     classic = ["--backend", "classic_max", "--threads", "1"]

@@ -13,6 +13,7 @@ from ray_head import remove_sessions
 
 from gifnet_ros.offline import fleet
 from gifnet_ros.tools import fuse_bag as bag_tool
+from gifnet_ros.tools import fuse_bags as fleet_tool
 
 THERMAL, RGB = "/thermal/image", "/rgb/image"
 CLASSIC = ("--backend", "classic_laplacian")
@@ -25,7 +26,9 @@ def topics(*extra: str) -> list[str]:
 def fuse_bags(inputs: list[Path], out_dir: Path, *extra: str) -> tuple[int, dict]:
     """Run the tool in this process (on this process's Ray, if it has one); (exit status,
     summary)."""
-    code = fleet.main([*map(str, inputs), "-o", str(out_dir), "--no-progress", *topics(*extra)])
+    code = fleet_tool.main(
+        [*map(str, inputs), "-o", str(out_dir), "--no-progress", *topics(*extra)]
+    )
     return code, json.loads((out_dir / fleet.SUMMARY).read_text())
 
 

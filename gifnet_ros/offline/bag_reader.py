@@ -17,25 +17,30 @@ API
 ``PairedBagReader(path, thermal_topic, rgb_topic, say=...)`` opens the bag (a rosbag2
 directory, a single .mcap/.db3 file, or a directory that lost its metadata.yaml but holds one
 storage file) and checks that both topics exist and carry Image or CompressedImage. Topic
-names may leave out the leading slash. Use it as a context manager or call ``close()``.
+names may leave out the leading slash. ``say`` takes the warnings (default: stderr). Use it
+as a context manager or call ``close()``. Opened without topics, it reads only the bag's topic
+list; ``reader.select_topics(thermal_topic, rgb_topic)`` then checks and takes the two (a
+caller that reports the bag's topics even when one is missing does so).
 
 * ``reader.path``: the bag actually opened; ``reader.topics``: what the bag's metadata says,
   ``{topic: (msgtype, message count)}``; ``reader.connections``: all of its connections.
-* ``reader.thermal``, ``reader.rgb``: the two ``ImageStream`` s; their ``stamps`` and
+* ``reader.thermal``, ``reader.rgb``: the two ``ImageStream`` objects; their ``stamps`` and
   ``recorded`` lists (one entry per message, in recording order) are filled by ``scan()``.
 * ``reader.scan()``: pass 1 (stamps only, no pixels); says (``say``) when the metadata's
   message counts disagree with the storage.
 * ``reader.pair(slop_s, thermal_offset_s=0.0)``: runs ``scan()`` if needed and pairs the
   stamps; the result is kept as ``reader.pairing`` (its ``pairs`` are (thermal index, RGB
-  index) in RGB order). The thermal offset is added to every thermal
-  stamp before pairing (a thermal camera late by L s needs -L); messages keep their own stamps.
+  index) in RGB order). The thermal offset is added to every thermal stamp before pairing (a
+  thermal camera late by L s needs -L; ``reader.thermal_stamps(offset)`` gives the stamps so
+  corrected); messages keep their own stamps.
 * ``reader.read_pairs(selected=None, copies=())``: pass 2. Yields an ``ImagePair`` (``seq``:
   its index in ``reader.pairing.pairs``, ``thermal``, ``rgb``) when the later of its two
   messages is read, for every pair or only for the ``seq`` numbers in ``selected``, and a
   ``CopiedMessage`` for every message on the ``copies`` connections, all in recording order
   (a message that is copied and completes a pair yields the copy first). Pairs therefore come
-  in the order their second message was recorded, not in ``seq`` order.
-* ``reader.images(stream)``: one stream's messages in recording order, as ``ImageMessage`` s.
+  in the order their second message was recorded, not in ``seq`` order; ``reader.peak_waiting``
+  is the most messages held at once.
+* ``reader.images(stream)``: one stream's messages in recording order, as ``ImageMessage`` objects.
 * ``ImageMessage.decode(source)``: the deserialized message and its pixels
   (``conversion.image_to_array`` / ``compressed_to_array``); ``source`` names the bag in errors.
 
@@ -175,8 +180,8 @@ class PairedBagReader:
     def __init__(
         self,
         path: Path,
-        thermal_topic: str,
-        rgb_topic: str,
+        thermal_topic: str | None = None,
+        rgb_topic: str | None = None,
         say: Callable[[str], None] = _stderr,
     ) -> None:
         self.say = say
@@ -195,10 +200,9 @@ class PairedBagReader:
                 name: (info.msgtype, info.msgcount) for name, info in sorted(reader.topics.items())
             }
             self.connections: list[Connection] = list(reader.connections)
-            self.thermal = self._stream(thermal_topic, THERMAL)
-            self.rgb = self._stream(rgb_topic, RGB)
-            if self.thermal.topic == self.rgb.topic:
-                raise BagReadError(f"thermal and RGB topic are both {self.thermal.topic!r}")
+            self.thermal = self.rgb = ImageStream("", "", [])
+            if thermal_topic is not None or rgb_topic is not None:
+                self.select_topics(thermal_topic, rgb_topic)
         except BaseException:
             self.close()
             raise
@@ -214,6 +218,15 @@ class PairedBagReader:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+    def select_topics(self, thermal_topic: str, rgb_topic: str) -> None:
+        """Take ``thermal_topic`` and ``rgb_topic`` as the image streams to pair; a
+        BagReadError (listing the bag's topics) when one is missing or not an image."""
+        self.thermal = self._stream(thermal_topic, THERMAL)
+        self.rgb = self._stream(rgb_topic, RGB)
+        if self.thermal.topic == self.rgb.topic:
+            raise BagReadError(f"thermal and RGB topic are both {self.thermal.topic!r}")
+        self._scanned = False
 
     def _stream(self, name: str, role: str) -> ImageStream:
         topic = topic_name(name)

@@ -32,8 +32,8 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.fusion.thermal import DEFAULT_TIME_CONSTANT
-from gifnet_ros.offline import bag_fusion as bag_tool
 from gifnet_ros.offline.bag_io import OWNER_FILE
+from gifnet_ros.tools import fuse_bag as bag_tool
 from gifnet_ros.tools import make_bag
 
 THERMAL, RGB, FUSED = "/thermal/image", "/rgb/image", "/fused/image"

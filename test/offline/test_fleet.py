@@ -34,7 +34,7 @@ from fleet_helpers import (
 )
 from ray_head import own_sessions_removed
 
-from gifnet_ros.offline import fleet
+from gifnet_ros.offline import fleet, fleet_cluster
 from gifnet_ros.offline.bag_io import OWNER_FILE
 from gifnet_ros.tools import make_bag
 
@@ -52,7 +52,7 @@ def cluster():
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
-            object_store_memory=fleet.LOCAL_OBJECT_STORE,
+            object_store_memory=fleet_cluster.LOCAL_OBJECT_STORE,
         )
         yield ray.get_runtime_context().gcs_address
         ray.shutdown()
@@ -328,7 +328,7 @@ def test_without_ray_installed_the_tool_says_so_in_one_line(clip, tmp_path):
     bag = build(clip, tmp_path / "in", 1)
     out = tmp_path / "out"
     code = (
-        "import sys; sys.modules['ray'] = None; from gifnet_ros.offline.fleet import main; "
+        "import sys; sys.modules['ray'] = None; from gifnet_ros.tools.fuse_bags import main; "
         f"sys.exit(main({[str(bag), '-o', str(out), *topics(*CLASSIC)]!r}))"
     )
     result = subprocess.run(

@@ -142,7 +142,7 @@ def test_more_workers_than_the_cluster_has_cpus_is_one_line(head, clip, tmp_path
     ) in result.stderr.splitlines(), result.stderr
     assert json.loads((out / fleet.SUMMARY).read_text())["status"] == "error"
     assert not (out / "in").exists()
-    assert not head.workers("FusionWorker")
+    assert not head.workers("BagFusionActor")
 
 
 # -- faults on the cluster ---------------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_sigkill_of_a_model_worker_process(head, clip, tmp_path, capsys):
     for name in names:
         build(clip, inputs / name, 50, "--jitter-ms", "2")
     out = tmp_path / "out"
-    earlier = {p.pid for p in head.workers("FusionWorker")}  # of other tests, maybe ending
+    earlier = {p.pid for p in head.workers("BagFusionActor")}  # of other tests, maybe ending
     killed: list[int] = []
 
     def kill_one_worker() -> None:
@@ -166,7 +166,7 @@ def test_sigkill_of_a_model_worker_process(head, clip, tmp_path, capsys):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list(out.glob(".a.*.partial")):
             time.sleep(0.005)
-        workers = [p for p in head.workers("FusionWorker") if p.pid not in earlier]
+        workers = [p for p in head.workers("BagFusionActor") if p.pid not in earlier]
         if workers:
             workers[0].send_signal(signal.SIGKILL)
             killed.append(workers[0].pid)

@@ -21,7 +21,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from gifnet_ros.fusion.conversion import ImageConversionError, compressed_to_array, image_to_array
-from gifnet_ros.offline import bag_fusion as bag_tool
+from gifnet_ros.tools import fuse_bag as bag_tool
 
 STORE = get_typestore(Stores.ROS2_HUMBLE)
 THERMAL, RGB = "/thermal/image", "/rgb/image"
