@@ -2,7 +2,7 @@
 
 ``FusionEngine(EngineOptions(...))`` and ``FusionEngine(weights, device, ..., network=...)``
 build the same engine: the keyword form is the public API, the dataclass is what code passes
-around (gifnet_ros.offline.engine_args builds one from the command-line flags, the node's model
+around (gifnet_ros.tools.engine_args builds one from the command-line flags, the node's model
 loader from its parameters), so a new option is one field here rather than one more argument
 threaded through every caller.
 

@@ -14,7 +14,7 @@ import numpy as np
 from gifnet_ros.fusion.align import IDENTITY, NO_CROP, Alignment
 from gifnet_ros.fusion.image_files import IMAGE_SUFFIXES
 from gifnet_ros.offline import calibrate
-from gifnet_ros.offline.engine_args import add_thermal_arguments
+from gifnet_ros.tools.engine_args import add_thermal_arguments
 
 
 def parse_board(text: str) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from gifnet_ros.fusion.image_files import ImageFileError, pair_folders
 from gifnet_ros.models.weights import WeightsError
 from gifnet_ros.offline import evaluate
-from gifnet_ros.offline.engine_args import add_engine_arguments, engine_options
+from gifnet_ros.tools.engine_args import add_engine_arguments, engine_options
 
 
 def parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ from gifnet_ros.fusion.align import Alignment
 from gifnet_ros.fusion.engine import CHROMA_RULES, MODES, FusionEngine
 from gifnet_ros.fusion.image_files import ImageFileError, pair_folders, read_image, write_image
 from gifnet_ros.models.weights import WeightsError
-from gifnet_ros.offline.engine_args import (
+from gifnet_ros.tools.engine_args import (
     add_engine_arguments,
     add_thermal_arguments,
     engine_options,

@@ -26,7 +26,7 @@ from gifnet_ros.offline.bag_settings import (
     IDENTITY,
     BagSettings,
 )
-from gifnet_ros.offline.engine_args import (
+from gifnet_ros.tools.engine_args import (
     add_engine_arguments,
     add_thermal_arguments,
     engine_options,

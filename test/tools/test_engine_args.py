@@ -9,7 +9,7 @@ import pytest
 
 from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.fusion.options import EngineOptions
-from gifnet_ros.offline.engine_args import add_engine_arguments, engine_options
+from gifnet_ros.tools.engine_args import add_engine_arguments, engine_options
 
 
 def _options(argv: list[str]) -> EngineOptions:
