@@ -61,6 +61,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import gifnet_ros  # noqa: E402 (main finds the package's own files by it)
+from gifnet_ros.offline.arg_types import fusion_width_height  # noqa: E402 (argparse and re only)
 
 FP32_MAX_DIFF = 1e-3  # 0-255 scale, as test/models/test_network.py holds the CPU network
 MIN_PSNR_DB = 45.0
@@ -164,18 +165,7 @@ class Budget:
         return None
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'640x512' → (height 512, width 640); argparse type."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} is not WIDTHxHEIGHT") from None
-    if min(width, height) < 8:
-        raise argparse.ArgumentTypeError(f"size {text!r}: GIFNet needs at least 8x8")
-    return height, width
-
-
-def size_name(height: int, width: int) -> str:
+def size_name(width: int, height: int) -> str:
     return f"{width}x{height}"
 
 
@@ -649,7 +639,7 @@ class VariantResult:
             {
                 "variant": self.variant.name,
                 "precision": self.precision,
-                "size": size_name(height, width),
+                "size": size_name(width, height),
                 "batch": batch,
                 **values,
             }
@@ -658,7 +648,7 @@ class VariantResult:
     def not_run(self, status: str, reason: str) -> VariantResult:
         """Every row of the variant marked with the status and the reason."""
         self.status, self.reason = status, reason
-        for height, width in self.args.sizes:
+        for width, height in self.args.sizes:
             for batch in self.args.batch:
                 self.add_row(height, width, batch, status=status, reason=reason)
         return self
@@ -725,7 +715,7 @@ def check_variant(
         if reason is None:
             budget.reference_s = time.perf_counter() - began
     cost = None
-    for height, width in args.sizes:
+    for width, height in args.sizes:
         for batch in args.batch:
             pixels = height * width
             estimate = variant.first_call_guess_s
@@ -765,7 +755,7 @@ def check_variant(
             cost = Cost(row["s_per_pair"] / pixels, extra)
             result.add_row(height, width, batch, **row)
             print(
-                f"{variant.name} {size_name(height, width)} batch {batch}: "
+                f"{variant.name} {size_name(width, height)} batch {batch}: "
                 f"{row['s_per_pair']:.4g} s/pair",
                 file=sys.stderr,
             )
@@ -878,8 +868,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--sizes",
         nargs="+",
-        type=parse_size,
-        default=[(512, 640), (1024, 1280)],
+        type=fusion_width_height,
+        default=[(640, 512), (1280, 1024)],
         metavar="WxH",
         help="default 640x512 1280x1024",
     )

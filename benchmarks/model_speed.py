@@ -52,6 +52,7 @@ from memory import split_variant, variant_arg
 from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.models.gifnet import GIFNet
 from gifnet_ros.models.tim import NETWORK_VARIANTS, TIM
+from gifnet_ros.offline.arg_types import width_height
 from gifnet_ros.offline.sources import find_shared
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +61,6 @@ REFERENCE = SHARED / "gifnet" / "reference"
 MATMUL_N = 2048
 BASELINE = "baseline eager fp32"
 Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'640x480' → (height 480, width 640)."""
-    width, height = (int(v) for v in text.lower().split("x"))
-    return height, width
 
 
 @lru_cache(maxsize=4)
@@ -271,7 +266,7 @@ def main() -> None:
     )
     summary, rows = [], []
     for size in args.sizes:
-        height, width = parse_size(size)
+        width, height = width_height(size)
         pixels = height * width
         runs = args.large_runs if pixels >= 1_000_000 else args.runs
         chosen = {
@@ -316,7 +311,7 @@ def main() -> None:
         f"{'fp32 matmul GFLOP/s':>19} {'bf16 matmul GFLOP/s':>19}"
     )
     for size, spec, executed, rates, flops in summary:
-        height, width = parse_size(size)
+        width, height = width_height(size)
         print(
             f"{size:>9} {spec / 1e9:10.1f} {spec / (height * width) * 1e3 / 1e9:9.3f} "
             f"{executed / 1e9:14.1f} {rates['fp32'] / 1e9:19.1f} {rates['bf16'] / 1e9:19.1f}"

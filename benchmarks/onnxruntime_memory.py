@@ -32,10 +32,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from model_speed import cpu_summary, parse_size
+from model_speed import cpu_summary
 
 from gifnet_ros.models.gifnet import load_model
 from gifnet_ros.models.onnx import default_onnx_path, export_onnx
+from gifnet_ros.offline.arg_types import width_height
 from gifnet_ros.offline.sources import find_shared
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ for name, value in changes.items():
     setattr(options, name, value)
 session = OnnxGIFNet(path, options=options)
 seconds, after = [], []
-for height, width in sizes:
+for width, height in sizes:
     first, second = torch.rand(2, 1, 1, height, width)
     began = time.perf_counter()
     session(first, second)
@@ -89,8 +90,8 @@ def run_child(path: Path, changes: dict[str, bool], sizes: list[tuple[int, int]]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=parse_size, default=(480, 640), help="WxH (default 640x480)")
-    p.add_argument("--then", type=parse_size, default=(512, 640), help="WxH (default 640x512)")
+    p.add_argument("--size", type=width_height, default=(640, 480), help="WxH (default 640x480)")
+    p.add_argument("--then", type=width_height, default=(640, 512), help="WxH (default 640x512)")
     p.add_argument("--pairs", type=int, default=3, help="pairs of --size first (default 3)")
     p.add_argument("--rounds", type=int, default=2, help="processes per option set (default 2)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -115,8 +116,8 @@ def main() -> None:
         name: statistics.median(r["seconds"][i] for r in runs for i in timed)
         for name, runs in rows.items()
     }
-    h, w = args.size
-    th, tw = args.then
+    w, h = args.size
+    tw, th = args.then
     print(f"# {cpu_summary()}; {args.threads} threads; load {os.getloadavg()[0]:.2f}")
     print(f"# {args.pairs} pairs {w}x{h}, one {tw}x{th}, one {w}x{h}; {args.rounds} processes each")
     print(f"{'options':>14} {'s/pair':>7} {'vs engine':>9} {'peak MB':>8}  RSS MB after each pair")
