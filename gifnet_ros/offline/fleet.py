@@ -48,7 +48,7 @@ import socket
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ from gifnet_ros.offline.bag_report import write_report
 from gifnet_ros.offline.bag_settings import BagSettings
 from gifnet_ros.offline.fleet_bags import REPORT_SUFFIX, BagTask, estimate_pairs, find_bags
 from gifnet_ros.offline.fleet_cluster import PROG, ray, ray_cause, start_ray
+from gifnet_ros.offline.fleet_summary import FleetSummary, WorkerEntry, WorkerInfo
 
 if ray is not None:
     from ray.exceptions import RayActorError, RayError, RayTaskError
@@ -93,17 +94,17 @@ class BagFusionActor:
     def __init__(self, settings: BagSettings) -> None:
         self.fuser = PairFuser(settings)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> WorkerInfo:
         """Where the model runs and how: for the summary and the driver's batch size."""
         engine = self.fuser.engine
-        return {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "device": str(engine.device),
-            "precision": engine.precision,
-            "batch": self.fuser.batch,
-            "model_load_s": self.fuser.load_seconds,
-        }
+        return WorkerInfo(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            device=str(engine.device),
+            precision=engine.precision,
+            batch=self.fuser.batch,
+            model_load_s=self.fuser.load_seconds,
+        )
 
     def fuse(self, batches: list[list[PairJob]]) -> tuple[list[list[PairResult]], float]:
         """Each run's results, and the seconds they took here (for the driver's call size)."""
@@ -133,7 +134,7 @@ class Worker:
     in_flight: int = 0
     alive: bool = True
     pairs: int = 0  # results it returned
-    info: dict[str, Any] = field(default_factory=dict)
+    info: WorkerInfo | None = None
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -252,7 +253,7 @@ class FleetRun:
                 worker.info = ray.get(worker.handle.describe.remote())
             except RayActorError as exc:
                 raise ToolError(f"a model worker failed to start: {ray_cause(exc)}") from None
-        self.batch = bag.batch or self.workers[0].info["batch"]
+        self.batch = bag.batch or self.workers[0].info.batch
 
     def _add_worker(self) -> None:
         name = f"{PROG}-{self.run_id}-{len(self.workers)}"
@@ -476,7 +477,7 @@ class FleetRun:
     def say(self, line: str) -> None:
         tqdm.write(f"{PROG}: {line}", file=sys.stderr)
 
-    def summary(self, status: str) -> dict[str, Any]:
+    def summary(self, status: str) -> FleetSummary:
         seconds = time.monotonic() - self.started
         fused = sum(
             task.fusion.report.pairs.fused
@@ -486,45 +487,19 @@ class FleetRun:
         counts: dict[str, int] = {}
         for task in self.tasks:
             counts[task.status] = counts.get(task.status, 0) + 1
-        return {
-            "status": status,
-            "bags": counts,
-            "pairs_fused": fused,
-            "seconds": round(seconds, 3),
-            "pairs_per_s": round(fused / seconds, 3) if seconds > 0 else None,
-            "batch": self.batch,
-            "workers": [
-                {"name": w.name, "alive": w.alive, "pairs": w.pairs, **w.info} for w in self.workers
-            ],
-            "workers_lost": self.workers_lost,
-            "pairs_redone": self.pairs_redone,
-            "leftovers": self.leftovers,
-            "inputs": [task.entry(self.out_dir) for task in self.tasks],
-        }
-
-
-def summary_text(summary: dict[str, Any]) -> str:
-    """The summary's few lines: the totals, then one line per bag not fused in this run."""
-    counts = ", ".join(f"{count} {status}" for status, count in sorted(summary["bags"].items()))
-    rate = f" ({summary['pairs_per_s']:.2f} pairs/s)" if summary["pairs_per_s"] else ""
-    workers = len(summary["workers"])
-    lines = [
-        f"{PROG}: {summary['status']}: {counts}; {summary['pairs_fused']} pairs fused in "
-        f"{summary['seconds']:.1f} s{rate} by {workers} model worker{'s' * (workers != 1)}"
-    ]
-    if summary["workers_lost"]:
-        lines.append(
-            f"  {summary['workers_lost']} workers died; {summary['pairs_redone']} of their "
-            "pairs were fused again by others"
+        return FleetSummary(
+            status=status,
+            bags=counts,
+            pairs_fused=fused,
+            seconds=round(seconds, 3),
+            pairs_per_s=round(fused / seconds, 3) if seconds > 0 else None,
+            batch=self.batch,
+            workers=[WorkerEntry(w.name, w.alive, w.pairs, w.info) for w in self.workers],
+            workers_lost=self.workers_lost,
+            pairs_redone=self.pairs_redone,
+            leftovers=self.leftovers,
+            inputs=[task.entry(self.out_dir) for task in self.tasks],
         )
-    for entry in summary["inputs"]:
-        if entry["status"] == "skipped":
-            lines.append(f"  skipped {entry['input']}: {entry['output']} is complete")
-        elif entry["status"] != "complete":
-            error = entry["error"]
-            named = error if error.startswith(entry["input"]) else f"{entry['input']}: {error}"
-            lines.append(f"  {entry['status']}: {named}")
-    return "\n".join(lines)
 
 
 def fuse_bags(settings: FleetSettings) -> int:
@@ -572,9 +547,9 @@ def fuse_bags(settings: FleetSettings) -> int:
         status, code = "incomplete", 1
     summary = run.summary(status)
     try:
-        write_report(out_dir / SUMMARY, summary)
+        write_report(out_dir / SUMMARY, summary.to_json())
     except OSError as exc:
         print(f"{PROG}: error: cannot write {out_dir / SUMMARY}: {exc.strerror}", file=sys.stderr)
         code = code or 1
-    print(summary_text(summary), file=sys.stderr if code else sys.stdout)
+    print(summary.text(PROG), file=sys.stderr if code else sys.stdout)
     return code

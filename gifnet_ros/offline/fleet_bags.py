@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rosbags.rosbag2 import Reader
 
 from gifnet_ros.offline.bag_fusion import BagFusion
 from gifnet_ros.offline.bag_reader import BAG_SUFFIXES, topic_name
 from gifnet_ros.offline.bag_settings import BagSettings
+from gifnet_ros.offline.fleet_summary import BagEntry
 
 REPORT_SUFFIX = ".report.json"
 
@@ -29,17 +29,16 @@ class BagTask:
     estimate: int = 0  # its pairs in the bar's total: from the metadata until pass 1 counts
     fusion: BagFusion | None = None
 
-    def entry(self, out_dir: Path) -> dict[str, Any]:
+    def entry(self, out_dir: Path) -> BagEntry:
         """The bag's line in the run's summary."""
-        pairs = None if self.fusion is None else asdict(self.fusion.report.pairs)
-        return {
-            "input": str(self.source),
-            "output": str(out_dir / self.name),
-            "report": str(out_dir / (self.name + REPORT_SUFFIX)),
-            "status": self.status,
-            "error": self.error,
-            "pairs": pairs,
-        }
+        return BagEntry(
+            input=str(self.source),
+            output=str(out_dir / self.name),
+            report=str(out_dir / (self.name + REPORT_SUFFIX)),
+            status=self.status,
+            error=self.error,
+            pairs=None if self.fusion is None else self.fusion.report.pairs,
+        )
 
 
 def find_bags(inputs: Sequence[Path], out_dir: Path) -> list[BagTask]:
