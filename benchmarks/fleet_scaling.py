@@ -12,7 +12,7 @@ jitter, 5 ms thermal offset, mcap) in a temporary folder.
    fusion costs almost nothing, so what remains is Ray's transport and the driver). The
    figure is the bag's fusion rate from its report (models already loaded), beside
    gifnet-fuse-bag in one process with one thread, without Ray.
-2. Driver ceiling: the driver's own work per pair without any fusion: bag_tool's two read
+2. Driver ceiling: the driver's own work per pair without any fusion: bag fusion's two read
    passes and its in-order writer with a ready-made fused image, and the same plus the
    driver's side of Ray (putting each call's pairs into the object store, getting a call's
    results out of it; calls of MAX_PAIRS_PER_CALL pairs, what the driver sends when fusion

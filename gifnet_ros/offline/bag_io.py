@@ -1,6 +1,6 @@
-"""What the two offline bag tools share: output staging, the writer, stamps, errors.
+"""What the offline bag tools share: output staging, the writer, stamps, errors.
 
-Both ``gifnet-make-bag`` and ``gifnet-fuse-bag`` write rosbag2 with the ``rosbags`` library, so
+``gifnet-make-bag`` and ``gifnet-fuse-bag`` write rosbag2 with the ``rosbags`` library, so
 they run without a ROS install. The bags they write use metadata version 8: ROS 2 Humble's
 rosbag2 reads it (version 9 changed the QoS serialization to a form Humble's parser rejects),
 and every later distribution reads it too.
