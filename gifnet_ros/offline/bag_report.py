@@ -21,6 +21,21 @@ from gifnet_ros.offline.bag_reader import ImageStream, stamp_text, topic_name
 from gifnet_ros.offline.bag_settings import BagSettings
 
 
+def flat_json(item: Any, group: str, drop_none: bool = False) -> dict[str, Any]:
+    """A dataclass as the reports write it: its fields in order, the dataclass in field
+    ``group`` (if not None) spread among them at the end, without fields that are None when
+    ``drop_none``. The reports keep such groups flat."""
+    written: dict[str, Any] = {}
+    for f in fields(item):
+        value = getattr(item, f.name)
+        if f.name != group and not (drop_none and value is None):
+            written[f.name] = value
+    inner = getattr(item, group)
+    if inner is not None:
+        written.update(asdict(inner))
+    return written
+
+
 @dataclass
 class TopicCount:
     """One topic of the input: its type, the messages its metadata claims, and (for the two
@@ -73,14 +88,7 @@ class Timing:
     fusion: FusionTiming | None = None
 
     def to_json(self) -> dict[str, Any]:
-        found = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name != "fusion" and getattr(self, f.name) is not None
-        }
-        if self.fusion is not None:
-            found.update(asdict(self.fusion))
-        return found
+        return flat_json(self, "fusion", drop_none=True)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gifnet_ros.offline.bag_report import PairCounts
+from gifnet_ros.offline.bag_report import PairCounts, flat_json
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,7 @@ class WorkerEntry:
     info: WorkerInfo | None = None  # None: it died before describing itself
 
     def to_json(self) -> dict[str, Any]:
-        found = {"name": self.name, "alive": self.alive, "pairs": self.pairs}
-        if self.info is not None:
-            found.update(asdict(self.info))
-        return found
+        return flat_json(self, "info")
 
 
 @dataclass
