@@ -36,6 +36,8 @@ from gifnet_ros.offline.bag_io import OWNER_FILE
 from gifnet_ros.tools import fuse_bag as bag_tool
 from gifnet_ros.tools import make_bag
 
+pytestmark = pytest.mark.shared
+
 THERMAL, RGB, FUSED = "/thermal/image", "/rgb/image", "/fused/image"
 
 

@@ -23,6 +23,8 @@ from rosbags.typesys import Stores, get_typestore
 from gifnet_ros.fusion.conversion import ImageConversionError, compressed_to_array, image_to_array
 from gifnet_ros.tools import fuse_bag as bag_tool
 
+pytestmark = pytest.mark.shared
+
 STORE = get_typestore(Stores.ROS2_HUMBLE)
 THERMAL, RGB = "/thermal/image", "/rgb/image"
 SIZE = (32, 24)
