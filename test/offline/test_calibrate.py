@@ -541,6 +541,7 @@ def test_a_bad_params_file_is_a_usage_error(tmp_path, capsys):
     assert "align.homography needs 9 numbers" in capsys.readouterr().err
 
 
+@pytest.mark.dds
 def test_the_node_loads_the_file_as_its_params_file(calibration_file, tmp_path):
     """The node started with the file as its only --params-file (what the launch file's
     params_file:= does), in a namespace, applies the same warp as gifnet_ros.fusion.align."""
