@@ -61,7 +61,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import gifnet_ros  # noqa: E402 (main finds the package's own files by it)
-from gifnet_ros.offline.arg_types import fusion_width_height  # noqa: E402 (argparse and re only)
+from gifnet_ros.tools.arg_types import fusion_width_height  # noqa: E402 (argparse and re only)
 
 FP32_MAX_DIFF = 1e-3  # 0-255 scale, as test/models/test_network.py holds the CPU network
 MIN_PSNR_DB = 45.0

@@ -58,11 +58,12 @@ from typing import Any
 
 from model_speed import cpu_summary  # also imports torch, whose version the header prints
 
-# The node process, its client and the frames, as the demo runs them.
-from gifnet_ros.offline.arg_types import fusion_width_height
 from gifnet_ros.offline.sources import PixelPair, find_shared, m3svd_pairs
 from gifnet_ros.ros.client import ClientError, FusionClient
 from gifnet_ros.ros.node_process import dds_environment, start_node, stop_node
+
+# The node process, its client and the frames, as the demo runs them.
+from gifnet_ros.tools.arg_types import fusion_width_height
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo

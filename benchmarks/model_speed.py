@@ -52,8 +52,8 @@ from memory import split_variant, variant_arg
 from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.models.gifnet import GIFNet
 from gifnet_ros.models.tim import NETWORK_VARIANTS, TIM
-from gifnet_ros.offline.arg_types import width_height
 from gifnet_ros.offline.sources import find_shared
+from gifnet_ros.tools.arg_types import width_height
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo

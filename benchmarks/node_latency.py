@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gifnet_ros.offline.arg_types import fusion_width_height
 from gifnet_ros.offline.sources import find_shared, m3svd_pairs
 from gifnet_ros.ros.client import FusionClient
 from gifnet_ros.ros.node_process import dds_environment, start_node, stop_node
+from gifnet_ros.tools.arg_types import fusion_width_height
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = find_shared() or ROOT.parent / "shared"  # $GIFNET_SHARED first, as the demo

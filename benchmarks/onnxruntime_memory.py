@@ -36,8 +36,8 @@ from model_speed import cpu_summary
 
 from gifnet_ros.models.gifnet import load_model
 from gifnet_ros.models.onnx import default_onnx_path, export_onnx
-from gifnet_ros.offline.arg_types import width_height
 from gifnet_ros.offline.sources import find_shared
+from gifnet_ros.tools.arg_types import width_height
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = (find_shared() or ROOT.parent / "shared") / "gifnet" / "weights" / "Final.model"

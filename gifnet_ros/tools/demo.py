@@ -34,7 +34,6 @@ import cv2
 import numpy as np
 
 from gifnet_ros.fusion.image_files import write_bytes_atomic
-from gifnet_ros.offline.arg_types import fusion_width_height
 from gifnet_ros.offline.bag_io import ToolError
 from gifnet_ros.offline.sources import (
     PixelPair,
@@ -45,6 +44,7 @@ from gifnet_ros.offline.sources import (
 )
 from gifnet_ros.ros.client import NODE_NAME, ClientError, FusionClient
 from gifnet_ros.ros.node_process import dds_environment, start_node, stop_node
+from gifnet_ros.tools.arg_types import fusion_width_height
 
 DEFAULT_CLIP = "0111_1716"
 

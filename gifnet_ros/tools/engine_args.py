@@ -14,7 +14,7 @@ from gifnet_ros.fusion.engine import BACKENDS, NETWORKS, PRECISIONS, RESTORE_RUL
 from gifnet_ros.fusion.options import EngineOptions
 from gifnet_ros.fusion.thermal import RULES as THERMAL_RULES
 from gifnet_ros.models.onnx import split_providers
-from gifnet_ros.offline.arg_types import positive_int
+from gifnet_ros.tools.arg_types import positive_int
 
 
 def _providers(text: str) -> list[str]:

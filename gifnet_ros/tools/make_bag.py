@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gifnet_ros.offline import make_bag as bag_maker
-from gifnet_ros.offline.arg_types import nonnegative_float, positive_int, width_height
 from gifnet_ros.offline.bag_io import STORAGES, ToolError, interrupt_on_sigterm
+from gifnet_ros.tools.arg_types import nonnegative_float, positive_int, width_height
 
 
 def parser() -> argparse.ArgumentParser:

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gifnet_ros.offline import sync_offset
-from gifnet_ros.offline.arg_types import positive_float, width_height
 from gifnet_ros.offline.bag_io import ToolError
 from gifnet_ros.offline.make_bag import RGB_TOPIC, THERMAL_TOPIC
+from gifnet_ros.tools.arg_types import positive_float, width_height
 
 
 def parser() -> argparse.ArgumentParser:

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from gifnet_ros.models.tim import VARIANTS
-from gifnet_ros.offline.arg_types import positive_int
 from gifnet_ros.offline.bag_io import ToolError
 from gifnet_ros.offline.train_tim import DEFAULT_CLIPS, PROG, LossWeights, train
+from gifnet_ros.tools.arg_types import positive_int
 
 
 def parser() -> argparse.ArgumentParser:
