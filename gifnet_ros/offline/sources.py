@@ -25,15 +25,13 @@ PixelPair = tuple[np.ndarray, np.ndarray]
 
 
 def find_shared() -> Path | None:
-    """The shared data folder: ``$GIFNET_SHARED``, else ``shared`` next to the checkout/cwd."""
+    """The shared data folder: ``$GIFNET_SHARED``, else ``shared`` beside or inside the working
+    directory (the README runs the demo from the checkout, with ``../shared`` beside it).
+    Where the package is installed says nothing about where the data is, so it is not asked."""
     env = os.environ.get(ENV_SHARED, "").strip()
     if env:
         return Path(env).expanduser()
-    for candidate in (
-        Path.cwd().parent / "shared",
-        Path.cwd() / "shared",
-        Path(__file__).resolve().parents[3] / "shared",
-    ):
+    for candidate in (Path.cwd().parent / "shared", Path.cwd() / "shared"):
         if (candidate / "data").is_dir():
             return candidate
     return None
