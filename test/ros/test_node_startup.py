@@ -132,7 +132,7 @@ def _ros_install(root: Path) -> Path:
     lib.mkdir(parents=True)
     for name, module in (
         ("fusion_node", "gifnet_ros.ros.node"),
-        (ROS_EXECUTABLE, "gifnet_ros.models.weights"),
+        (ROS_EXECUTABLE, "gifnet_ros.tools.weights"),
     ):
         launcher = lib / name
         launcher.write_text(
