@@ -49,7 +49,13 @@ from torch import Tensor
 
 from gifnet_ros.fusion.allocator import release_freed_memory
 from gifnet_ros.fusion.options import EngineOptions
-from gifnet_ros.fusion.precision import PRECISIONS, choose_backend, choose_precision, probe
+from gifnet_ros.fusion.precision import (
+    PRECISIONS,
+    choose_backend,
+    choose_precision,
+    instruction_set,
+    probe,
+)
 from gifnet_ros.fusion.process import configure_process
 from gifnet_ros.fusion.thermal import normalize_thermal
 from gifnet_ros.models.classic import METHODS as CLASSIC_METHODS
@@ -241,6 +247,10 @@ class FusionEngine:
             self.precision, self.precision_reason = choose_precision(
                 backend, self.device.type, capabilities, options.providers
             )
+        # What the products run on (AMX, AVX-512 BF16, AVX2, ...): the speed depends on it.
+        self.instruction_set = instruction_set(
+            capabilities, self.device.type, backend, self.precision
+        )
         # Settable attributes (the node sets the mode and the reduced-size options per pair),
         # checked here and again per pair.
         self.network = network
@@ -289,10 +299,11 @@ class FusionEngine:
 
     def describe(self) -> str:
         """One line for logs and reports: network, backend (and why, when chosen by auto),
-        device, and the precision it runs at and why (``gifnet, torch on cpu, bf16 (auto: the
-        CPU computes bf16 natively ...)``)."""
+        device, the precision it runs at and why, and the instruction set (``gifnet, torch on
+        cpu, bf16 (auto: the CPU computes bf16 natively ...); instruction set AMX``)."""
         where = f"{self.backend_text()} on {self.device}"
-        return f"{self.network}, {where}, {self.precision} ({self.precision_reason})"
+        precision = f"{self.precision} ({self.precision_reason})"
+        return f"{self.network}, {where}, {precision}; instruction set {self.instruction_set}"
 
     def default_batch(self) -> int:
         """Pairs of one size per network call when the user names no batch: 8 on CUDA, which a

@@ -103,6 +103,55 @@ def probe(device: torch.device) -> Capabilities:
     )
 
 
+# The x86 instruction sets a CPU engine's speed depends on, widest last: the FLOP floor of a
+# pair differs about fivefold between AVX2 and AMX, so a figure means little without it.
+INSTRUCTION_SETS = ("SSE4.1", "AVX2", "AVX-512", "AVX-512 BF16", "AMX")
+# The /proc/cpuinfo flag that makes each of them available.
+_ISA_FLAGS = {
+    "AVX2": "avx2",
+    "AVX-512": "avx512f",
+    "AVX-512 BF16": "avx512_bf16",
+    "AMX": "amx_bf16",
+}
+
+
+def _onednn_cap_rank(cap: str) -> int:
+    """How far ONEDNN_MAX_CPU_ISA (oneDNN's names) lets oneDNN go, as an INSTRUCTION_SETS index."""
+    cap = cap.upper()
+    if cap in ("", "ALL", "DEFAULT") or "AMX" in cap:
+        return len(INSTRUCTION_SETS) - 1
+    if cap in _BF16_ISA_CAPS:
+        return INSTRUCTION_SETS.index("AVX-512 BF16")
+    if cap.startswith("AVX512"):
+        return INSTRUCTION_SETS.index("AVX-512")
+    return INSTRUCTION_SETS.index("AVX2") if cap.startswith("AVX2") else 0
+
+
+def instruction_set(caps: Capabilities, device_type: str, backend: str, precision: str) -> str:
+    """The instruction set an engine's products run on, for its log line and /diagnostics.
+
+    On an x86 CPU: the widest of INSTRUCTION_SETS that the CPU has and that the engine can
+    use. AMX and AVX-512 BF16 compute bf16 products only, so fp32 (ONNX Runtime, the classical
+    rules, torch fp32) runs on AVX-512 or AVX2 on the same CPU; ONEDNN_MAX_CPU_ISA caps what
+    PyTorch's oneDNN may use. Elsewhere: the CUDA device's compute capability, or the CPU's
+    architecture (bf16 and ONNX Runtime's lead are measured on x86 only).
+    """
+    if device_type == "cuda":
+        major, minor = caps.cuda_capability or (0, 0)
+        return f"CUDA compute capability {major}.{minor}"
+    if caps.machine not in _X86_64:
+        return caps.machine
+    rank = max(
+        (i for i, name in enumerate(INSTRUCTION_SETS) if _ISA_FLAGS.get(name) in caps.cpu_flags),
+        default=0,
+    )
+    if precision != "bf16" or backend != "torch":
+        rank = min(rank, INSTRUCTION_SETS.index("AVX-512"))
+    if backend == "torch":
+        rank = min(rank, _onednn_cap_rank(caps.onednn_isa_cap or ""))
+    return INSTRUCTION_SETS[rank]
+
+
 def _cpu_choice(caps: Capabilities) -> tuple[str, str]:
     if caps.machine not in _X86_64:
         return "fp32", f"auto: bf16 on {caps.machine} CPUs is not measured here"

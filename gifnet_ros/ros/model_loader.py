@@ -34,7 +34,8 @@ def precision_text(engine: Any) -> str:
 
 
 def describe(key: EngineKey, engine: Any) -> str:
-    """An engine for the log: backend, device, precision (and why) and the model file."""
+    """An engine for the log: backend, device, precision (and why), the model file and the
+    instruction set its products run on."""
     if key["backend"] in CLASSIC_BACKENDS:
         return f"{key['backend']}, device {engine.device}, no weights"
     model = key["onnx_model"] if engine.backend == "onnxruntime" else ""
@@ -44,7 +45,8 @@ def describe(key: EngineKey, engine: Any) -> str:
         source = key["tim_weights"] or "this project's TIM weights (not the authors')"
         network = f"{key['network']} (TIM), "
     where = f"{engine.backend_text()}, device {engine.device}"
-    return f"{network}{where}, {precision_text(engine)}, {source}"
+    isa = f"instruction set {engine.instruction_set}"
+    return f"{network}{where}, {precision_text(engine)}, {source}; {isa}"
 
 
 def options_from_parameters(key: EngineKey) -> EngineOptions:

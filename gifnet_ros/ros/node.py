@@ -401,6 +401,7 @@ class _FusionCore:
                 "network": key["network"],
                 "backend": engine.backend_text(),
                 "precision": precision_text(engine),
+                "instruction_set": engine.instruction_set,
                 "weights": (key["weights"] if key["network"] == "gifnet" else key["tim_weights"])
                 or "default",
                 "mode": self._settings.mode,

@@ -10,7 +10,13 @@ import torch
 from conftest import REFERENCE, REFERENCE_CASES
 
 from gifnet_ros.fusion.engine import FusionEngine
-from gifnet_ros.fusion.precision import Capabilities, choose_backend, choose_precision, probe
+from gifnet_ros.fusion.precision import (
+    Capabilities,
+    choose_backend,
+    choose_precision,
+    instruction_set,
+    probe,
+)
 from gifnet_ros.models.gifnet import load_model
 
 pytestmark = pytest.mark.shared
@@ -101,6 +107,44 @@ def test_probe_reads_this_machine(monkeypatch):
     assert caps.cuda_capability is None
 
 
+FAKE_AMX_CPU_CAPPED_BF16 = Capabilities(
+    cpu_flags=FAKE_AMX_CPU.cpu_flags | {"avx512_bf16"}, onednn_isa_cap="AVX512_CORE_BF16"
+)
+FAKE_AMX_CPU_CAPPED_512 = Capabilities(
+    cpu_flags=FAKE_AMX_CPU.cpu_flags, onednn_isa_cap="avx512_core"
+)
+FAKE_OLD_CPU = Capabilities(cpu_flags=frozenset({"sse4_1", "sse4_2"}))
+FLAG_NAMES = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"))
+FLAG_NAMES += (("amx_bf16", "AMX"),)
+
+
+@pytest.mark.parametrize(
+    ("caps", "device", "backend", "precision", "expected"),
+    [
+        # AMX and AVX-512 BF16 compute bf16 products only; fp32 runs on the vector units.
+        (FAKE_AMX_CPU, "cpu", "torch", "bf16", "AMX"),
+        (FAKE_AMX_CPU, "cpu", "torch", "fp32", "AVX-512"),
+        (FAKE_AMX_CPU, "cpu", "onnxruntime", "fp32", "AVX-512"),
+        (FAKE_AMX_CPU, "cpu", "classic_gff", "fp32", "AVX-512"),
+        (FAKE_AMX_CPU_CAPPED_BF16, "cpu", "torch", "bf16", "AVX-512 BF16"),
+        (FAKE_AMX_CPU_CAPPED_512, "cpu", "torch", "bf16", "AVX-512"),
+        (FAKE_BF16_CPU, "cpu", "torch", "bf16", "AVX-512 BF16"),
+        (FAKE_BF16_CPU, "cpu", "torch", "fp32", "AVX-512"),
+        # The oneDNN cap is PyTorch's: ONNX Runtime's own kernels do not read it.
+        (FAKE_BF16_CPU_CAPPED, "cpu", "torch", "bf16", "AVX2"),
+        (FAKE_BF16_CPU_CAPPED, "cpu", "onnxruntime", "fp32", "AVX-512"),
+        (FAKE_AVX512_NO_BF16_CPU, "cpu", "torch", "bf16", "AVX-512"),
+        (FAKE_AVX2_CPU, "cpu", "torch", "bf16", "AVX2"),
+        (FAKE_AVX2_CPU, "cpu", "onnxruntime", "fp32", "AVX2"),
+        (FAKE_OLD_CPU, "cpu", "torch", "fp32", "SSE4.1"),
+        (FAKE_ARM_CPU, "cpu", "torch", "fp32", "aarch64"),
+        (_fake_gpu(9, 0, "H100"), "cuda", "torch", "fp16", "CUDA compute capability 9.0"),
+    ],
+)
+def test_instruction_set_rule(caps, device, backend, precision, expected):
+    assert instruction_set(caps, device, backend, precision) == expected
+
+
 def test_engine_reports_its_choice(weights_path):
     exact = FusionEngine(weights_path, "cpu", precision="fp32")
     assert (exact.precision, exact.precision_reason) == ("fp32", "requested")
@@ -111,6 +155,14 @@ def test_engine_reports_its_choice(weights_path):
     expected = choose_precision(auto.backend, "cpu", caps)
     assert (auto.precision, auto.precision_reason) == expected
     assert backend[1] in auto.describe() and expected[1] in auto.describe()
+    # This machine's instruction set, named from /proc/cpuinfo's flags by the widest one the
+    # engine's precision can use (bf16 products on AMX or AVX-512 BF16, else vector units).
+    flags = probe(torch.device("cpu")).cpu_flags
+    widest = [name for flag, name in FLAG_NAMES if flag in flags]
+    if auto.precision != "bf16":
+        widest = [name for name in widest if name in ("AVX2", "AVX-512")]
+    assert auto.instruction_set == (widest[-1] if widest else "SSE4.1")
+    assert auto.describe().endswith(f"; instruction set {auto.instruction_set}")
 
 
 def test_auto_fits_every_backend_where_explicit_precisions_may_not():

@@ -219,8 +219,8 @@ def test_precision_reload_swaps_the_model_and_back(node, pairs, weights_path, en
 
 def test_precision_auto_runs_what_an_auto_engine_picks_and_says_why(node, pairs, weights_path):
     """precision auto (the default outside these tests): the node fuses at the precision an
-    engine asked for auto picks on this machine, and shows it with its reason in the log (once,
-    on load) and in /diagnostics."""
+    engine asked for auto picks on this machine, and shows it with its reason and the
+    instruction set it runs on in the log (once, on load) and in /diagnostics."""
     auto = FusionEngine(weights=weights_path, device="cpu", precision="auto")
     shown = f"{auto.precision} ({auto.precision_reason})"
     assert auto.precision in ("fp32", "bf16") and shown.startswith(f"{auto.precision} (auto: ")
@@ -230,9 +230,13 @@ def test_precision_auto_runs_what_an_auto_engine_picks_and_says_why(node, pairs,
     node.diagnostics_after("reloads", reloads + 1)
     fused = node.fuse(*mono8_pair(pairs[1], stamp()))
     np.testing.assert_array_equal(pixels_of(fused), auto.fuse(*pairs[1]))
-    assert node.client.wait_diagnostics(lambda d: d["precision"] == shown, 10)
+    isa = auto.instruction_set  # the rule itself: test_precision.py
+    assert node.client.wait_diagnostics(
+        lambda d: d["precision"] == shown and d["instruction_set"] == isa, 10
+    )
     loaded = f"model reloaded: {auto.backend_text()}, device cpu, {shown}"
     assert node.log().count(loaded) == 1, node.log()
+    assert f"; instruction set {isa}" in node.log().split(loaded, 1)[1].splitlines()[0]
 
     (result,) = node.client.set_parameters({"precision": "fp32"})
     assert result.successful, result.reason
