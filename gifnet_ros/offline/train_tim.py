@@ -40,16 +40,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor
 from tqdm import tqdm
 
-from gifnet_ros.fusion.image_files import write_bytes_atomic
+from gifnet_ros.fusion.image_files import ImageFileError, read_image, write_bytes_atomic
 from gifnet_ros.fusion.metrics import luminance
 from gifnet_ros.models.tim import PROJECT_FORMAT, TIM
 from gifnet_ros.offline.bag_io import ToolError
+from gifnet_ros.offline.holdout import held_out
 from gifnet_ros.offline.make_bag import source_pairs, thermal_pixels
 
 PROG = "gifnet-train-tim"
@@ -59,19 +61,28 @@ _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the loss terms (the intensity term has weight 1)."""
+    """Weights of the loss terms (the intensity term has weight 1), and ``intensity_max``: the
+    share of the brighter source in the intensity target, the rest being the sources' mean."""
 
-    gradient: float = 10.0
-    ssim: float = 1.0
+    gradient: float = 5.0
+    ssim: float = 2.0
     stage1: float = 0.5
     distill: float = 0.0
+    intensity_max: float = 0.5
 
 
-def _gradient(x: Tensor) -> Tensor:
-    """|Sobel x| + |Sobel y| of N×1×H×W images, replicate-padded to keep the size."""
+def sobel(x: Tensor) -> Tensor:
+    """Signed Sobel responses (x, y) of N×1×H×W images: N×2×H×W, replicate-padded."""
     kernels = torch.stack([_SOBEL, _SOBEL.T])[:, None].to(x)
-    response = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernels)
-    return response.abs().sum(1, keepdim=True)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernels)
+
+
+def stronger_gradient(ir: Tensor, vis: Tensor) -> Tensor:
+    """Per pixel, the signed Sobel responses of the source whose edge is stronger there
+    (|x| + |y|); ties go to the infrared image."""
+    g_ir, g_vis = sobel(ir), sobel(vis)
+    take_ir = g_ir.abs().sum(1, keepdim=True) >= g_vis.abs().sum(1, keepdim=True)
+    return torch.where(take_ir, g_ir, g_vis)
 
 
 def _gaussian(size: int = 11, sigma: float = 1.5) -> Tensor:
@@ -96,9 +107,12 @@ def ssim_pair_tensor(x: Tensor, y: Tensor) -> Tensor:
 def fusion_loss(
     fused: Tensor, ir: Tensor, vis: Tensor, weights: LossWeights
 ) -> tuple[Tensor, dict[str, float]]:
-    """The unsupervised loss of one fused image (module docstring) and its terms."""
-    intensity = (fused - torch.maximum(ir, vis)).abs().mean()
-    texture = (_gradient(fused) - torch.maximum(_gradient(ir), _gradient(vis))).abs().mean()
+    """The unsupervised loss of one fused image (module docstring) and its terms. Every term
+    is signed: an image that inverts a source's contrast pays for it in each."""
+    share = weights.intensity_max
+    target = share * torch.maximum(ir, vis) + (1 - share) * (ir + vis) / 2
+    intensity = (fused - target).abs().mean()
+    texture = (sobel(fused) - stronger_gradient(ir, vis)).abs().mean()
     structure = 1 - (ssim_pair_tensor(fused, ir) + ssim_pair_tensor(fused, vis)) / 2
     total = intensity + weights.gradient * texture + weights.ssim * structure
     terms = {"intensity": intensity.item(), "gradient": texture.item(), "ssim": structure.item()}
@@ -134,28 +148,37 @@ def pipeline_loss(
 
 @dataclass
 class Frames:
-    """Grey uint8 frame pairs (K×H×W each) and which were held out."""
+    """Grey uint8 image pairs (each pair one size, sizes may differ), which were held out, and
+    each training pair's chance of being drawn (every source folder or clip set gets an equal
+    share, so the 37 RoadScene training pairs count as much as 300 video frames)."""
 
-    ir: np.ndarray
-    vis: np.ndarray
+    ir: list[np.ndarray]
+    vis: list[np.ndarray]
     train: np.ndarray  # indices into ir/vis
     holdout: np.ndarray
+    chance: np.ndarray  # per index of ``train``, summing to 1
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_frames(m3svd: Path, clips: Sequence[str], holdout_every: int) -> tuple[Frames, list]:
-    """Every frame pair of the clips, and a record of the data (clip, files, SHA-256, frames)."""
-    irs, viss, holdout, record = [], [], [], []
+def _grey(image: np.ndarray) -> np.ndarray:
+    """A frame as the network's luminance input, uint8 (truncated BT.601 for colour)."""
+    return np.floor(np.clip(luminance(image), 0, 255)).astype(np.uint8)
+
+
+def m3svd_frames(
+    m3svd: Path, clips: Sequence[str], holdout_every: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray, bool]], list[dict[str, Any]]]:
+    """Every frame pair of the clips (thermal as the mono8 image a thermal camera sends) with
+    whether it is held out, and a record of the data (clip, files, SHA-256, frames)."""
+    pairs, record = [], []
     for clip in clips:
         thermal, rgb = m3svd / "infrared" / f"{clip}.mp4", m3svd / "visible" / f"{clip}.mp4"
         count = 0
         for index, (t, v) in enumerate(source_pairs(thermal, rgb)):
-            irs.append(thermal_pixels(t, "mono8"))
-            viss.append(np.floor(np.clip(luminance(v), 0, 255)).astype(np.uint8))
-            holdout.append(index % holdout_every == 0)
+            pairs.append((thermal_pixels(t, "mono8"), _grey(v), index % holdout_every == 0))
             count += 1
         if count == 0:
             raise ToolError(f"no frames could be read from {thermal} and {rgb}")
@@ -169,43 +192,120 @@ def load_frames(m3svd: Path, clips: Sequence[str], holdout_every: int) -> tuple[
                 "visible_sha256": _sha256(rgb),
             }
         )
-    shapes = {a.shape for a in irs + viss}
-    if len(shapes) != 1:
-        raise ToolError(f"frames of the clips differ in size: {sorted(shapes)}")
-    mask = np.array(holdout)
-    frames = Frames(np.stack(irs), np.stack(viss), np.flatnonzero(~mask), np.flatnonzero(mask))
-    return frames, record
+    return pairs, record
 
 
-def _to_tensor(images: list[np.ndarray]) -> Tensor:
-    return torch.from_numpy(np.stack(images)[:, None].astype(np.float32) / 255.0)
+def roadscene_frames(
+    root: Path,
+) -> tuple[list[tuple[np.ndarray, np.ndarray, bool]], dict[str, Any]]:
+    """Every pair of a RoadScene-like folder (``ir/`` and ``vis/``, same file names) with
+    whether ``holdout.held_out`` keeps it out, and a record: the names on each side and one
+    SHA-256 over the files in name order."""
+    names = (
+        sorted(p.name for p in (root / "ir").iterdir() if p.is_file())
+        if (root / "ir").is_dir()
+        else []
+    )
+    if not names:
+        raise ToolError(f"{root}/ir: no images")
+    pairs, digest = [], hashlib.sha256()
+    for name in names:
+        try:
+            ir, vis = read_image(root / "ir" / name), read_image(root / "vis" / name)
+        except ImageFileError as exc:
+            raise ToolError(str(exc)) from None
+        if ir.shape[:2] != vis.shape[:2]:
+            raise ToolError(f"{name}: ir {ir.shape[:2]} and vis {vis.shape[:2]} differ in size")
+        for side in ("ir", "vis"):
+            digest.update((root / side / name).read_bytes())
+        pairs.append((_grey(ir), _grey(vis), held_out(Path(name).stem)))
+    record = {
+        "folder": root.name,
+        "pairs": len(names),
+        "sha256": digest.hexdigest(),
+        "train": [n for n, (_, _, h) in zip(names, pairs, strict=True) if not h],
+        "held_out": [n for n, (_, _, h) in zip(names, pairs, strict=True) if h],
+    }
+    return pairs, record
+
+
+def build_frames(groups: Sequence[list[tuple[np.ndarray, np.ndarray, bool]]]) -> Frames:
+    """One Frames of several sources, each source an equal share of the draws."""
+    irs, viss, hold, chance = [], [], [], []
+    for group in groups:
+        count = sum(not h for _, _, h in group)
+        for ir, vis, h in group:
+            irs.append(ir)
+            viss.append(vis)
+            hold.append(h)
+            if not h:
+                chance.append(1.0 / count)
+    mask = np.array(hold)
+    weights = np.array(chance) / sum(1 for g in groups if any(not h for _, _, h in g))
+    return Frames(irs, viss, np.flatnonzero(~mask), np.flatnonzero(mask), weights / weights.sum())
+
+
+@dataclass(frozen=True)
+class Augment:
+    """How training crops are varied: the crop's side is drawn from [crop, ``max_scale``·crop]
+    (clipped to the image) and resized to ``crop``; flips; each source's contrast scaled by a
+    factor in [1 − ``contrast``, 1 + ``contrast``] about its mean and shifted by up to
+    ±``brightness``; the thermal image inverted (black-hot) with chance ``invert``."""
+
+    max_scale: float = 2.5
+    vflip: float = 0.25
+    contrast: float = 0.3
+    brightness: float = 0.1
+    invert: float = 0.3
+
+
+def _jitter(patch: np.ndarray, rng: np.random.Generator, augment: Augment) -> np.ndarray:
+    x = patch.astype(np.float32) / 255.0
+    gain = rng.uniform(1 - augment.contrast, 1 + augment.contrast)
+    shift = rng.uniform(-augment.brightness, augment.brightness)
+    mean = float(x.mean())
+    return np.clip((x - mean) * gain + mean + shift, 0.0, 1.0)
 
 
 def sample_batch(
-    frames: Frames, rng: np.random.Generator, batch: int, crop: int
+    frames: Frames, rng: np.random.Generator, batch: int, crop: int, augment: Augment
 ) -> tuple[Tensor, Tensor]:
-    """``batch`` random crops (frame, position, horizontal flip) of training frames."""
-    height, width = frames.ir.shape[1:]
+    """``batch`` random crops of training pairs, varied as ``augment`` says."""
     irs, viss = [], []
     for _ in range(batch):
-        k = frames.train[rng.integers(len(frames.train))]
-        y, x = rng.integers(height - crop + 1), rng.integers(width - crop + 1)
-        flip = bool(rng.integers(2))
-        for source, out in ((frames.ir, irs), (frames.vis, viss)):
-            patch = source[k, y : y + crop, x : x + crop]
-            out.append(patch[:, ::-1] if flip else patch)
+        k = rng.choice(frames.train, p=frames.chance)
+        height, width = frames.ir[k].shape
+        top = max(crop, min(height, width, round(augment.max_scale * crop)))
+        side = int(rng.integers(crop, top + 1))
+        y, x = rng.integers(height - side + 1), rng.integers(width - side + 1)
+        hflip, vflip = rng.random() < 0.5, rng.random() < augment.vflip
+        patches = []
+        for source in (frames.ir[k], frames.vis[k]):
+            patch = source[y : y + side, x : x + side]
+            if side != crop:
+                patch = cv2.resize(patch, (crop, crop), interpolation=cv2.INTER_AREA)
+            patch = patch[:, ::-1] if hflip else patch
+            patch = patch[::-1] if vflip else patch
+            patches.append(_jitter(patch, rng, augment))
+        ir, vis = patches
+        irs.append(1.0 - ir if rng.random() < augment.invert else ir)
+        viss.append(vis)
     return _to_tensor(irs), _to_tensor(viss)
 
 
+def _to_tensor(images: list[np.ndarray]) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.stack(images)[:, None], dtype=np.float32))
+
+
 def holdout_batch(frames: Frames, crop: int) -> tuple[Tensor, Tensor]:
-    """Centre crops of the held-out frames: the fixed validation set."""
-    height, width = frames.ir.shape[1:]
-    y, x = (height - crop) // 2, (width - crop) // 2
-    picks = frames.holdout
-    return (
-        _to_tensor([frames.ir[k, y : y + crop, x : x + crop] for k in picks]),
-        _to_tensor([frames.vis[k, y : y + crop, x : x + crop] for k in picks]),
-    )
+    """Centre crops of the held-out pairs, unvaried: the fixed validation set."""
+    irs, viss = [], []
+    for k in frames.holdout:
+        height, width = frames.ir[k].shape
+        y, x = (height - crop) // 2, (width - crop) // 2
+        irs.append(frames.ir[k][y : y + crop, x : x + crop].astype(np.float32) / 255.0)
+        viss.append(frames.vis[k][y : y + crop, x : x + crop].astype(np.float32) / 255.0)
+    return _to_tensor(irs), _to_tensor(viss)
 
 
 # --- training -------------------------------------------------------------------------------
@@ -255,10 +355,24 @@ def train(args: argparse.Namespace, command: str) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     # The light variant has no stage 2, so no separate stage-1 term.
     stage1 = args.w_stage1 if args.variant == "ivif" else 0.0
-    weights = LossWeights(args.w_gradient, args.w_ssim, stage1, args.distill)
-    frames, data = load_frames(args.m3svd, args.clips, args.holdout_every)
-    if min(frames.ir.shape[1:]) < args.crop:
-        raise ToolError(f"crop {args.crop} is larger than the frames {frames.ir.shape[1:]}")
+    weights = LossWeights(args.w_gradient, args.w_ssim, stage1, args.distill, args.intensity_max)
+    augment = Augment(args.max_scale, args.vflip, args.contrast, args.brightness, args.invert)
+    groups, data, roadscene = [], [], None
+    if args.clips:
+        clips, data = m3svd_frames(args.m3svd, args.clips, args.holdout_every)
+        groups.append(clips)
+    if args.roadscene is not None:
+        pairs, roadscene = roadscene_frames(args.roadscene)
+        groups.append(pairs)
+    if not groups:
+        raise ToolError("no training data: give --clips, --roadscene or both")
+    frames = build_frames(groups)
+    smallest = min(min(image.shape) for image in frames.ir)
+    if smallest < max(args.crop, args.val_crop):
+        raise ToolError(
+            f"crop {max(args.crop, args.val_crop)} is larger than the smallest image side "
+            f"{smallest}"
+        )
     val_ir, val_vis = holdout_batch(frames, args.val_crop)
     teacher = _teacher(args.gifnet_weights) if weights.distill else None
 
@@ -267,10 +381,13 @@ def train(args: argparse.Namespace, command: str) -> dict[str, Any]:
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     metadata: dict[str, Any] = {
         "what": f"TIM {args.variant} weights trained by gifnet_ros (not the TIM authors' weights)",
-        "licence": "MIT (gifnet_ros); trained on M3SVD clips (Tang et al., MIT licence)",
+        "licence": "MIT (gifnet_ros); trained on M3SVD clips (Tang et al., MIT licence) and "
+        "RoadScene pairs (Xu et al., research data set)",
         "command": command,
         "seed": args.seed,
         "data": data,
+        "roadscene": roadscene,
+        "augment": asdict(augment),
         "train_frames": len(frames.train),
         "holdout_frames": len(frames.holdout),
         "holdout_every": args.holdout_every,
@@ -280,9 +397,10 @@ def train(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "lr": args.lr,
         "warmup": args.warmup,
         "schedule": "Adam; linear warm-up, cosine decay to 1% of lr",
-        "loss": "L(F) = |F-max(ir,vis)|_1 + w_gradient*| |grad F| - max(|grad ir|,|grad vis|) |_1"
+        "loss": "L(F) = |F-(m*max(ir,vis)+(1-m)*(ir+vis)/2)|_1 + w_gradient*|grad F - grad S|_1"
         " + w_ssim*(1-(SSIM(F,ir)+SSIM(F,vis))/2) on the output, + w_stage1*L(stage 1 output)"
-        " + w_distill*|F-GIFNet|_1; Sobel gradients, SSIM 11x11 Gaussian sigma 1.5",
+        " + w_distill*|F-GIFNet|_1; m = intensity_max; grad: signed Sobel x and y; S per pixel"
+        " the source with the stronger edge (|x|+|y|); SSIM 11x11 Gaussian sigma 1.5",
         "loss_weights": asdict(weights),
         "threads": torch.get_num_threads(),
         "torch": str(torch.__version__),
@@ -290,6 +408,7 @@ def train(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "machine": platform.machine(),
     }
     metadata["validation_loss_before"] = validation_loss(model, val_ir, val_vis, weights)
+    validation: list[list[float]] = [[0, metadata["validation_loss_before"]]]
     curve: list[list[float]] = []
     recent: list[float] = []
     start = time.monotonic()
@@ -297,7 +416,7 @@ def train(args: argparse.Namespace, command: str) -> dict[str, Any]:
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
-        ir, vis = sample_batch(frames, rng, args.batch, args.crop)
+        ir, vis = sample_batch(frames, rng, args.batch, args.crop, augment)
         target = None
         if teacher is not None:
             with torch.no_grad():
@@ -316,12 +435,20 @@ def train(args: argparse.Namespace, command: str) -> dict[str, Any]:
             parts = " ".join(f"{k}={v:.4f}" for k, v in terms.items())
             tqdm.write(f"step {done}/{args.steps}: mean loss {mean:.4f} (last: {parts})")
         if done % args.save_every == 0 and done < args.steps:
-            progress = {"steps_done": done, "loss_curve": curve, "complete": False}
+            validation.append([done, validation_loss(model, val_ir, val_vis, weights)])
+            tqdm.write(f"step {done}/{args.steps}: validation loss {validation[-1][1]:.4f}")
+            progress = {
+                "steps_done": done,
+                "loss_curve": curve,
+                "validation_curve": validation,
+                "complete": False,
+            }
             save(args.output, model, {**metadata, **progress})
     metadata["wall_seconds"] = round(time.monotonic() - start, 1)
     metadata["loss_curve"] = curve
     metadata["final_loss"] = curve[-1][1]
     metadata["validation_loss_after"] = validation_loss(model, val_ir, val_vis, weights)
+    metadata["validation_curve"] = [*validation, [args.steps, metadata["validation_loss_after"]]]
     metadata["steps_done"] = args.steps
     metadata["complete"] = True
     save(args.output, model, metadata)

@@ -13,7 +13,7 @@ import torch
 
 from gifnet_ros.models.tim import VARIANTS
 from gifnet_ros.offline.bag_io import ToolError
-from gifnet_ros.offline.train_tim import DEFAULT_CLIPS, PROG, LossWeights, train
+from gifnet_ros.offline.train_tim import DEFAULT_CLIPS, PROG, Augment, LossWeights, train
 from gifnet_ros.tools.arg_types import positive_int
 
 
@@ -30,7 +30,27 @@ def parser() -> argparse.ArgumentParser:
         default=Path("../shared/data/m3svd"),
         help="M3SVD folder with infrared/ and visible/ videos (default %(default)s)",
     )
-    parser.add_argument("--clips", nargs="+", default=list(DEFAULT_CLIPS), metavar="CLIP")
+    parser.add_argument(
+        "--clips",
+        nargs="*",
+        default=list(DEFAULT_CLIPS),
+        metavar="CLIP",
+        help="M3SVD clips to train on; none: no video frames (default %(default)s)",
+    )
+    parser.add_argument(
+        "--roadscene",
+        type=Path,
+        default=Path("../shared/data/roadscene"),
+        help="folder with ir/ and vis/ image pairs; the pairs gifnet_ros.offline.holdout "
+        "names are held out (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-roadscene",
+        dest="roadscene",
+        action="store_const",
+        const=None,
+        help="train on the clips alone",
+    )
     parser.add_argument(
         "--variant", choices=VARIANTS, default="ivif", help="TIM variant (default %(default)s)"
     )
@@ -43,6 +63,23 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--w-gradient", type=float, default=LossWeights.gradient)
     parser.add_argument("--w-ssim", type=float, default=LossWeights.ssim)
     parser.add_argument("--w-stage1", type=float, default=LossWeights.stage1)
+    parser.add_argument(
+        "--intensity-max",
+        type=float,
+        default=LossWeights.intensity_max,
+        help="share of max(ir, vis) in the intensity target, the rest the mean "
+        "(default %(default)s)",
+    )
+    for name, value, what in (
+        ("max-scale", Augment.max_scale, "largest crop side drawn, in crops (resized to --crop)"),
+        ("vflip", Augment.vflip, "chance of a vertical flip"),
+        ("contrast", Augment.contrast, "contrast jitter, a fraction"),
+        ("brightness", Augment.brightness, "brightness jitter, a fraction of full scale"),
+        ("invert", Augment.invert, "chance of black-hot thermal"),
+    ):
+        parser.add_argument(
+            f"--{name}", type=float, default=value, help=f"{what} (default %(default)s)"
+        )
     parser.add_argument(
         "--distill",
         type=float,

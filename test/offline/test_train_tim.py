@@ -56,6 +56,7 @@ def _run(m3svd: Path, out: Path, *extra: str) -> int:
             "--save-every",
             "4",
             "--no-progress",
+            "--no-roadscene",
             *extra,
         ]
     )
@@ -74,9 +75,18 @@ def test_loss_decreases_and_metadata_recorded(trained: Path, m3svd: Path) -> Non
     assert meta["validation_loss_after"] < meta["validation_loss_before"]
     assert meta["complete"] and meta["steps_done"] == meta["steps"] == 8
     assert meta["seed"] == 0 and meta["batch"] == 2 and meta["crop"] == 32
-    assert meta["loss_weights"] == {"gradient": 10.0, "ssim": 1.0, "stage1": 0.5, "distill": 0.0}
+    assert meta["loss_weights"] == {
+        "gradient": 5.0,
+        "ssim": 2.0,
+        "stage1": 0.5,
+        "distill": 0.0,
+        "intensity_max": 0.5,
+    }
+    assert meta["roadscene"] is None
     assert "max(ir,vis)" in meta["loss"]
     assert [step for step, _ in meta["loss_curve"]] == [4, 8]
+    assert [step for step, _ in meta["validation_curve"]] == [0, 4, 8]
+    assert meta["validation_curve"][-1][1] == meta["validation_loss_after"]
     assert meta["final_loss"] == meta["loss_curve"][-1][1]
     (clip,) = meta["data"]
     thermal = m3svd / "infrared" / f"{CLIP}.mp4"
@@ -113,15 +123,45 @@ def test_ssim_matches_the_metrics_module() -> None:
 
 
 def test_loss_terms_vanish_where_they_should() -> None:
-    """A fused image equal to the brighter source has no intensity loss; one equal to both
-    sources (identical sources) has no loss at all."""
+    """A fused image equal to the intensity target (half the brighter source, half the mean)
+    has no intensity loss; one equal to both sources (identical sources) no loss at all."""
     g = torch.Generator().manual_seed(2)
     ir, vis = torch.rand(2, 1, 24, 24, generator=g), torch.rand(2, 1, 24, 24, generator=g)
-    _, terms = fusion_loss(torch.maximum(ir, vis), ir, vis, LossWeights())
+    target = 0.5 * torch.maximum(ir, vis) + 0.25 * (ir + vis)
+    _, terms = fusion_loss(target, ir, vis, LossWeights())
+    assert terms["intensity"] == pytest.approx(0, abs=1e-7)
+    _, terms = fusion_loss(torch.maximum(ir, vis), ir, vis, LossWeights(intensity_max=1.0))
     assert terms["intensity"] == 0
     total, terms = fusion_loss(ir, ir, ir, LossWeights())
     assert total.item() == pytest.approx(0, abs=1e-6)
     assert terms["gradient"] == 0
+
+
+def _smooth_field(seed: int) -> torch.Tensor:
+    """A 1×1×48×48 image in [0.2, 0.8] with structure at several scales."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 1, 6, 6, generator=g)
+    fine = torch.rand(1, 1, 48, 48, generator=g)
+    field = torch.nn.functional.interpolate(coarse, size=(48, 48), mode="bilinear") + 0.2 * fine
+    field = (field - field.min()) / (field.max() - field.min())
+    return 0.2 + 0.6 * field
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_no_term_rewards_inverted_contrast(seed: int) -> None:
+    """Every term of the loss is signed: the average of the sources with its contrast
+    inverted about its mean (same mean, same gradient magnitudes) pays more in each term than
+    the average itself, and more than the average in total by a wide margin."""
+    ir, vis = _smooth_field(seed), _smooth_field(seed + 100)
+    fused = (ir + vis) / 2
+    inverted = 2 * fused.mean() - fused
+    for share in (0.0, 0.5, 1.0):
+        weights = LossWeights(intensity_max=share)
+        good_total, good = fusion_loss(fused, ir, vis, weights)
+        bad_total, bad = fusion_loss(inverted, ir, vis, weights)
+        for term in ("intensity", "gradient", "ssim"):
+            assert bad[term] > good[term], (share, term)
+        assert bad_total.item() > 1.5 * good_total.item()
 
 
 def test_bad_arguments(m3svd: Path, tmp_path: Path, capsys) -> None:
@@ -162,3 +202,31 @@ def test_thread_count_restored(trained: Path, m3svd: Path, tmp_path: Path) -> No
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_roadscene_held_out_pairs_are_never_drawn() -> None:
+    """The RoadScene pairs whose name's SHA-256 leaves 0 or 1 mod 5 (computed here on their
+    own) are in the validation set only; the drawing chances give each source half."""
+    from conftest import DATA
+
+    from gifnet_ros.offline.train_tim import build_frames, m3svd_frames, roadscene_frames
+
+    root = DATA / "roadscene"
+    if not (root / "ir").is_dir():
+        pytest.skip(f"RoadScene pairs not found under {root}")
+    pairs, record = roadscene_frames(root)
+    names = sorted(p.name for p in (root / "ir").iterdir())
+    expected = [
+        n for n in names if int(hashlib.sha256(Path(n).stem.encode()).hexdigest(), 16) % 5 < 2
+    ]
+    assert record["held_out"] == expected and len(expected) == 20
+    assert record["train"] == [n for n in names if n not in expected]
+    clips, _ = m3svd_frames(DATA / "m3svd", [CLIP], 30)
+    frames = build_frames([clips, pairs])
+    assert set(frames.train).isdisjoint(frames.holdout)
+    assert len(frames.holdout) == 6 + 20 and len(frames.train) == 145 + 37
+    assert frames.chance.sum() == pytest.approx(1.0)
+    video_share = frames.chance[frames.train < len(clips)].sum()
+    assert video_share == pytest.approx(0.5)
+    # Pairs are stored clips first, then RoadScene in name order.
+    assert sorted(names[k - len(clips)] for k in frames.holdout if k >= len(clips)) == expected
