@@ -1,16 +1,18 @@
 """gifnet-eval: fuse every thermal/visible pair with several methods and measure the results.
 
-    gifnet-eval DIR_IR DIR_VIS -o REPORT_DIR [--methods gifnet,average,max,laplacian,gff]
-                [--limit N] [--backend torch|onnxruntime] [--device auto] [--weights FILE]
+    gifnet-eval DIR_IR DIR_VIS -o REPORT_DIR [--methods gifnet,tim,tim_light,average,gff]
+                [--held-out] [--limit N] [--backend torch|onnxruntime] [--device auto] ...
 
 Pairs are matched by file name (as gifnet-fuse does). Every pair is fused
-with every method through the same engine contract (FusionEngine: GIFNet with
-the engine flags, each classical rule as a classic_* backend), and the metrics
-of :mod:`gifnet_ros.fusion.metrics` are computed on the fused luminance against the two
-luminance inputs the fusion saw. REPORT_DIR receives:
+with every method through the same engine contract (FusionEngine: each network
+-- gifnet, tim, tim_light -- with the same engine flags, so the networks are
+compared at one backend, device and precision; each classical rule as a classic_*
+backend), and the metrics of :mod:`gifnet_ros.fusion.metrics` are computed on the
+fused luminance against the two luminance inputs the fusion saw. REPORT_DIR receives:
 
 - ``metrics.csv``: one row per pair and method;
-- ``metrics.md``: mean and standard deviation per metric and method;
+- ``metrics.md``: which pairs, each network row's engine (its one-line description), and
+  the mean and standard deviation of every metric per method;
 - ``sheet_NNN.png``: contact sheets, one row per pair, columns
   thermal | RGB | each method, labelled, for looking at the results.
 
@@ -25,6 +27,7 @@ import csv
 import io
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -32,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gifnet_ros.fusion import metrics
-from gifnet_ros.fusion.engine import FusionEngine
+from gifnet_ros.fusion.engine import NETWORKS, FusionEngine
 from gifnet_ros.fusion.image_files import (
     ImageFileError,
     read_image,
@@ -44,8 +47,9 @@ from gifnet_ros.fusion.thermal import normalize_thermal
 from gifnet_ros.models.classic import METHODS as CLASSIC_METHODS
 
 PROG = "gifnet-eval"
-ALL_METHODS = ("gifnet", *CLASSIC_METHODS)
-GIFNET_BACKENDS = ("torch", "onnxruntime")
+ALL_METHODS = (*NETWORKS, *CLASSIC_METHODS)
+DEFAULT_METHODS = ("gifnet", *CLASSIC_METHODS)
+NETWORK_BACKENDS = ("torch", "onnxruntime")
 TILE_WIDTH = 320
 ROWS_PER_SHEET = 6
 LABEL_HEIGHT = 28
@@ -125,40 +129,57 @@ def _csv_text(rows: list[dict[str, object]]) -> str:
     return buffer.getvalue()
 
 
-def build_fusers(methods: Sequence[str], gifnet: EngineOptions) -> dict[str, FusionEngine]:
-    """One engine per method: ``gifnet`` with the ``gifnet`` engine options (it loads the
-    checkpoint: WeightsError if absent), each classical method as its classic_* backend."""
+def with_network(methods: Sequence[str], network: str) -> list[str]:
+    """``--network N``, the one-network form from before --methods took network names: the
+    list's ``gifnet`` is read as N, so ``--network tim --methods gifnet,average`` (and the
+    default list) still give a ``tim`` row. Another network in the list is a ValueError: the
+    two flags would disagree about which networks to run."""
+    renamed = list(dict.fromkeys(network if m == "gifnet" else m for m in methods))
+    others = [m for m in renamed if m in NETWORKS and m != network]
+    if others:
+        raise ValueError(
+            f"--network {network} and --methods' {', '.join(others)} name different networks: "
+            "list every network in --methods and leave out --network"
+        )
+    return renamed
+
+
+def check_network_files(methods: Sequence[str], flags: Sequence[str]) -> None:
+    """ValueError when file flags that belong to one network's weights (``--weights``,
+    ``--onnx-model``) meet several networks in ``methods``: a checkpoint or exported graph
+    fits one network, and handing it to each would fail or mislabel rows."""
+    networks = [m for m in methods if m in NETWORKS]
+    if flags and len(networks) > 1:
+        raise ValueError(
+            f"one network's files ({', '.join(flags)}) but several networks in --methods "
+            f"({', '.join(networks)}): evaluate that network in a run of its own"
+        )
+
+
+def build_fusers(methods: Sequence[str], options: EngineOptions) -> dict[str, FusionEngine]:
+    """One engine per method, in the given order: each network with the user's engine
+    options but its own network (every network row at the same backend, device and
+    precision, which is what makes the rows comparable; loading its weights, WeightsError if
+    absent), each classical method as its classic_* backend."""
     return {
-        m: FusionEngine(gifnet) if m == "gifnet" else FusionEngine(backend=f"classic_{m}")
+        m: FusionEngine(replace(options, network=m))
+        if m in NETWORKS
+        else FusionEngine(backend=f"classic_{m}")
         for m in methods
     }
-
-
-def named_by_network(
-    fusers: dict[str, FusionEngine], methods: Sequence[str]
-) -> tuple[dict[str, FusionEngine], list[str]]:
-    """With ``--network tim`` the network's rows and tiles carry its name, not ``gifnet``."""
-    network = fusers["gifnet"].network if "gifnet" in fusers else "gifnet"
-    if network == "gifnet":
-        return fusers, list(methods)
-    rename = {"gifnet": network}
-    return (
-        {rename.get(m, m): fuser for m, fuser in fusers.items()},
-        [rename.get(m, m) for m in methods],
-    )
 
 
 def evaluate_pairs(
     pairs: Sequence[tuple[Path, Path]],
     fusers: dict[str, FusionEngine],
-    methods: Sequence[str],
     output: Path,
     source: str,
     quiet: bool = False,
 ) -> int:
-    """Fuse every pair with every method and write the report into ``output`` (module
-    docstring); ``source`` names the input folders in metrics.md. Returns how many pairs
-    failed (each said on stderr and left out)."""
+    """Fuse every pair with every method of ``fusers`` (method name -> engine, in the report's
+    order) and write the report into ``output`` (module docstring); ``source`` says in
+    metrics.md which pairs these are. Returns how many pairs failed (each said on stderr and
+    left out)."""
     output.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     sheet_rows: list[list[np.ndarray]] = []
@@ -168,13 +189,15 @@ def evaluate_pairs(
             thermal, visible = read_source(ir_path), read_source(vis_path)
             a, b = metrics.luminance(thermal), metrics.luminance(visible)
             results = {m: fuser.fuse_luminance(thermal, visible) for m, fuser in fusers.items()}
+            # Inside the try: a pair too small for a metric (VIF's 41x41) is one failed pair.
+            scores = {m: metrics.evaluate(fused_y, a, b) for m, (fused_y, _) in results.items()}
         except (ImageFileError, ValueError) as exc:
             tqdm.write(f"{PROG}: {ir_path.stem}: {exc}", file=sys.stderr)
             failures += 1
             continue
         tiles = [labelled_tile(thermal, f"{ir_path.stem} thermal"), labelled_tile(visible, "RGB")]
         for method, (fused_y, colour) in results.items():
-            rows.append({"pair": ir_path.stem, "method": method, **metrics.evaluate(fused_y, a, b)})
+            rows.append({"pair": ir_path.stem, "method": method, **scores[method]})
             tiles.append(labelled_tile(fused_y if colour is None else colour, method))
         sheet_rows.append(tiles)
         if len(sheet_rows) == ROWS_PER_SHEET:
@@ -188,13 +211,12 @@ def evaluate_pairs(
     if rows:
         count = len({r["pair"] for r in rows})
         write_bytes_atomic(output / "metrics.csv", _csv_text(rows).encode())
-        network = [m for m in methods if m not in CLASSIC_METHODS]
+        engines = [f"- {fuser.describe()}" for m, fuser in fusers.items() if m in NETWORKS]
         table = (
             f"Mean ± standard deviation over {count} pairs "
-            f"({source}); metric definitions in gifnet_ros/fusion/metrics.py."
-            + (f" Network: {fusers[network[0]].describe()}." if network else "")
-            + "\n\n"
-            + summary_table(rows, methods)
+            f"({source}); metric definitions in gifnet_ros/fusion/metrics.py.\n\n"
+            + ("Engines of the network rows:\n\n" + "\n".join(engines) + "\n\n" if engines else "")
+            + summary_table(rows, list(fusers))
         )
         write_bytes_atomic(output / "metrics.md", table.encode())
     return failures

@@ -12,6 +12,7 @@ from pathlib import Path
 from gifnet_ros.fusion.image_files import ImageFileError, pair_folders
 from gifnet_ros.models.weights import WeightsError
 from gifnet_ros.offline import evaluate
+from gifnet_ros.offline.holdout import held_out
 from gifnet_ros.tools.engine_args import add_engine_arguments, engine_options
 
 
@@ -26,13 +27,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="report folder")
     p.add_argument(
         "--methods",
-        default=",".join(evaluate.ALL_METHODS),
-        help=f"comma-separated methods out of {','.join(evaluate.ALL_METHODS)} (default: all)",
+        default=",".join(evaluate.DEFAULT_METHODS),
+        help=f"comma-separated methods out of {','.join(evaluate.ALL_METHODS)}, in any mix and "
+        "order, one table row each; every network runs with the engine flags below (default: "
+        "%(default)s; with --network N, a list's gifnet is read as N)",
     )
-    p.add_argument("--limit", type=int, help="evaluate only the first N pairs (in name order)")
+    p.add_argument(
+        "--held-out",
+        action="store_true",
+        help="evaluate only the pairs TIM's training holds out for validation (decided by "
+        "name, gifnet_ros.offline.holdout), so TIM is measured on scenes it never trained on",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="evaluate only the first N pairs (in name order, after --held-out)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    # The engine flags configure the gifnet method; the classical ones run on the CPU.
-    add_engine_arguments(p, backends=evaluate.GIFNET_BACKENDS, batch=False)
+    # The engine flags configure every network method; the classical ones run on the CPU.
+    add_engine_arguments(p, backends=evaluate.NETWORK_BACKENDS, batch=False)
+    # None tells an explicit --network (the one-network form, evaluate.with_network) apart.
+    p.set_defaults(network=None)
     return p
 
 
@@ -42,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         methods = evaluate.parse_methods(args.methods)
+        if args.network is not None:
+            methods = evaluate.with_network(methods, args.network)
+        given = (("--weights", args.weights), ("--onnx-model", args.onnx_model))
+        evaluate.check_network_files(methods, [flag for flag, value in given if value])
     except ValueError as exc:
         print(f"{evaluate.PROG}: {exc}", file=sys.stderr)
         return 2
@@ -53,7 +72,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImageFileError as exc:
         print(f"{evaluate.PROG}: {exc}", file=sys.stderr)
         return 2
-    pairs = found.pairs[: args.limit] if args.limit else found.pairs
+    source = f"{args.ir_dir} | {args.vis_dir}"
+    pairs = found.pairs
+    if args.held_out:
+        pairs = [pair for pair in pairs if held_out(pair[0].stem)]
+        if found.pairs and not pairs:
+            print(
+                f"{evaluate.PROG}: none of the {len(found.pairs)} pairs in {args.ir_dir} and "
+                f"{args.vis_dir} is held out of TIM's training (gifnet_ros.offline.holdout)",
+                file=sys.stderr,
+            )
+            return 1
+        source += (
+            f"; only the pairs TIM's training holds out (gifnet_ros.offline.holdout): "
+            f"{len(pairs)} of {len(found.pairs)}"
+        )
+    pairs = pairs[: args.limit] if args.limit else pairs
     if not pairs:
         print(
             f"{evaluate.PROG}: no same-named image pairs in {args.ir_dir} and {args.vis_dir}",
@@ -67,9 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (WeightsError, ValueError) as exc:
         print(f"{evaluate.PROG}: {exc}", file=sys.stderr)
         return 1
-    fusers, methods = evaluate.named_by_network(fusers, methods)
-    source = f"{args.ir_dir} | {args.vis_dir}"
-    failures = evaluate.evaluate_pairs(pairs, fusers, methods, args.output, source, args.quiet)
+    failures = evaluate.evaluate_pairs(pairs, fusers, args.output, source, args.quiet)
     print(
         f"{evaluate.PROG}: {len(pairs) - failures} of {len(pairs)} pairs evaluated with "
         f"{', '.join(methods)}; report in {args.output}"
