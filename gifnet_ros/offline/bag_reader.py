@@ -62,6 +62,7 @@ from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Reader
 
 from gifnet_ros.fusion.conversion import compressed_to_array, image_to_array
+from gifnet_ros.fusion.errors import one_line
 from gifnet_ros.fusion.pairing import PairingResult, pair_by_stamp
 from gifnet_ros.offline.bag_io import (
     COMPRESSED_IMAGE,
@@ -78,12 +79,6 @@ THERMAL, RGB = "thermal", "rgb"
 
 class BagReadError(ToolError):
     """A bag that cannot be read as asked; its message is one line naming the file."""
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line of at most 300 characters, for a one-line error."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def stamp_text(stamp_ns: int) -> str:

@@ -14,18 +14,13 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from gifnet_ros.fusion.engine import CLASSIC_BACKENDS, FusionEngine
+from gifnet_ros.fusion.errors import one_line
 from gifnet_ros.fusion.options import EngineOptions
 from gifnet_ros.models.onnx import split_providers
 from gifnet_ros.ros.stats import FusionStats
 
 EngineKey = dict[str, Any]
 """Engine parameter name -> value (the names are gifnet_ros.ros.params.ENGINE_KEYS)."""
-
-
-def one_line(text: object, limit: int = 400) -> str:
-    """Collapse an exception text to one line, so a log line stays one line (torch's are not)."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def precision_text(engine: Any) -> str:

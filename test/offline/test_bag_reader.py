@@ -20,7 +20,6 @@ from gifnet_ros.offline.bag_reader import (
     CopiedMessage,
     ImagePair,
     PairedBagReader,
-    one_line,
     stamp_text,
     topic_name,
 )
@@ -245,6 +244,3 @@ def test_a_bag_changed_between_the_passes_is_an_error(tmp_path, streams):
 def test_helpers():
     assert stamp_text(12 * 10**9 + 5) == "12.000000005"
     assert topic_name("rgb/image") == topic_name("/rgb/image") == "/rgb/image"
-    assert one_line(ValueError("a\n  b\tc")) == "a b c"
-    assert one_line(ValueError()) == "ValueError"
-    assert len(one_line(ValueError("x" * 1000))) == 300
