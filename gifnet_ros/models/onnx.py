@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gifnet_ros.models import MIN_SIZE, tim
 from gifnet_ros.models import gifnet as gifnet_module
-from gifnet_ros.models import tim
 from gifnet_ros.models.gifnet import GIFNet
 from gifnet_ros.models.tim import NETWORK_VARIANTS, TIM, pad_to_multiple, weights_digest
 from gifnet_ros.models.weights import cache_path, resolve_weights, sha256_file
@@ -66,7 +66,6 @@ NETWORKS = ("gifnet", *NETWORK_VARIANTS)
 # Traced at this size: not a multiple of 8, so no padding step can be mistaken for a no-op
 # (a multiple of 4, as TIM's ivif graph takes).
 _SAMPLE_SIZE = (36, 44)
-MIN_SIZE = 8
 # Metadata keys of the exported file: which network it holds, and the multiple its graph
 # needs H and W to be (the session pads to it).
 NETWORK_KEY = "gifnet_ros.network"

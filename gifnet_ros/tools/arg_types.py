@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 
-MIN_FUSION_SIDE = 8
-"""GIFNet's smallest input side (its encoder halves the image three times)."""
+from gifnet_ros.models import MIN_SIZE
 
 
 def width_height(text: str) -> tuple[int, int]:
@@ -23,11 +22,12 @@ def width_height(text: str) -> tuple[int, int]:
 
 
 def fusion_width_height(text: str) -> tuple[int, int]:
-    """``WxH`` -> ``(width, height)`` of an image GIFNet can fuse: both at least 8."""
+    """``WxH`` -> ``(width, height)`` of an image the networks can fuse: both at least
+    MIN_SIZE, so that a bad size fails while parsing the flags, not mid-run."""
     width, height = width_height(text)
-    if min(width, height) < MIN_FUSION_SIDE:
+    if min(width, height) < MIN_SIZE:
         raise argparse.ArgumentTypeError(
-            f"size {text!r}: GIFNet needs at least {MIN_FUSION_SIDE}x{MIN_FUSION_SIDE}"
+            f"size {text!r}: GIFNet needs at least {MIN_SIZE}x{MIN_SIZE}"
         )
     return width, height
 
