@@ -58,6 +58,7 @@ from gifnet_ros.fusion.precision import (
 )
 from gifnet_ros.fusion.process import configure_process
 from gifnet_ros.fusion.thermal import normalize_thermal
+from gifnet_ros.models import MIN_SIZE
 from gifnet_ros.models.classic import METHODS as CLASSIC_METHODS
 from gifnet_ros.models.classic import fuse_grey
 from gifnet_ros.models.gifnet import load_model
@@ -215,21 +216,63 @@ def _size(image: np.ndarray) -> str:
     return f"{image.shape[1]}x{image.shape[0]}"
 
 
+class _Unset:
+    """The default of FusionEngine's option arguments. Not EngineOptions' own defaults: the
+    engine must tell a field the caller named from one left out, so that
+    ``FusionEngine(options, device="auto")`` sets the device back to ``auto`` while
+    ``FusionEngine(options)`` keeps the options' device."""
+
+    def __repr__(self) -> str:
+        return "<EngineOptions' default>"  # what help() shows for each default
+
+
+_UNSET: Any = _Unset()  # Any: the default of arguments of every type
+
+
 class FusionEngine:
     """Fuse a pair of camera images with GIFNet; see the module docstring for colour."""
 
     MODES = MODES
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        options: EngineOptions | str | Path | None = None,
+        device: str = _UNSET,
+        precision: str = _UNSET,
+        mode: str = _UNSET,
+        *,
+        weights: str | Path | None = _UNSET,
+        thermal_norm: str = _UNSET,
+        thermal_range: tuple[float, float] = _UNSET,
+        thermal_percentiles: tuple[float, float] = _UNSET,
+        chroma_rule: str = _UNSET,
+        verify_hash: bool = _UNSET,
+        backend: str = _UNSET,
+        onnx_model: str | Path | None = _UNSET,
+        providers: Sequence[str] | None = _UNSET,
+        threads: int | None = _UNSET,
+        compile: bool = _UNSET,
+        max_pixels: int | None = _UNSET,
+        inference_scale: float = _UNSET,
+        restore: str = _UNSET,
+        network: str = _UNSET,
+    ) -> None:
         """``FusionEngine(options)`` with an EngineOptions, ``FusionEngine(options, mode=...)``
-        to change some of its fields, or the fields themselves as arguments, in EngineOptions'
-        order: ``FusionEngine(weights, device, precision, mode=..., backend=...)``."""
-        if args and isinstance(args[0], EngineOptions):
-            if len(args) > 1:
-                raise TypeError("FusionEngine(options) takes the other fields by keyword")
-            options = dataclasses.replace(args[0], **kwargs)
+        to change some of its fields, or the fields alone: ``FusionEngine(weights, device,
+        precision, mode, backend=..., ...)``, the weights (or None) in place of the options.
+        The arguments are EngineOptions' fields, which gifnet_ros.fusion.options documents
+        with their defaults; a field left out keeps the options' value or that default."""
+        arguments = dict(locals())  # nothing but the parameters yet
+        fields = arguments.keys() - {"self", "options"}
+        named = {k: arguments[k] for k in fields if arguments[k] is not _UNSET}
+        if isinstance(options, EngineOptions):
+            options = dataclasses.replace(options, **named)
         else:
-            options = EngineOptions(*args, **kwargs)
+            if options is not None:  # the fields alone: the weights stand first
+                if "weights" in named:
+                    raise TypeError("FusionEngine() got the weights twice, first and by name")
+                named["weights"] = options
+            options = EngineOptions(**named)
         backend, precision, network = options.backend, options.precision, options.network
         self.device = check_options(backend, options.device, precision, options.compile, network)
         # The backend and precision it runs at ("fp32", "bf16" or "fp16"), and why: what the
@@ -358,12 +401,12 @@ class FusionEngine:
                     f"a batch holds pairs of one size: {_size(first)} after "
                     f"{_size(prepared[0][0])} (fuse them in separate batches)"
                 )
-        if min(prepared[0][0].shape[:2]) < 8:
+        if min(prepared[0][0].shape[:2]) < MIN_SIZE:
             network = "GIFNet" if self.network == "gifnet" else "TIM"
             what = "the classical rule" if self._classic else network
             raise ValueError(
                 f"images of {_size(prepared[0][0])} are too small: {what} (backend "
-                f"{self.backend}) needs at least 8x8"
+                f"{self.backend}) needs at least {MIN_SIZE}x{MIN_SIZE}"
             )
         with torch.inference_mode():
             firsts = [

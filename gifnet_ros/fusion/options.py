@@ -3,10 +3,11 @@
 ``FusionEngine(EngineOptions(...))`` and ``FusionEngine(weights, device, ..., network=...)``
 build the same engine: the keyword form is the public API, the dataclass is what code passes
 around (gifnet_ros.tools.engine_args builds one from the command-line flags, the node's model
-loader from its parameters), so a new option is one field here rather than one more argument
-threaded through every caller.
+loader from its parameters), so a new option is one field here and its FusionEngine argument
+(a test keeps the two in step) rather than one more argument threaded through every caller.
 
-The fields, in the order FusionEngine takes them positionally:
+The fields (FusionEngine's arguments of the same names; the first four, in this order, may
+also be given by position):
 
 - ``weights``: the checkpoint (None: the network's default, for TIM the weights this project
   trained, not the authors'; the authors' TIM ivif pair as one string

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
@@ -60,13 +62,31 @@ def test_engine_takes_options_or_fields():
     assert (rule.backend, rule.mode, rule.device.type) == ("classic_max", "grey", "cpu")
     positional = FusionEngine(None, "cpu", "fp32", "medical", backend="classic_average")
     assert (positional.precision, positional.mode) == ("fp32", "medical")
-    with pytest.raises(TypeError, match="by keyword"):
-        FusionEngine(EngineOptions(), "cpu")
+    # A field named with the options replaces theirs, even with its default value.
+    grey = EngineOptions(backend="classic_max", mode="grey")
+    assert FusionEngine(grey).mode == "grey"
+    assert FusionEngine(grey, mode="thermal_rgb").mode == "thermal_rgb"
+    assert FusionEngine(grey, "cpu").device.type == "cpu"
+    with pytest.raises(TypeError, match="weights twice"):
+        FusionEngine("a.pth", weights="b.pth")
     with pytest.raises(TypeError):
         FusionEngine(no_such_option=1)
+    with pytest.raises(TypeError):
+        FusionEngine(None, "cpu", "fp32", "grey", "percentile")  # the rest only by name
     with pytest.raises(ValueError, match="threads must be at least 1"):
         FusionEngine(EngineOptions(backend="classic_max", threads=0))
     assert EngineOptions(weights=Path("w.pth")).weights == Path("w.pth")
+
+
+def test_engine_arguments_are_the_option_fields():
+    """FusionEngine's signature names every EngineOptions field with its type, so help() and
+    type checkers show them; a field added to one and not the other fails here."""
+    parameters = inspect.signature(FusionEngine.__init__).parameters
+    arguments = {p.name: p.annotation for p in parameters.values() if p.name != "self"}
+    assert arguments.pop("options") == "EngineOptions | str | Path | None"
+    assert arguments == {f.name: f.type for f in dataclasses.fields(EngineOptions)}
+    positional = [p.name for p in parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert positional == ["self", "options", "device", "precision", "mode"]
 
 
 def test_default_batch_follows_the_device():
