@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor, nn
 
+from gifnet_ros.models import MIN_SIZE
 from gifnet_ros.models.weights import WeightsError, torch_load_failure
 
 if TYPE_CHECKING:
@@ -60,7 +61,6 @@ NETWORK_VARIANTS = {"tim": "ivif", "tim_light": "light"}
 CHANNELS = 48
 # Stage 1 of the ivif variant works at 1/2 and 1/4 size: inputs are padded to a multiple.
 _IVIF_MULTIPLE = 4
-MIN_SIZE = 8
 # The project's own weights file: a dict with this format tag, the variant, the state dict
 # of a TIM module and the training metadata.
 PROJECT_FORMAT = "gifnet_ros-tim/1"

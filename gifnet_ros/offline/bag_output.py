@@ -20,6 +20,7 @@ from rosbags.interfaces import Connection, ConnectionExtRosbag2, MessageDefiniti
 from rosbags.rosbag2 import Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from gifnet_ros.fusion.errors import one_line
 from gifnet_ros.offline.bag_io import (
     COMPRESSED_IMAGE,
     IMAGE,
@@ -28,7 +29,7 @@ from gifnet_ros.offline.bag_io import (
     staged_output,
     typestore,
 )
-from gifnet_ros.offline.bag_reader import one_line, topic_name
+from gifnet_ros.offline.bag_reader import topic_name
 
 
 def copied_connections(

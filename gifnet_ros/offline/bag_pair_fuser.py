@@ -18,9 +18,10 @@ import numpy as np
 from gifnet_ros.fusion.align import thermal_for_fusion
 from gifnet_ros.fusion.conversion import fused_pixels
 from gifnet_ros.fusion.engine import FusionEngine
+from gifnet_ros.fusion.errors import one_line
 from gifnet_ros.models.weights import WeightsError
 from gifnet_ros.offline.bag_io import ToolError, compressed_cdr, image_cdr
-from gifnet_ros.offline.bag_reader import ImageMessage, one_line
+from gifnet_ros.offline.bag_reader import ImageMessage
 from gifnet_ros.offline.bag_settings import BagSettings
 
 

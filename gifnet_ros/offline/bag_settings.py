@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from gifnet_ros.fusion.align import NO_CROP, Alignment
+from gifnet_ros.fusion.errors import one_line
 from gifnet_ros.fusion.options import EngineOptions
 from gifnet_ros.fusion.thermal import DEFAULT_TIME_CONSTANT, normalize_thermal
 from gifnet_ros.offline.bag_io import ToolError
-from gifnet_ros.offline.bag_reader import one_line
 
 FUSED_TOPIC = "/fused/image"
 FUSED_ENCODINGS = ("rgb8", "bgr8", "mono8")

@@ -44,11 +44,11 @@ from gifnet_ros.fusion.conversion import (
     fused_pixels,
     image_to_array,
 )
+from gifnet_ros.fusion.errors import one_line
 from gifnet_ros.fusion.freeze import FreezeWatch, Pause
 from gifnet_ros.fusion.pairing import StampPairer, stamp_to_ns
 from gifnet_ros.fusion.thermal import RangeFilter, frame_range
 from gifnet_ros.ros.camera_info import fused_camera_info
-from gifnet_ros.ros.model_loader import one_line
 from gifnet_ros.ros.settings import HeadSettings, Settings
 from gifnet_ros.ros.stats import Activity, FusionStats
 

@@ -49,10 +49,11 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
 
+from gifnet_ros.fusion.errors import one_line
 from gifnet_ros.fusion.pairing import stamp_to_ns
 from gifnet_ros.models.weights import WeightsError
 from gifnet_ros.ros.head import Head, Prepared
-from gifnet_ros.ros.model_loader import EngineKey, ModelLoader, one_line, precision_text
+from gifnet_ros.ros.model_loader import EngineKey, ModelLoader, precision_text
 from gifnet_ros.ros.params import (
     ENGINE_KEYS,
     PARAMETERS,
