@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor, nn
 
+from gifnet_ros.models import MIN_SIZE
 from gifnet_ros.models.weights import WeightsError, load_state_dict
 
 WINDOW = 8
@@ -643,8 +644,10 @@ class GIFNet(nn.Module):
                 f"GIFNet takes two N×1×H×W tensors of one shape, got {tuple(first.shape)} "
                 f"and {tuple(second.shape)}"
             )
-        if min(first.shape[-2:]) < 8:
-            raise ValueError(f"GIFNet needs H and W of at least 8, got {tuple(first.shape[-2:])}")
+        if min(first.shape[-2:]) < MIN_SIZE:
+            raise ValueError(
+                f"GIFNet needs H and W of at least {MIN_SIZE}, got {tuple(first.shape[-2:])}"
+            )
         device, dtype = first.device.type, first.dtype
         # The casts are explicit inside; autocast would also re-cast the in-place products.
         # Devices without autocast (e.g. "meta", used to count FLOPs) run in the input dtype.
