@@ -28,8 +28,8 @@ source tensor); the dense block scales its branch by 0.333.
 
 Weights: the authors' checkpoints are not public (a private drive). ``load_tim`` takes them
 when a user has them; without them it loads the weights this project trained itself on
-M3SVD frames for each variant (gifnet_ros/data/, see docs/tim.md), which are NOT the
-authors' weights.
+M3SVD frames and RoadScene pairs for each variant (gifnet_ros/data/, see docs/tim.md), which
+are NOT the authors' weights.
 
 This module imports no ROS.
 """
@@ -624,8 +624,8 @@ def load_tim(
         _load_into(model, record["state_dict"], str(paths[0]))
         if weights is None:
             _log.warning(
-                "TIM %s: weights trained by gifnet_ros on M3SVD frames (%s), not the authors' "
-                "checkpoint; pass the authors' files as weights to use theirs",
+                "TIM %s: weights trained by gifnet_ros on M3SVD and RoadScene (%s), not the "
+                "authors' checkpoint; pass the authors' files as weights to use theirs",
                 variant,
                 paths[0].name,
             )

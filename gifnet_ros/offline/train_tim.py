@@ -1,30 +1,36 @@
-"""gifnet-train-tim: train TIM (either variant) on frames of the shared M3SVD clips.
+"""gifnet-train-tim: train TIM (either variant) on the shared M3SVD clips and RoadScene pairs.
 
 TIM's authors publish neither their checkpoints nor their training code or loss, so this
 project trains its own weights, unsupervised (there is no ground-truth fused image), on the
-CPU. The loss is the usual one of unsupervised infrared/visible fusion, on the network's
-output and, for the ivif pipeline, with a smaller weight on stage 1's (so stage 2 starts
-from a meaningful image):
+CPU. The loss, on the network's output and, for the ivif pipeline, with a smaller weight on
+stage 1's (so stage 2 starts from a meaningful image):
 
-    L(F) = |F - max(ir, vis)|₁                             intensity: keep the brighter source
-         + w_grad · | |∇F| - max(|∇ir|, |∇vis|) |₁         texture: keep the stronger edge
-         + w_ssim · (1 - (SSIM(F, ir) + SSIM(F, vis)) / 2)  structure of both sources
+    L(F) = |F - T|₁,  T = m·max(ir, vis) + (1 - m)·(ir + vis)/2    intensity
+         + w_grad · |∇F - ∇S|₁        texture: S per pixel the source with the stronger edge
+         + w_ssim · (1 - (SSIM(F, ir) + SSIM(F, vis)) / 2)           structure of both
 
-with |∇| the sum of the absolute Sobel responses and SSIM over 11×11 Gaussian windows
-(σ = 1.5). ``--distill W`` adds W·|F - GIFNet(ir, vis)|₁, GIFNet's output (the authors'
-checkpoint, looked up as everywhere in the package) as a teacher.
+with ∇ the signed Sobel responses (x and y), the stronger edge by |x| + |y|, m =
+``--intensity-max`` and SSIM over 11×11 Gaussian windows (σ = 1.5). Every term is signed:
+an earlier loss matched gradient *magnitudes*, which an image with a source's contrast
+inverted satisfies as well as the source itself, and its weights turned white cars and
+skies black on scenes they had not seen. ``--distill W`` adds W·|F - GIFNet(ir, vis)|₁,
+GIFNet's output (the authors' checkpoint, looked up as everywhere in the package) as a
+teacher.
 
 Data: every frame pair of the given M3SVD clips (thermal as the mono8 image a thermal camera
 sends, visible as the engine's network input, truncated BT.601 luminance), frames whose index
-is a multiple of ``--holdout-every`` held out for a validation loss on their centre crops.
-Each step draws ``--batch`` random crops (random frame, position and horizontal flip) from a
-generator seeded with ``--seed``; with one thread the run is repeatable bit for bit.
+is a multiple of ``--holdout-every`` held out; and every pair of a RoadScene folder, the pairs
+``gifnet_ros.offline.holdout`` names held out. The clips and RoadScene are drawn equally
+often. Each step draws ``--batch`` crops, varied (``Augment``: scale, flips, contrast and
+brightness, black-hot thermal), from a generator seeded with ``--seed``; with one thread the
+run is repeatable bit for bit. The held-out pairs' centre crops give the validation loss.
 
 The output file holds the state dict and, under ``metadata``, everything needed to repeat
-and judge the run: the command, seed, clips with their SHA-256, steps, crop, batch, learning
-rate schedule, loss and weights, the loss curve, validation loss before and after, wall time,
-threads and versions. It is written atomically, also every ``--save-every`` steps, so an
-interrupted run leaves its latest state. This module imports no ROS.
+and judge the run: the command, seed, data with SHA-256 and the held-out names, steps, crop,
+batch, augmentation, learning rate schedule, loss and weights, the loss and validation
+curves, wall time, threads and versions. It is written atomically, also every
+``--save-every`` steps, so an interrupted run leaves its latest state. This module imports
+no ROS.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ from gifnet_ros.tools.arg_types import positive_int
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Train TIM (gifnet_ros.models.tim) on M3SVD frames, unsupervised, "
-        "on the CPU; see docs/tim.md. The result is this project's weights, not the authors'.",
+        description="Train TIM (gifnet_ros.models.tim) on M3SVD frames and RoadScene pairs, "
+        "unsupervised, on the CPU; see docs/tim.md. The result is this project's weights, "
+        "not the authors'.",
     )
     parser.add_argument("output", type=Path, help="weights file to write (.pt)")
     parser.add_argument(
