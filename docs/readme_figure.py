@@ -5,9 +5,10 @@
 One row per clip (its frame ``--frame``), each tile 320 pixels wide and labelled; both
 networks through FusionEngine with the package's defaults (precision auto, mode thermal_rgb),
 GIFNet with the authors' checkpoint (found as the demo finds it), TIM with the weights this
-project trained. M3SVD is MIT-licensed, which is why these frames may be committed; TIM's
-weights were trained on frames of the same clips, so the picture shows what TIM learnt from,
-not how it generalises (docs/fusion_quality.md has both networks on RoadScene).
+project trained. M3SVD is MIT-licensed, which is why these frames may be committed. TIM's
+weights were trained on other frames of the same clips (frame 60 is one of the every-tenth
+frames held out), so the picture says little about how it generalises: docs/fusion_quality.md
+has every network on RoadScene pairs its training never saw.
 """
 
 from __future__ import annotations

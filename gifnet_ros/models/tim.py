@@ -70,8 +70,8 @@ PROJECT_WEIGHTS: dict[str, Traversable] = {
     for variant in VARIANTS
 }
 PROJECT_SHA256: dict[str, str] = {
-    "ivif": "a856bd2aba892ac21fcc962533983cf994579fc0fd86f4a94c8603a20a75c9b2",
-    "light": "6e5f7ae498c942a52f9f661eca4f20f8d3bc610a6ea3c7f6995c037d2f2823e0",
+    "ivif": "d8638af339f22290688c354ec8fe2b9fd9971eafa7820e37edd7a4ef2ef3e80a",
+    "light": "c23e8730cdec3bb531670989205d3d53753d33c51b914e7b0b3122746c6f4b56",
 }
 # Checkpoint entries of the authors' stage 2 that the fused output does not use.
 _UNUSED_PREFIXES = ("stem_out2.", "stem_out3.")

@@ -25,6 +25,7 @@ from gifnet_ros.models.tim import (
     project_metadata,
 )
 from gifnet_ros.models.weights import WeightsError
+from gifnet_ros.offline.holdout import held_out
 
 pytestmark = pytest.mark.shared
 
@@ -226,6 +227,12 @@ def test_project_weights_load_verified_and_say_whose(variant: str, caplog) -> No
     assert meta["complete"] and meta["steps_done"] == meta["steps"]
     assert {"seed", "data", "loss", "loss_weights", "wall_seconds", "final_loss"} <= meta.keys()
     assert [clip["clip"] for clip in meta["data"]] == ["0111_1716", "1230_1202"]
+    # Trained on RoadScene too, never on the pairs gifnet-eval --held-out measures.
+    roadscene = meta["roadscene"]
+    assert len(roadscene["train"]) == 37 and len(roadscene["held_out"]) == 20
+    assert not any(held_out(Path(name).stem) for name in roadscene["train"])
+    assert all(held_out(Path(name).stem) for name in roadscene["held_out"])
+    assert meta["validation_curve"][-1] == [meta["steps"], meta["validation_loss_after"]]
 
 
 def test_damaged_project_weights_rejected(tmp_path: Path, monkeypatch) -> None:
