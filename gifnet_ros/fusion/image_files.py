@@ -25,7 +25,18 @@ class ImageFileError(Exception):
 
 def read_image(path: Path) -> np.ndarray:
     """Read grey (8- or 16-bit) as H×W and colour as H×W×3 in RGB order (alpha dropped)."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageFileError(f"{path}: cannot read as an image ({exc.strerror})") from None
+    return decode_image(data, path)
+
+
+def decode_image(data: bytes, path: Path) -> np.ndarray:
+    """``read_image`` on a file's bytes already in memory (a caller that also hashes them
+    reads the file once); ``path`` only names it in the error."""
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     if image is None:
         raise ImageFileError(f"{path}: cannot read as an image")
     if image.ndim == 3 and image.shape[2] == 4:

@@ -53,7 +53,12 @@ import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor
 from tqdm import tqdm
 
-from gifnet_ros.fusion.image_files import ImageFileError, read_image, write_bytes_atomic
+from gifnet_ros.fusion.image_files import (
+    ImageFileError,
+    decode_image,
+    pair_folders,
+    write_bytes_atomic,
+)
 from gifnet_ros.fusion.metrics import luminance
 from gifnet_ros.models.tim import PROJECT_FORMAT, TIM
 from gifnet_ros.offline.bag_io import ToolError
@@ -207,24 +212,31 @@ def roadscene_frames(
     """Every pair of a RoadScene-like folder (``ir/`` and ``vis/``, same file names) with
     whether ``holdout.held_out`` keeps it out, and a record: the names on each side and one
     SHA-256 over the files in name order."""
-    names = (
-        sorted(p.name for p in (root / "ir").iterdir() if p.is_file())
-        if (root / "ir").is_dir()
-        else []
-    )
-    if not names:
-        raise ToolError(f"{root}/ir: no images")
+    try:
+        matched = pair_folders(root / "ir", root / "vis").pairs
+    except ImageFileError as exc:
+        raise ToolError(str(exc)) from None
+    if not matched:
+        raise ToolError(f"{root}: no image names common to ir/ and vis/")
+    names = [ir_path.name for ir_path, _ in matched]
     pairs, digest = [], hashlib.sha256()
-    for name in names:
+    for ir_path, vis_path in matched:
         try:
-            ir, vis = read_image(root / "ir" / name), read_image(root / "vis" / name)
+            images = []
+            for path in (ir_path, vis_path):
+                data = path.read_bytes()
+                digest.update(data)
+                images.append(decode_image(data, path))
+        except OSError as exc:
+            raise ToolError(f"{path}: {exc.strerror}") from None
         except ImageFileError as exc:
             raise ToolError(str(exc)) from None
+        ir, vis = images
         if ir.shape[:2] != vis.shape[:2]:
-            raise ToolError(f"{name}: ir {ir.shape[:2]} and vis {vis.shape[:2]} differ in size")
-        for side in ("ir", "vis"):
-            digest.update((root / side / name).read_bytes())
-        pairs.append((_grey(ir), _grey(vis), held_out(Path(name).stem)))
+            raise ToolError(
+                f"{ir_path.name}: ir {ir.shape[:2]} and vis {vis.shape[:2]} differ in size"
+            )
+        pairs.append((_grey(ir), _grey(vis), held_out(ir_path.stem)))
     record = {
         "folder": root.name,
         "pairs": len(names),
@@ -247,7 +259,7 @@ def build_frames(groups: Sequence[list[tuple[np.ndarray, np.ndarray, bool]]]) ->
             if not h:
                 chance.append(1.0 / count)
     mask = np.array(hold)
-    weights = np.array(chance) / sum(1 for g in groups if any(not h for _, _, h in g))
+    weights = np.array(chance)
     return Frames(irs, viss, np.flatnonzero(~mask), np.flatnonzero(mask), weights / weights.sum())
 
 
