@@ -44,12 +44,16 @@ stays alive in that order, and the maps alive together are what sets the
 runtime's peak memory (measurements: benchmarks/README.md, "ONNX Runtime
 memory"). torch.compile traces the same path.
 
-Eagerly on the CPU, the steps that work per pixel or per window run on pieces of
-16384 rows: the Q, K and V windows and the attention output of a band of window rows,
-the projection and MLP of a piece of pixels. A piece stays in cache from one step to the
-next, and the hidden and windowed maps never exist whole; the maps that remain are
-reused allocations (the engine keeps freed memory, see gifnet_ros/fusion/allocator.py), not
-fresh page faults on every pair.
+Eagerly on the CPU, each stream of a block runs a band of window rows at a time (about
+16384 tokens): V of the band's rows, its local branch, the attention of its windows and the
+per-pixel steps (projection, MLP) written back into the stream's map once no later band
+reads those rows. No V, branch, window or hidden map of the whole image exists, so at the
+peak only F and the two streams' maps are whole (three full-size maps where there were
+five, 623 → 418 MB of live tensors at 640×480 in fp32), and a band's pieces stay in cache
+from one step to the next. The decoder's first layer writes F's part into G's map and the
+caller drops F and M before the 3×3 layers. The maps that remain are reused allocations
+(the engine keeps freed memory, see gifnet_ros/fusion/allocator.py), not fresh page faults
+on every pair.
 
 This module imports no ROS: the engine, the node and the offline tools all
 share it.
@@ -60,7 +64,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -103,8 +107,11 @@ def _pad(x: Tensor, top: int, bottom: int, left: int, right: int) -> Tensor:
     return padded.permute(0, 2, 3, 1).contiguous()
 
 
-def _conv(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int = 1, pad: int = 0) -> Tensor:
-    """Convolution of an N×H×W×C map with `pad` zeros, in oneDNN's channels-last layout."""
+def _conv(
+    x: Tensor, weight: Tensor, bias: Tensor | None, groups: int = 1, pad: int | tuple[int, int] = 0
+) -> Tensor:
+    """Convolution of an N×H×W×C map with `pad` zeros (all sides, or (rows, columns)), in
+    oneDNN's channels-last layout."""
     weight = weight.to(x.dtype).contiguous(memory_format=torch.channels_last)
     bias = None if bias is None else bias.to(x.dtype)
     out = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=pad, groups=groups)
@@ -132,6 +139,24 @@ def _reflect_conv(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int = 
     out[:, :p], out[:, h - p :] = rows[:1, :p], rows[1:, -p:]
     columns = torch.cat([x[:, :, :e], x[:, :, w - e :]])
     columns = _conv(_pad(columns, p, p, p, p), weight, bias, groups)
+    out[:, :, :p], out[:, :, w - p :] = columns[:1, :, :p], columns[1:, :, -p:]
+    return out
+
+
+def _reflect_conv_rows(
+    x: Tensor, weight: Tensor, bias: Tensor | None, groups: int, top: bool, bottom: bool
+) -> Tensor:
+    """Some whole rows of a k×k layer of GIFNet (_reflect_conv of the image), from x: those
+    rows of the image and p = k // 2 more on each side, except where `top` or `bottom` says
+    the rows reach the image's edge. Only the edges of the image are reflect-padded, so a
+    band of rows costs one convolution over its own rows and two thin column strips."""
+    p = weight.shape[-1] // 2
+    if top or bottom:
+        x = _pad(x, p if top else 0, p if bottom else 0, 0, 0)
+    out = _conv(x, weight, bias, groups, pad=(0, p))
+    w, e = x.shape[2], 3 * p
+    columns = _pad(torch.cat([x[:, :, :e], x[:, :, w - e :]]), 0, 0, p, p)
+    columns = _conv(columns, weight, bias, groups)
     out[:, :, :p], out[:, :, w - p :] = columns[:1, :, :p], columns[1:, :, -p:]
     return out
 
@@ -326,27 +351,39 @@ class StreamParams(nn.Module):
         """Step 7's local branch: the 5×5 depthwise convolution of V."""
         return _reflect_conv(v, self.local.weight, self.local.bias, groups=DIM)
 
-    def finish(self, x: Tensor, pending: Tensor, branches: Tensor, folded: Folded) -> Tensor:
-        """Steps 7-9 applied to x in place, given the sum of the local branch and the
-        attention: projection, modulation, residuals and MLP. Returns the new pending bias.
+    def local_branch_rows(self, v: Tensor, top: bool, bottom: bool) -> Tensor:
+        """Some rows of the local branch, from V of those rows and their margins (see
+        _reflect_conv_rows)."""
+        return _reflect_conv_rows(v, self.local.weight, self.local.bias, DIM, top, bottom)
 
-        Each step is per pixel: eagerly on the CPU they run on pieces of rows, each piece
-        through all of them while it is in cache, and the MLP's hidden map exists a piece
-        at a time.
-        """
+    def finish_weights(self, pending: Tensor, folded: Folded) -> Finish:
+        """Steps 8-9 as weights that take x itself: the projection with the modulation r, t
+        folded in, the MLP with the pending bias folded into its first layer."""
         # proj(z)·r + t = (r ⊙ Wp) z + (r ⊙ bp + t)
         projection = self.proj.weight.flatten(1) * folded.rescale[:, None]
         pending = pending + self.proj.bias * folded.rescale + folded.shift
         w1, w2 = self.mlp[0].weight.flatten(1), self.mlp[2].weight.flatten(1)
         b1 = self.mlp[0].bias + w1 @ pending
-        rows, inputs = x.view(-1, DIM), branches.view(-1, DIM)
-        pieces: Iterable[tuple[Tensor, Tensor]] = [(rows, inputs)]
-        if x.device.type == "cpu" and not _tracing():
-            pieces = zip(rows.split(_BAND_ROWS), inputs.split(_BAND_ROWS), strict=True)
-        for part, branch in pieces:
-            _accumulate(part, branch, projection)
-            _accumulate(part, _linear(part, w1, b1).relu_(), w2)
-        return pending + self.mlp[2].bias
+        return Finish(projection, w1, b1, w2, pending + self.mlp[2].bias)
+
+
+def _finish_rows(rows: Tensor, branches: Tensor, weights: Finish) -> None:
+    """Steps 7-9 on rows of a stream's H·W×98 map, in place, given the same rows of the sum of
+    the local branch and the attention: projection, modulation, residuals and MLP. Every step
+    is per pixel, so any set of rows can be finished on its own."""
+    _accumulate(rows, branches, weights.projection)
+    _accumulate(rows, _linear(rows, weights.w1, weights.b1).relu_(), weights.w2)
+
+
+class Finish(NamedTuple):
+    """A stream's steps 8-9 as weights (StreamParams.finish_weights), and the pending bias
+    the stream's map carries after them."""
+
+    projection: Tensor
+    w1: Tensor
+    b1: Tensor
+    w2: Tensor
+    pending: Tensor
 
 
 class Folded(NamedTuple):
@@ -401,29 +438,49 @@ def _window_indices(h: int, w: int, shift: int, device: torch.device) -> tuple[T
     return gather, scatter
 
 
+class _Band(NamedTuple):
+    """A band of whole window rows, the unit of a stream's eager steps 2-9."""
+
+    gather: Tensor  # the pixel (H·W row) each token of the band reads
+    pixels: slice  # the H·W rows the band gives back: whole image rows
+    order: Tensor  # the token of the band that holds each of those pixels
+    slab: tuple[int, int]  # the image rows the band reads: its tokens and the local margin
+    slab_gather: Tensor  # gather, counted from the slab's first pixel
+    settled: int  # no band from this one on reads an image row above this one
+
+
+# Image rows beyond its own that a band's local branch (the 5×5 convolution) reads on each side.
+_LOCAL_MARGIN = 2
+
+
 @functools.lru_cache(maxsize=8)
-def _window_bands(
-    h: int, w: int, shift: int, device: torch.device
-) -> list[tuple[Tensor, slice, Tensor]]:
-    """The windows of a block in bands of whole window rows, for an eager attention a band
-    at a time (one band off the CPU): per band, the pixel of each of its tokens (the rows of
-    gather), the pixels its tokens give back (whole image rows: a slice of the H·W rows), and
-    the token of the band that holds each of those pixels (from scatter)."""
+def _window_bands(h: int, w: int, shift: int, device: torch.device) -> list[_Band]:
+    """The windows of a block in bands of whole window rows (one band off the CPU), for a
+    stream's eager steps a band at a time: the slab of image rows the band reads (the pixels
+    its tokens gather, the reflection padding included, and the local branch's margin) and the
+    first row any later band still reads, above which finished rows may be written."""
     gather, scatter = _window_indices(h, w, shift, device)
     top, _ = _window_padding(h, shift)
     left, right = _window_padding(w, shift)
     per_row = (w + left + right) // WINDOW * WINDOW * WINDOW  # tokens in a row of windows
     window_rows = len(gather) // per_row
     rows_per_band = max(1, _BAND_ROWS // per_row) if device.type == "cpu" else window_rows
-    bands = []
+    parts = []
     for first in range(0, window_rows, rows_per_band):
         last = min(first + rows_per_band, window_rows)
+        tokens = gather[first * per_row : last * per_row]
         y0, y1 = max(first * WINDOW - top, 0), min(last * WINDOW - top, h)
+        read = (int(tokens.min()) // w, int(tokens.max()) // w + 1)
+        slab_top = max(min(y0 - _LOCAL_MARGIN, read[0]), 0)
+        slab_bottom = min(max(y1 + _LOCAL_MARGIN, read[1]), h)
         pixels = slice(y0 * w, y1 * w)
-        bands.append(
-            (gather[first * per_row : last * per_row], pixels, scatter[pixels] - first * per_row)
-        )
-    return bands
+        order = scatter[pixels] - first * per_row
+        parts.append((tokens, pixels, order, (slab_top, slab_bottom)))
+    bands, settled = [], h
+    for tokens, pixels, order, slab in reversed(parts):
+        settled = min(settled, slab[0])
+        bands.append(_Band(tokens, pixels, order, slab, tokens - slab[0] * w, settled))
+    return bands[::-1]
 
 
 def _heads(tokens: Tensor) -> Tensor:
@@ -465,36 +522,55 @@ class InteractionBlock(nn.Module):
         self.stream_i = StreamParams() if with_stream_i else None
 
     @staticmethod
-    def _attend(
+    def _run_bands(
         params: StreamParams,
         x: Tensor,
         folded: Folded,
-        bands: list[tuple[Tensor, slice, Tensor]],
+        weights: Finish,
+        bands: list[_Band],
         bias: Tensor,
         queries: tuple[Tensor, Tensor, Tensor] | None,
-    ) -> Tensor:
-        """Eager steps 3-7 of one stream up to the projection: the local branch plus the
-        window attention, one 1×H×W×98 map. `queries` (a map and the 1×1 weight and bias
-        that make queries of it) replaces the stream's own queries (stream I of block 0
-        takes M's)."""
-        v = _linear(x, *folded.v)
-        branches = params.local_branch(v)
-        rows, values, out = x.view(-1, DIM), v.view(-1, DIM), branches.view(-1, DIM)
-        for gather, pixels, order in bands:
-            qk = _linear(rows.index_select(0, gather), *folded.qk)
+    ) -> None:
+        """Eager steps 2-9 of one stream, x updated in place a band at a time: V of the band's
+        slab, its local branch, the attention of its windows and the per-pixel steps, so that
+        no V, branch or window map of the whole image exists. `queries` (a map and the 1×1
+        weight and bias that make queries of it) replaces the stream's own queries (stream I
+        of block 0 takes M's).
+
+        A band's rows are finished (written in place) once no later band reads them: a band
+        reads its slab, which reaches up to the local branch's margin and, at the bottom
+        edge, to the rows the reflection padding repeats.
+        """
+        h, w = x.shape[1:3]
+        rows = x.view(-1, DIM)
+        waiting: list[tuple[slice, Tensor]] = []
+        for band in bands:
+            while waiting and waiting[0][0].stop <= band.settled * w:
+                pixels, branches = waiting.pop(0)
+                _finish_rows(rows[pixels], branches, weights)
+            top, bottom = band.slab
+            slab = x[:, top:bottom]
+            v = _linear(slab, *folded.v)
+            y0, y1 = band.pixels.start // w, band.pixels.stop // w
+            near = v[:, max(y0 - _LOCAL_MARGIN, 0) - top : min(y1 + _LOCAL_MARGIN, h) - top]
+            branches = params.local_branch_rows(near, y0 == 0, y1 == h).view(-1, DIM)
+            qk = _linear(slab.reshape(-1, DIM).index_select(0, band.slab_gather), *folded.qk)
             if queries is None:
                 q, k = qk[:, :DIM], qk[:, DIM:]
             else:
                 source, weight, q_bias = queries
-                q = _linear(source.view(-1, DIM).index_select(0, gather), weight, q_bias)
+                q = _linear(source.view(-1, DIM).index_select(0, band.gather), weight, q_bias)
                 k = qk
+            values = v.view(-1, DIM).index_select(0, band.slab_gather)
             attended = F.scaled_dot_product_attention(
-                _heads(q), _heads(k), _heads(values.index_select(0, gather)), attn_mask=bias
+                _heads(q), _heads(k), _heads(values), attn_mask=bias
             )
             # The fused CPU kernel stores its output as windows×64×heads×49: this
             # transposition back to tokens×98 is free there (elsewhere it copies).
-            out[pixels] += attended.transpose(1, 2).reshape(-1, DIM).index_select(0, order)
-        return branches
+            branches += attended.transpose(1, 2).reshape(-1, DIM).index_select(0, band.order)
+            waiting.append((band.pixels, branches))
+        for pixels, branches in waiting:
+            _finish_rows(rows[pixels], branches, weights)
 
     def _stream(
         self,
@@ -521,7 +597,9 @@ class InteractionBlock(nn.Module):
         del own, keys, values
         local += _from_windows(out, scatter, x.shape[1], x.shape[2])
         del out
-        return params.finish(x, pending, local, folded), queries
+        weights = params.finish_weights(pending, folded)
+        _finish_rows(x.view(-1, DIM), local.view(-1, DIM), weights)
+        return weights.pending, queries
 
     def forward(
         self, m: Tensor, pending_m: Tensor, i: Tensor | None = None, pending_i: Tensor | None = None
@@ -546,16 +624,16 @@ class InteractionBlock(nn.Module):
         folded_m = self.stream_m.fold(m, pending_m, with_queries=True)
         if with_i:
             # Stream I first, while m is still the map M's queries are made of (again, from
-            # M's weights): then only one stream's V and branch maps are ever alive.
+            # M's weights).
             (weight, q_bias), shared = folded_m.qk, self.shift == 0
             queries = (m, weight[:DIM], q_bias[:DIM]) if shared else None
             folded_i = self.stream_i.fold(i, pending_i, with_queries=not shared)
-            branches = self._attend(self.stream_i, i, folded_i, bands, bias, queries)
-            pending_i = self.stream_i.finish(i, pending_i, branches, folded_i)
-            del branches
-        branches = self._attend(self.stream_m, m, folded_m, bands, bias, None)
-        pending_m = self.stream_m.finish(m, pending_m, branches, folded_m)
-        return pending_m, pending_i
+            finish_i = self.stream_i.finish_weights(pending_i, folded_i)
+            self._run_bands(self.stream_i, i, folded_i, finish_i, bands, bias, queries)
+            pending_i = finish_i.pending
+        finish_m = self.stream_m.finish_weights(pending_m, folded_m)
+        self._run_bands(self.stream_m, m, folded_m, finish_m, bands, bias, None)
+        return finish_m.pending, pending_i
 
 
 class InteractionTransformer(nn.Module):
@@ -578,7 +656,8 @@ class InteractionTransformer(nn.Module):
         f = _pad(f, 0, (4 - h % 4) % 4, 0, (4 - w % 4) % 4)
         m = _reflect_conv(f, self.embed_m.weight, self.embed_m.bias)
         i = _reflect_conv(f, self.embed_i.weight, self.embed_i.bias)
-        zero = torch.zeros(DIM, device=f.device)
+        del f  # where the grid was padded, a copy the blocks need not keep
+        zero = torch.zeros(DIM, device=m.device)
         pending_m, pending_i = self.block0(m, zero, i, zero)
         assert pending_i is not None  # block 0 has stream I
         m.addcmul_(i, self.mix0.to(m.dtype))  # M' + w·I'
@@ -599,20 +678,31 @@ class FusionDecoder(nn.Module):
             nn.Conv2d(cin, cout, 3) for cin, cout in ((128, 64), (64, 32), (32, 16), (16, 1))
         )
 
-    def forward(self, f: Tensor, m: Tensor, pending: Tensor, unembed: nn.Conv2d) -> Tensor:
-        """F (N×H×W×98), stream M with its pending bias and the unembedding layer → N×H×W×1.
+    def complement(self, f: Tensor, m: Tensor, pending: Tensor, unembed: nn.Conv2d) -> Tensor:
+        """The complementary-feature MLP's first layer and its ReLU: F (N×H×W×98), stream M
+        with its pending bias and the unembedding layer → N×H×W×98.
 
         squeeze.0 on concat(F, G) is W_F·F + W_G·G; W_G is folded into the unembedding
-        (both linear, G is never stored) and squeeze.2 into the first 3×3 layer.
+        (both linear, G is never stored). A step of its own so that the caller can drop F
+        and M before the 3×3 layers run.
         """
         h, w = f.shape[1:3]
         on_f, on_g = self.squeeze[0].weight.flatten(1).split(DIM, dim=1)
         # conv(pad(m + pending)) = conv(pad(m)) + Σ_taps W·pending: padding copies pixels.
         g_bias = unembed.bias + unembed.weight.sum(dim=(2, 3)) @ pending
         weight = torch.einsum("oj,jcyx->ocyx", on_g, unembed.weight)
-        z = _linear(f, on_f, None)
-        z += _crop(_reflect_conv(m, weight, on_g @ g_bias), h, w)
-        z.relu_()
+        g = _crop(_reflect_conv(m, weight, on_g @ g_bias), h, w)
+        if _tracing():
+            z = _linear(f, on_f, None) + g
+        else:  # F's part written into G's map by the product: one map fewer at the peak
+            z = g.contiguous()  # a copy only where the transformer padded the grid
+            del g
+            _accumulate(z, f, on_f)
+        return z.relu_()
+
+    def forward(self, z: Tensor) -> Tensor:
+        """The complement's output → N×H×W×1: squeeze.2 folded into the first of the four
+        reflect-padded 3×3 layers."""
         first, *middle, last = self.convs
         weight = torch.einsum("omyx,mc->ocyx", first.weight, self.squeeze[2].weight.flatten(1))
         z = _reflect_conv(z, weight, first.bias).relu_()
@@ -668,7 +758,9 @@ class GIFNet(nn.Module):
         m, pending = self.transformer(f)
         if _tracing():  # the decoder's F computed again rather than held through the transformer
             f = self.encoder(x0, swap=True)
-        out = self.decoder(f, m, pending, self.transformer.unembed)
+        z = self.decoder.complement(f, m, pending, self.transformer.unembed)
+        del f, m  # the 3×3 layers need neither: two maps fewer at their peak
+        out = self.decoder(z)
         return out.view(1, 1, *out.shape[1:3])
 
 
