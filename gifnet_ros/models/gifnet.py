@@ -459,7 +459,8 @@ def _window_bands(h: int, w: int, shift: int, device: torch.device) -> list[_Ban
     stream's eager steps a band at a time: the slab of image rows the band reads (the pixels
     its tokens gather, the reflection padding included, and the local branch's margin) and the
     first row any later band still reads, above which finished rows may be written."""
-    gather, scatter = _window_indices(h, w, shift, device)
+    # Made on the CPU, where the rows each band reads can be looked at, then moved.
+    gather, scatter = _window_indices(h, w, shift, torch.device("cpu"))
     top, _ = _window_padding(h, shift)
     left, right = _window_padding(w, shift)
     per_row = (w + left + right) // WINDOW * WINDOW * WINDOW  # tokens in a row of windows
@@ -479,7 +480,8 @@ def _window_bands(h: int, w: int, shift: int, device: torch.device) -> list[_Ban
     bands, settled = [], h
     for tokens, pixels, order, slab in reversed(parts):
         settled = min(settled, slab[0])
-        bands.append(_Band(tokens, pixels, order, slab, tokens - slab[0] * w, settled))
+        local = (tokens - slab[0] * w).to(device)
+        bands.append(_Band(tokens.to(device), pixels, order.to(device), slab, local, settled))
     return bands[::-1]
 
 
