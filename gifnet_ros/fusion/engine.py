@@ -282,7 +282,7 @@ class FusionEngine:
         if backend == "auto":
             installed = importlib.util.find_spec("onnxruntime") is not None
             self.backend, self.backend_reason = choose_backend(
-                self.device.type, capabilities, precision, options.compile, installed
+                self.device.type, capabilities, precision, options.compile, installed, network
             )
         backend = self.backend
         self.precision, self.precision_reason = precision, "requested"

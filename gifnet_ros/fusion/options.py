@@ -21,8 +21,8 @@ also be given by position):
   frame becomes 8 bits (gifnet_ros.fusion.thermal).
 - ``verify_hash``: refuse a GIFNet checkpoint whose hash is not the published one (False for
   fine-tuned checkpoints).
-- ``backend``: ``auto`` (onnxruntime on x86 CPUs without native bf16, where its fp32 graph is
-  the faster path, torch elsewhere), ``torch``, ``onnxruntime`` with an exported graph
+- ``backend``: ``auto`` (torch, except TIM on x86 CPUs without native bf16: onnxruntime, as
+  fast there and smaller), ``torch``, ``onnxruntime`` with an exported graph
   (gifnet_ros.models.onnx), or a classical rule with no weights (``classic_average``,
   ``classic_max``, ``classic_laplacian``, ``classic_gff``; gifnet_ros.models.classic): the same
   colour, thermal and size handling around a rule in place of the network, so a robot without

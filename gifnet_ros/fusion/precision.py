@@ -25,12 +25,19 @@ path should not be opt-in. The rule, decided once per engine from what the hardw
 An explicit ``fp32``/``bf16``/``fp16`` is taken as asked; ``fp32`` is the exact mode the
 reference tests pin.
 
-``backend: auto`` (also the default) follows from the same facts: on an x86 CPU without native
-bf16 (or with oneDNN capped below it) the network runs in fp32, and there ONNX Runtime's fp32
-graph is the faster path within 1.5 GB, in every measurement so far (benchmarks/README.md,
-"A CPU without native bf16": 1.04–1.06× PyTorch fp32 at 640×480 with oneDNN capped to
-AVX2), so auto picks **onnxruntime** where it is installed;
-everywhere else (native bf16, CUDA, other architectures, an explicit precision, compile)
+``backend: auto`` (also the default) follows from the same facts and from the network. On an
+x86 CPU without native bf16 (or with oneDNN capped below it) the network runs in fp32:
+
+- GIFNet there runs in **torch**: its banded PyTorch path outran ONNX Runtime's graph side by
+  side on a real AVX2 CPU (Zen 3, 640×480: 1.26× and 1.30× in two runs, 1.6× through
+  ``fuse_batch``) and holds less memory (0.8 GB for a pair against 1.56 GB); ONNX Runtime led
+  by 4–6 % only with oneDNN capped to AVX2 on an AVX-512 CPU, whose other libraries still used
+  AVX-512 (benchmarks/README.md).
+- TIM there runs in **onnxruntime** where it is installed: the two paths were as fast as each
+  other (within 5–16 %, either way, in two runs) and ONNX Runtime's holds less (1.05 against
+  1.71 GB for ``tim``, 0.51 against 0.66 GB for ``tim_light`` at 640×480).
+
+Everywhere else (native bf16, CUDA, other architectures, an explicit precision, compile)
 **torch**. The first onnxruntime engine exports the graph into the user cache (under a
 minute), later ones reuse it.
 """
@@ -192,10 +199,16 @@ def choose_precision(
 
 
 def choose_backend(
-    device_type: str, caps: Capabilities, precision: str, compile: bool, onnxruntime: bool
+    device_type: str,
+    caps: Capabilities,
+    precision: str,
+    compile: bool,
+    onnxruntime: bool,
+    network: str = "gifnet",
 ) -> tuple[str, str]:
-    """(backend, one-line reason) that ``auto`` means here; `onnxruntime`: whether the
-    onnxruntime package can be imported. The reason does not repeat the precision's."""
+    """(backend, one-line reason) that ``auto`` means here for `network`; `onnxruntime`:
+    whether the onnxruntime package can be imported. The reason does not repeat the
+    precision's."""
     if device_type == "cuda":
         return "torch", "auto: PyTorch on CUDA"
     if compile:
@@ -203,9 +216,11 @@ def choose_backend(
     if precision != "auto":  # fp32 asked for is the exact mode the references pin, in PyTorch
         return "torch", "auto: an explicit precision runs in PyTorch"
     if caps.machine not in _X86_64:
-        return "torch", f"auto: ONNX Runtime's lead is measured on x86 only, not {caps.machine}"
+        return "torch", f"auto: ONNX Runtime is measured on x86 only, not {caps.machine}"
     if _cpu_choice(caps)[0] == "bf16":
         return "torch", "auto: bf16 runs fastest in PyTorch"
+    if network == "gifnet":
+        return "torch", "auto: GIFNet's fp32 runs fastest in PyTorch, in less memory"
     if not onnxruntime:
-        return "torch", "auto: onnxruntime (fp32 runs fastest in it here) is not installed"
-    return "onnxruntime", "auto: fp32 runs fastest in ONNX Runtime"
+        return "torch", "auto: onnxruntime (TIM's fp32 takes less memory in it) is not installed"
+    return "onnxruntime", "auto: TIM's fp32 runs as fast in ONNX Runtime, in less memory"

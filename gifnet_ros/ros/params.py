@@ -117,8 +117,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "backend",
         "auto",
-        "Inference backend: auto (onnxruntime on x86 CPUs without native bf16, where its fp32 "
-        "graph is the faster path; torch elsewhere); torch; onnxruntime (an exported graph: "
+        "Inference backend: auto (torch; TIM on x86 CPUs without native bf16: onnxruntime, as "
+        "fast there in less memory); torch; onnxruntime (an exported graph: "
         "exported on first use and cached, or onnx_model); or a classical rule that needs no "
         "weights (classic_average, classic_max, classic_laplacian, classic_gff; CPU, fp32, full "
         "size). Changing it reloads the model.",

@@ -34,7 +34,7 @@ def add_engine_arguments(
         "--backend",
         choices=backends,
         default="auto",
-        help="auto (default: onnxruntime on x86 CPUs without native bf16, else torch; see "
+        help="auto (default: torch; TIM on x86 CPUs without native bf16: onnxruntime; see "
         "gifnet_ros.fusion.precision), torch, onnxruntime (an exported graph), or a classical rule "
         "that needs no weights (classic_*)",
     )

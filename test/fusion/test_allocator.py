@@ -104,8 +104,8 @@ def test_a_users_malloc_option_is_left_alone() -> None:
 def test_a_new_input_size_gives_the_kept_memory_back() -> None:
     # Two 640×480 TIM pairs keep about 0.8 GB of freed maps in the process; kept for good, a
     # sequence of sizes would add up. After a 128×96 pair, resident memory is back near what
-    # the process holds without them. The torch backend asked for by name: on a CPU without
-    # native bf16, auto picks ONNX Runtime, whose own arena this setting does not manage.
+    # the process holds without them. The torch backend asked for by name: the setting is
+    # for PyTorch's maps, not ONNX Runtime's own arena, whatever auto picks.
     result = _child(_NEW_SIZE)
     assert result["kept"] > 700, result
     assert result["after"] < result["kept"] / 2, result

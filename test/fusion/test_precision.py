@@ -66,28 +66,31 @@ def test_auto_rule(backend, device, caps, providers, expected, why):
 
 
 @pytest.mark.parametrize(
-    ("device", "caps", "precision", "compile", "installed", "expected", "why"),
+    ("device", "caps", "precision", "compile", "installed", "network", "expected", "why"),
     [
-        ("cpu", FAKE_BF16_CPU, "auto", False, True, "torch", "bf16 runs fastest in PyTorch"),
-        ("cpu", FAKE_AMX_CPU, "auto", False, True, "torch", "bf16 runs fastest in PyTorch"),
-        ("cpu", FAKE_BF16_CPU_CAP_KEEPS, "auto", False, True, "torch", "bf16 runs fastest"),
-        ("cpu", FAKE_AVX2_CPU, "auto", False, True, "onnxruntime", "fp32 runs fastest in ONNX"),
-        ("cpu", FAKE_AVX512_NO_BF16_CPU, "auto", False, True, "onnxruntime", "fp32 runs"),
-        ("cpu", FAKE_BF16_CPU_CAPPED, "auto", False, True, "onnxruntime", "fp32 runs fastest"),
-        ("cpu", FAKE_AVX2_CPU, "auto", False, False, "torch", "not installed"),
-        ("cpu", FAKE_AVX2_CPU, "fp32", False, True, "torch", "explicit precision"),
-        ("cpu", FAKE_AVX2_CPU, "bf16", False, True, "torch", "explicit precision"),
-        ("cpu", FAKE_AVX2_CPU, "auto", True, True, "torch", "compile runs in PyTorch"),
-        ("cpu", FAKE_ARM_CPU, "auto", False, True, "torch", "aarch64"),
-        ("cuda", _fake_gpu(8, 6, "A10"), "auto", False, True, "torch", "CUDA"),
-        ("cuda", _fake_gpu(6, 1, "GTX 1080"), "auto", False, True, "torch", "CUDA"),
+        ("cpu", FAKE_BF16_CPU, "auto", False, True, "gifnet", "torch", "bf16 runs fastest in"),
+        ("cpu", FAKE_AMX_CPU, "auto", False, True, "tim", "torch", "bf16 runs fastest in"),
+        ("cpu", FAKE_BF16_CPU_CAP_KEEPS, "auto", False, True, "gifnet", "torch", "bf16 runs"),
+        ("cpu", FAKE_AVX2_CPU, "auto", False, True, "gifnet", "torch", "fastest in PyTorch"),
+        ("cpu", FAKE_AVX512_NO_BF16_CPU, "auto", False, True, "gifnet", "torch", "GIFNet's"),
+        ("cpu", FAKE_BF16_CPU_CAPPED, "auto", False, True, "gifnet", "torch", "GIFNet's fp32"),
+        ("cpu", FAKE_AVX2_CPU, "auto", False, True, "tim", "onnxruntime", "less memory"),
+        ("cpu", FAKE_BF16_CPU_CAPPED, "auto", False, True, "tim_light", "onnxruntime", "TIM's"),
+        ("cpu", FAKE_AVX2_CPU, "auto", False, False, "tim", "torch", "not installed"),
+        ("cpu", FAKE_AVX2_CPU, "fp32", False, True, "tim", "torch", "explicit precision"),
+        ("cpu", FAKE_AVX2_CPU, "bf16", False, True, "gifnet", "torch", "explicit precision"),
+        ("cpu", FAKE_AVX2_CPU, "auto", True, True, "tim", "torch", "compile runs in PyTorch"),
+        ("cpu", FAKE_ARM_CPU, "auto", False, True, "tim", "torch", "aarch64"),
+        ("cuda", _fake_gpu(8, 6, "A10"), "auto", False, True, "tim", "torch", "CUDA"),
+        ("cuda", _fake_gpu(6, 1, "GTX 1080"), "auto", False, True, "gifnet", "torch", "CUDA"),
     ],
 )
-def test_auto_backend_rule(device, caps, precision, compile, installed, expected, why):
-    """backend auto: ONNX Runtime exactly where automatic precision would run the network in
-    fp32 on an x86 CPU (there its graph is the faster fp32 path) and onnxruntime is installed;
-    torch elsewhere, and for an explicit precision (fp32 is the exact mode, in PyTorch)."""
-    backend, reason = choose_backend(device, caps, precision, compile, installed)
+def test_auto_backend_rule(device, caps, precision, compile, installed, network, expected, why):
+    """backend auto: on an x86 CPU where automatic precision would run the network in fp32,
+    GIFNet in PyTorch (its faster fp32 path, in less memory) and TIM in ONNX Runtime where
+    installed (as fast, in less memory); torch elsewhere, and for an explicit precision (fp32
+    is the exact mode, in PyTorch)."""
+    backend, reason = choose_backend(device, caps, precision, compile, installed, network)
     assert backend == expected
     assert why in reason and reason.startswith("auto:") and "\n" not in reason
 
@@ -163,6 +166,16 @@ def test_engine_reports_its_choice(weights_path):
         widest = [name for name in widest if name in ("AVX2", "AVX-512")]
     assert auto.instruction_set == (widest[-1] if widest else "SSE4.1")
     assert auto.describe().endswith(f"; instruction set {auto.instruction_set}")
+
+
+def test_auto_runs_gifnet_in_torch_fp32_where_the_cpu_lacks_bf16(weights_path, monkeypatch):
+    """With oneDNN capped to AVX2 (what a CPU without native bf16 offers) the default engine
+    runs GIFNet in PyTorch in fp32, its faster fp32 path there, and says why."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    engine = FusionEngine(weights_path, "cpu")
+    assert (engine.backend, engine.precision) == ("torch", "fp32")
+    assert engine.backend_reason == "auto: GIFNet's fp32 runs fastest in PyTorch, in less memory"
+    assert engine.backend_reason in engine.describe()
 
 
 def test_auto_fits_every_backend_where_explicit_precisions_may_not():
