@@ -47,11 +47,14 @@ memory"). torch.compile traces the same path.
 Eagerly on the CPU, each stream of a block runs a band of window rows at a time (about
 16384 tokens): V of the band's rows, its local branch, the attention of its windows and the
 per-pixel steps (projection, MLP) written back into the stream's map once no later band
-reads those rows. No V, branch, window or hidden map of the whole image exists, so at the
-peak only F and the two streams' maps are whole (three full-size maps where there were
-five, 623 → 418 MB of live tensors at 640×480 in fp32), and a band's pieces stay in cache
-from one step to the next. The decoder's first layer writes F's part into G's map and the
-caller drops F and M before the 3×3 layers. The maps that remain are reused allocations
+reads those rows. No V, branch, window or hidden map of the whole image exists, and a
+band's pieces stay in cache from one step to the next. Nor is F ever whole there: the
+embeddings and the decoder's first layer each make the rows of F they read, a band at a
+time, from the rows of the input those depend on (the encoder twice, about 4 % more
+arithmetic), so at the peak only the two streams' maps are whole: two full-size maps where
+there were five, 623 → 303 MB of live tensors at 640×480 in fp32. The decoder's first
+layer writes F's part into G's map and the caller drops M before the 3×3 layers. The maps
+that remain are reused allocations
 (the engine keeps freed memory, see gifnet_ros/fusion/allocator.py), not fresh page faults
 on every pair.
 
@@ -254,6 +257,39 @@ class DenseEncoder(nn.Module):
             new = _reflect_conv(features, weight, conv.bias).relu_()
             features = torch.cat([features, new], dim=-1)
         return torch.cat([features[..., order], features[..., 2:]], dim=-1) if swap else features
+
+    def rows(self, x0: Tensor, first: int, last: int) -> Tensor:
+        """F's image rows first..last-1 (1×rows×W×98) from the rows of x0 (1×H×W×2) they
+        depend on: each 3×3 layer reaches one row further each way, and only the image's
+        edges are reflected (_reflect_conv_rows)."""
+        h = x0.shape[1]
+        top, bottom = max(first - len(self.convs), 0), min(last + len(self.convs), h)
+        features = x0[:, top:bottom]
+        for conv in self.convs:
+            at_top, at_bottom = top == 0, bottom == h
+            new = _reflect_conv_rows(features, conv.weight, conv.bias, 1, at_top, at_bottom)
+            cut_top, cut_bottom = int(not at_top), int(not at_bottom)
+            features = features[:, cut_top : features.shape[1] - cut_bottom]
+            features = torch.cat([features, new.relu_()], dim=-1)
+            top, bottom = top + cut_top, bottom - cut_bottom
+        return features[:, first - top : last - top]
+
+
+class _FeatureRows(NamedTuple):
+    """The encoder's F of one sample, computed anew a band of rows at a time wherever it is
+    read (the embeddings, then the decoder), instead of one full-size map held through the
+    transformer: eagerly on the CPU, where that map is a quarter of the peak memory."""
+
+    encoder: DenseEncoder
+    x0: Tensor  # the network's 1×H×W×2 input
+
+    @property
+    def band(self) -> int:
+        """Image rows per band: as many pixels as two bands of the streams' steps."""
+        return max(WINDOW, 2 * _BAND_ROWS // self.x0.shape[2])
+
+    def __call__(self, first: int, last: int) -> Tensor:
+        return self.encoder.rows(self.x0, first, last)
 
 
 class RevisedLayerNorm(nn.Module):
@@ -651,20 +687,50 @@ class InteractionTransformer(nn.Module):
         self.mix0 = nn.Parameter(torch.zeros(1))
         self.unembed = nn.Conv2d(DIM, DIM, 3)
 
-    def forward(self, f: Tensor) -> tuple[Tensor, Tensor]:
-        """N×H×W×98 → (stream M before the unembedding, on the grid padded to multiples of 4,
-        and its pending bias). The decoder folds its first layer into the unembedding."""
-        h, w = f.shape[1:3]
-        f = _pad(f, 0, (4 - h % 4) % 4, 0, (4 - w % 4) % 4)
-        m = _reflect_conv(f, self.embed_m.weight, self.embed_m.bias)
-        i = _reflect_conv(f, self.embed_i.weight, self.embed_i.bias)
-        del f  # where the grid was padded, a copy the blocks need not keep
+    def forward(self, f: Tensor | _FeatureRows) -> tuple[Tensor, Tensor]:
+        """F (N×H×W×98, or made a band of rows at a time) → (stream M before the unembedding,
+        on the grid padded to multiples of 4, and its pending bias). The decoder folds its
+        first layer into the unembedding."""
+        if isinstance(f, _FeatureRows):
+            m, i = self._embed_rows(f)
+        else:
+            h, w = f.shape[1:3]
+            f = _pad(f, 0, (4 - h % 4) % 4, 0, (4 - w % 4) % 4)
+            m = _reflect_conv(f, self.embed_m.weight, self.embed_m.bias)
+            i = _reflect_conv(f, self.embed_i.weight, self.embed_i.bias)
+            del f  # where the grid was padded, a copy the blocks need not keep
         zero = torch.zeros(DIM, device=m.device)
         pending_m, pending_i = self.block0(m, zero, i, zero)
         assert pending_i is not None  # block 0 has stream I
         m.addcmul_(i, self.mix0.to(m.dtype))  # M' + w·I'
         pending_m, _ = self.block1(m, pending_m + self.mix0 * pending_i)
         return m, pending_m
+
+    def _embed_rows(self, f: _FeatureRows) -> tuple[Tensor, Tensor]:
+        """The two embeddings of F's grid padded to multiples of 4, a band of rows at a time
+        from the rows of F each band reads (one row more each way, reflected past the
+        image's bottom)."""
+        _, h, w, _ = f.x0.shape
+        grid_h, grid_w = h + (4 - h % 4) % 4, w + (4 - w % 4) % 4
+        m = f.x0.new_empty(1, grid_h, grid_w, DIM)
+        i = torch.empty_like(m)
+        for first in range(0, grid_h, f.band):
+            last = min(first + f.band, grid_h)
+            top, bottom = max(first - 1, 0), min(last + 1, grid_h)
+            if bottom <= h:
+                rows = f(top, bottom)
+            else:  # rows of the padded grid past the image: reflections of its last rows
+                source = _reflect_index(torch.arange(top, bottom), h)
+                low = int(source.min())
+                rows = f(low, int(source.max()) + 1)
+                rows = rows.index_select(1, (source - low).to(rows.device))
+            rows = _pad(rows, 0, 0, 0, grid_w - w)
+            for conv, out in ((self.embed_m, m), (self.embed_i, i)):
+                at_top, at_bottom = first == 0, last == grid_h
+                out[:, first:last] = _reflect_conv_rows(
+                    rows, conv.weight, conv.bias, 1, at_top, at_bottom
+                )
+        return m, i
 
 
 class FusionDecoder(nn.Module):
@@ -680,15 +746,18 @@ class FusionDecoder(nn.Module):
             nn.Conv2d(cin, cout, 3) for cin, cout in ((128, 64), (64, 32), (32, 16), (16, 1))
         )
 
-    def complement(self, f: Tensor, m: Tensor, pending: Tensor, unembed: nn.Conv2d) -> Tensor:
-        """The complementary-feature MLP's first layer and its ReLU: F (N×H×W×98), stream M
-        with its pending bias and the unembedding layer → N×H×W×98.
+    def complement(
+        self, f: Tensor | _FeatureRows, m: Tensor, pending: Tensor, unembed: nn.Conv2d
+    ) -> Tensor:
+        """The complementary-feature MLP's first layer and its ReLU: F (N×H×W×98, or made a
+        band of rows at a time), stream M with its pending bias and the unembedding layer →
+        N×H×W×98.
 
         squeeze.0 on concat(F, G) is W_F·F + W_G·G; W_G is folded into the unembedding
         (both linear, G is never stored). A step of its own so that the caller can drop F
         and M before the 3×3 layers run.
         """
-        h, w = f.shape[1:3]
+        h, w = (f.x0 if isinstance(f, _FeatureRows) else f).shape[1:3]
         on_f, on_g = self.squeeze[0].weight.flatten(1).split(DIM, dim=1)
         # conv(pad(m + pending)) = conv(pad(m)) + Σ_taps W·pending: padding copies pixels.
         g_bias = unembed.bias + unembed.weight.sum(dim=(2, 3)) @ pending
@@ -699,7 +768,12 @@ class FusionDecoder(nn.Module):
         else:  # F's part written into G's map by the product: one map fewer at the peak
             z = g.contiguous()  # a copy only where the transformer padded the grid
             del g
-            _accumulate(z, f, on_f)
+            if isinstance(f, _FeatureRows):
+                for first in range(0, h, f.band):
+                    last = min(first + f.band, h)
+                    _accumulate(z[:, first:last], f(first, last), on_f)
+            else:
+                _accumulate(z, f, on_f)
         return z.relu_()
 
     def forward(self, z: Tensor) -> Tensor:
@@ -756,7 +830,8 @@ class GIFNet(nn.Module):
     def _fuse(self, first: Tensor, second: Tensor, dtype: torch.dtype) -> Tensor:
         """One sample: the layer norm's statistics are per sample, and so are its folded weights."""
         x0 = torch.cat([first, second], dim=1).to(dtype).permute(0, 2, 3, 1).contiguous()
-        f = self.encoder(x0)
+        in_bands = x0.device.type == "cpu" and not _tracing()
+        f = _FeatureRows(self.encoder, x0) if in_bands else self.encoder(x0)
         m, pending = self.transformer(f)
         if _tracing():  # the decoder's F computed again rather than held through the transformer
             f = self.encoder(x0, swap=True)

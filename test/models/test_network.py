@@ -111,6 +111,51 @@ def test_bands_of_one_window_row_equal_one_band(model, h, w, seed):
     assert np.abs(bands - whole).max() * 255 < 1e-3
 
 
+def _network_input(h: int, w: int, seed: int) -> torch.Tensor:
+    """A random 1×H×W×2 input map of the encoder."""
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.random((1, h, w, 2), dtype=np.float32))
+
+
+@settings(max_examples=15, deadline=None)
+@given(data=st.data(), h=st.integers(8, 40), w=st.integers(8, 24), seed=st.integers(0, 2**16))
+def test_encoder_rows_equal_rows_of_the_whole_map(model, data, h, w, seed):
+    # On the CPU F is made a band of rows at a time from the rows of the input it depends on,
+    # reflected only at the image's edges; any rows, from one to all, must be those rows of F
+    # made from the whole image.
+    x0 = _network_input(h, w, seed)
+    first = data.draw(st.integers(0, h - 1))
+    last = data.draw(st.integers(first + 1, h))
+    with torch.inference_mode():
+        rows = model.encoder.rows(x0, first, last)
+        whole = model.encoder(x0)
+    assert rows.shape == (1, last - first, w, 98)
+    assert (rows - whole[:, first:last]).abs().max() < 1e-5
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    h=st.integers(8, 30), w=st.integers(8, 30), band=st.integers(1, 9), seed=st.integers(0, 2**16)
+)
+def test_transformer_on_feature_rows_equals_it_on_the_whole_map(model, h, w, band, seed):
+    # The embeddings of F's grid, padded by reflection to multiples of 4, made a band of rows
+    # at a time (F's rows for each band made anew) must be those of the whole padded map, the
+    # path off the CPU; so must the decoder's complement, which reads F again in bands.
+    x0 = _network_input(h, w, seed)
+    with pytest.MonkeyPatch.context() as patch, torch.inference_mode():
+        patch.setattr(network._FeatureRows, "band", band)  # F in bands of `band` rows
+        rows = network._FeatureRows(model.encoder, x0)
+        m, pending = model.transformer(rows)
+        z = model.decoder.complement(rows, m, pending, model.transformer.unembed)
+        whole = model.encoder(x0)
+        m_whole, pending_whole = model.transformer(whole)
+        z_whole = model.decoder.complement(whole, m_whole, pending_whole, model.transformer.unembed)
+    assert m.shape == m_whole.shape == (1, h + (4 - h % 4) % 4, w + (4 - w % 4) % 4, 98)
+    assert (m - m_whole).abs().max() < 1e-4
+    assert (pending - pending_whole).abs().max() < 1e-5
+    assert (z - z_whole).abs().max() < 1e-4
+
+
 @settings(max_examples=12, deadline=None)
 @given(h=st.integers(8, 41), w=st.integers(8, 41), seed=st.integers(0, 2**16))
 def test_any_size_from_8(model, h, w, seed):
