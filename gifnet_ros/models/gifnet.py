@@ -52,11 +52,11 @@ band's pieces stay in cache from one step to the next. Nor is F ever whole there
 embeddings and the decoder's first layer each make the rows of F they read, a band at a
 time, from the rows of the input those depend on (the encoder twice, about 4 % more
 arithmetic), so at the peak only the two streams' maps are whole: two full-size maps where
-there were five, 623 → 303 MB of live tensors at 640×480 in fp32. The decoder's first
-layer writes F's part into G's map and the caller drops M before the 3×3 layers. The maps
-that remain are reused allocations
-(the engine keeps freed memory, see gifnet_ros/fusion/allocator.py), not fresh page faults
-on every pair.
+there were five, 614 → 293 MiB of live tensors at 640×480 in fp32
+(benchmarks/live_tensors.py). The decoder's first layer writes F's part into G's map and
+the caller drops M before the 3×3 layers. The maps that remain are reused allocations (the
+engine keeps freed memory, see gifnet_ros/fusion/allocator.py), not fresh page faults on
+every pair.
 
 This module imports no ROS: the engine, the node and the offline tools all
 share it.
