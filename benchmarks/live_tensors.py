@@ -20,23 +20,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from memory import WEIGHTS
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+import gifnet_ros
 from gifnet_ros.fusion.engine import FusionEngine
 from gifnet_ros.models.onnx import NETWORKS
-from gifnet_ros.offline.sources import find_shared
 from gifnet_ros.tools.arg_types import width_height
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = find_shared() or ROOT.parent / "shared"
+PACKAGE = str(Path(gifnet_ros.__file__).parent)
 SMALLEST = 1 << 20  # bytes: smaller storages are left out
 
 
 def _made_at() -> str:
     """The innermost line of the package on the stack: where a tensor was made."""
     for frame in reversed(traceback.extract_stack()):
-        if "gifnet_ros" in frame.filename and "benchmarks" not in frame.filename:
+        if frame.filename.startswith(PACKAGE):
             return f"{Path(frame.filename).name}:{frame.lineno} {frame.line}"
     return "?"
 
@@ -83,7 +83,7 @@ def main() -> None:
     p.add_argument("--size", type=width_height, default=(640, 480), metavar="WxH")
     p.add_argument("--network", choices=NETWORKS, default="gifnet")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--weights", type=Path, default=SHARED / "gifnet" / "weights" / "Final.model")
+    p.add_argument("--weights", type=Path, default=WEIGHTS)
     args = p.parse_args()
     engine = FusionEngine(
         args.weights if args.network == "gifnet" else None,

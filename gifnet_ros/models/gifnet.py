@@ -288,6 +288,10 @@ class _FeatureRows(NamedTuple):
         """Image rows per band: as many pixels as two bands of the streams' steps."""
         return max(WINDOW, 2 * _BAND_ROWS // self.x0.shape[2])
 
+    def spans(self, rows: int) -> list[tuple[int, int]]:
+        """(first, last) of each band of `rows` rows, in order."""
+        return [(first, min(first + self.band, rows)) for first in range(0, rows, self.band)]
+
     def __call__(self, first: int, last: int) -> Tensor:
         return self.encoder.rows(self.x0, first, last)
 
@@ -674,6 +678,11 @@ class InteractionBlock(nn.Module):
         return finish_m.pending, pending_i
 
 
+def _grid_padding(size: int) -> int:
+    """Rows or columns the transformer adds to F by reflection, up to a multiple of 4."""
+    return (4 - size % 4) % 4
+
+
 class InteractionTransformer(nn.Module):
     """The interaction transformer (docs/network.md#interaction-transformer): two streams, two
     blocks, output G from stream M."""
@@ -695,7 +704,7 @@ class InteractionTransformer(nn.Module):
             m, i = self._embed_rows(f)
         else:
             h, w = f.shape[1:3]
-            f = _pad(f, 0, (4 - h % 4) % 4, 0, (4 - w % 4) % 4)
+            f = _pad(f, 0, _grid_padding(h), 0, _grid_padding(w))
             m = _reflect_conv(f, self.embed_m.weight, self.embed_m.bias)
             i = _reflect_conv(f, self.embed_i.weight, self.embed_i.bias)
             del f  # where the grid was padded, a copy the blocks need not keep
@@ -711,11 +720,10 @@ class InteractionTransformer(nn.Module):
         from the rows of F each band reads (one row more each way, reflected past the
         image's bottom)."""
         _, h, w, _ = f.x0.shape
-        grid_h, grid_w = h + (4 - h % 4) % 4, w + (4 - w % 4) % 4
+        grid_h, grid_w = h + _grid_padding(h), w + _grid_padding(w)
         m = f.x0.new_empty(1, grid_h, grid_w, DIM)
         i = torch.empty_like(m)
-        for first in range(0, grid_h, f.band):
-            last = min(first + f.band, grid_h)
+        for first, last in f.spans(grid_h):
             top, bottom = max(first - 1, 0), min(last + 1, grid_h)
             if bottom <= h:
                 rows = f(top, bottom)
@@ -725,8 +733,8 @@ class InteractionTransformer(nn.Module):
                 rows = f(low, int(source.max()) + 1)
                 rows = rows.index_select(1, (source - low).to(rows.device))
             rows = _pad(rows, 0, 0, 0, grid_w - w)
+            at_top, at_bottom = first == 0, last == grid_h
             for conv, out in ((self.embed_m, m), (self.embed_i, i)):
-                at_top, at_bottom = first == 0, last == grid_h
                 out[:, first:last] = _reflect_conv_rows(
                     rows, conv.weight, conv.bias, 1, at_top, at_bottom
                 )
@@ -769,8 +777,7 @@ class FusionDecoder(nn.Module):
             z = g.contiguous()  # a copy only where the transformer padded the grid
             del g
             if isinstance(f, _FeatureRows):
-                for first in range(0, h, f.band):
-                    last = min(first + f.band, h)
+                for first, last in f.spans(h):
                     _accumulate(z[:, first:last], f(first, last), on_f)
             else:
                 _accumulate(z, f, on_f)
