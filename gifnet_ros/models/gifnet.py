@@ -26,7 +26,9 @@ outputs are met to well below 1e-3 on the 0-255 scale):
   residual branches) are carried beside the map as a pending bias and folded
   into the next consumer's weights.
 - Residual additions are written into the residual map by the matrix product
-  itself (``addmm_``); ReLUs run in place; the window attention uses
+  itself (``addmm_``); ReLUs run in place. In fp32 on the CPU the per-pixel products
+  are oneDNN 1×1 convolutions instead, with the bias, the MLP's ReLU and the residual
+  sum inside (gifnet_ros/models/onednn.py). The window attention uses
   PyTorch's fused ``scaled_dot_product_attention`` with a 4-D bias, which
   selects the fused (flash) CPU kernel where a 3-D bias falls back to the
   unfused one.
@@ -75,7 +77,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional torch alias)
 from torch import Tensor, nn
 
-from gifnet_ros.models import MIN_SIZE
+from gifnet_ros.models import MIN_SIZE, onednn
 from gifnet_ros.models.weights import WeightsError, load_state_dict
 
 WINDOW = 8
@@ -175,19 +177,28 @@ def _crop(x: Tensor, h: int, w: int) -> Tensor:
     return x.reshape(-1, x.shape[-1]).index_select(0, rows).view(1, h, w, x.shape[-1])
 
 
-def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """A 1×1 convolution (weight Cout×Cin) of an N×H×W×C map, as one matrix product."""
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool = False) -> Tensor:
+    """A 1×1 convolution (weight Cout×Cin) of an N×H×W×C map, as one matrix product, then
+    ReLU if asked (inside the product where oneDNN takes it)."""
     flat = x.reshape(-1, x.shape[-1])
+    if bias is not None and not _tracing() and onednn.usable(x):
+        return onednn.linear(flat, weight, bias, relu).view(*x.shape[:-1], weight.shape[0])
     weight = weight.to(x.dtype).t()
     # The bias in the product: with freed memory kept (fusion/allocator.py), addmm's broadcast copy
     # of it costs less than a second pass over the output.
     out = flat @ weight if bias is None else torch.addmm(bias.to(x.dtype), flat, weight)
+    if relu:
+        out.relu_()
     return out.view(*x.shape[:-1], weight.shape[1])
 
 
 def _accumulate(x: Tensor, inputs: Tensor, weight: Tensor) -> None:
-    """x += 1×1 convolution of `inputs`, written into x by the matrix product (no temporary)."""
+    """x += 1×1 convolution of `inputs`, written into x by the matrix product (no temporary).
+    oneDNN's sum post-op needs x contiguous; a strided x takes addmm_."""
     flat = inputs.reshape(-1, inputs.shape[-1])
+    if not _tracing() and onednn.usable(x) and x.is_contiguous():
+        onednn.accumulate(x.view(-1, x.shape[-1]), flat, weight)
+        return
     x.view(-1, x.shape[-1]).addmm_(flat, weight.to(x.dtype).t())
 
 
@@ -412,7 +423,7 @@ def _finish_rows(rows: Tensor, branches: Tensor, weights: Finish) -> None:
     the local branch and the attention: projection, modulation, residuals and MLP. Every step
     is per pixel, so any set of rows can be finished on its own."""
     _accumulate(rows, branches, weights.projection)
-    _accumulate(rows, _linear(rows, weights.w1, weights.b1).relu_(), weights.w2)
+    _accumulate(rows, _linear(rows, weights.w1, weights.b1, relu=True), weights.w2)
 
 
 class Finish(NamedTuple):
