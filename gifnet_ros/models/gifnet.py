@@ -177,11 +177,17 @@ def _crop(x: Tensor, h: int, w: int) -> Tensor:
     return x.reshape(-1, x.shape[-1]).index_select(0, rows).view(1, h, w, x.shape[-1])
 
 
+def _fused_products(x: Tensor) -> bool:
+    """Whether products of the map x run as oneDNN's fused convolutions: eagerly only, since
+    exported and compiled graphs keep plain products (runtimes fuse those themselves)."""
+    return not _tracing() and onednn.usable(x)
+
+
 def _linear(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool = False) -> Tensor:
     """A 1×1 convolution (weight Cout×Cin) of an N×H×W×C map, as one matrix product, then
     ReLU if asked (inside the product where oneDNN takes it)."""
     flat = x.reshape(-1, x.shape[-1])
-    if bias is not None and not _tracing() and onednn.usable(x):
+    if bias is not None and _fused_products(x):
         return onednn.linear(flat, weight, bias, relu).view(*x.shape[:-1], weight.shape[0])
     weight = weight.to(x.dtype).t()
     # The bias in the product: with freed memory kept (fusion/allocator.py), addmm's broadcast copy
@@ -196,7 +202,7 @@ def _accumulate(x: Tensor, inputs: Tensor, weight: Tensor) -> None:
     """x += 1×1 convolution of `inputs`, written into x by the matrix product (no temporary).
     oneDNN's sum post-op needs x contiguous; a strided x takes addmm_."""
     flat = inputs.reshape(-1, inputs.shape[-1])
-    if not _tracing() and onednn.usable(x) and x.is_contiguous():
+    if _fused_products(x) and x.is_contiguous():
         onednn.accumulate(x.view(-1, x.shape[-1]), flat, weight)
         return
     x.view(-1, x.shape[-1]).addmm_(flat, weight.to(x.dtype).t())
